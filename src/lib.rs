@@ -1,0 +1,36 @@
+//! quantize-rs: post-training quantization of float32 ONNX models into standard ONNX QDQ models
+//! (QuantizeLinear / DequantizeLinear) that ONNX Runtime and tract load.
+//!
+//! With default features off the crate is only [`embed`]: what `include_quantized!` expands to.
+
+#![warn(missing_docs)]
+
+#[cfg(feature = "quantize")]
+pub mod analyse;
+#[cfg(feature = "quantize")]
+pub mod error;
+#[cfg(feature = "quantize")]
+pub mod graph;
+#[cfg(feature = "quantize")]
+pub mod model;
+#[cfg(feature = "quantize")]
+pub mod ops;
+#[cfg(feature = "quantize")]
+pub mod opset;
+#[cfg(feature = "quantize")]
+pub mod proto;
+#[cfg(feature = "quantize")]
+pub mod quant;
+#[cfg(feature = "quantize")]
+pub mod quantize;
+#[cfg(feature = "quantize")]
+pub mod recipe;
+
+#[cfg(feature = "quantize")]
+pub use error::{Error, Result};
+#[cfg(feature = "quantize")]
+pub use model::{Model, SaveOptions};
+#[cfg(feature = "quantize")]
+pub use quantize::{Report, quantize_model};
+#[cfg(feature = "quantize")]
+pub use recipe::Recipe;

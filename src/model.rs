@@ -1,0 +1,231 @@
+//! Loading and saving ONNX models: from a path or from bytes, external-data tensors read on load
+//! (with paths confined to the model's folder) and written on save when the model would pass
+//! protobuf's 2 GiB limit, and atomic writes that never leave a half-written file.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::error::{Error, Result};
+use crate::graph::for_each_tensor_mut;
+use crate::proto::{ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
+
+/// Protobuf cannot encode a message of 2 GiB or more.
+pub const PROTOBUF_LIMIT: u64 = (1 << 31) - 1;
+
+/// A decoded ONNX model and where it came from.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The protobuf message.
+    pub proto: ModelProto,
+    /// The file it was read from, if any.
+    pub path: Option<PathBuf>,
+}
+
+/// How [`Model::save`] writes.
+#[derive(Debug, Clone)]
+pub struct SaveOptions {
+    /// Overwrite an existing output file (never the input unless `force`).
+    pub force: bool,
+    /// Above this encoded size, large tensors go to an external-data file beside the model.
+    pub external_data_threshold: u64,
+    /// Tensors at least this many bytes are moved out when external data is written.
+    pub external_min_tensor_bytes: usize,
+}
+
+impl Default for SaveOptions {
+    fn default() -> Self {
+        SaveOptions { force: false, external_data_threshold: PROTOBUF_LIMIT, external_min_tensor_bytes: 1024 }
+    }
+}
+
+fn origin(path: Option<&Path>) -> String {
+    path.map(|p| p.display().to_string()).unwrap_or_else(|| "<bytes>".into())
+}
+
+impl Model {
+    /// Reads a model file; tensors stored as external data are read from beside it.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        let path = path.as_ref();
+        let bytes = fs::read(path).map_err(|source| Error::Read { path: path.into(), source })?;
+        let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+        let mut m = Model::decode(Bytes::from(bytes), Some(path), base)?;
+        m.path = Some(path.to_path_buf());
+        Ok(m)
+    }
+
+    /// Decodes a model from bytes. External-data tensors are resolved against `base_dir`; without
+    /// one they are an error.
+    pub fn from_bytes(bytes: impl Into<Bytes>, base_dir: Option<&Path>) -> Result<Model> {
+        Model::decode(bytes.into(), None, base_dir)
+    }
+
+    fn decode(bytes: Bytes, path: Option<&Path>, base_dir: Option<&Path>) -> Result<Model> {
+        let mut proto = ModelProto::decode(bytes).map_err(|source| Error::Decode { origin: origin(path), source })?;
+        if proto.graph.is_none() {
+            return Err(Error::InvalidModel(format!("{} has no graph", origin(path))));
+        }
+        let graph = proto.graph.as_mut().expect("checked");
+        for_each_tensor_mut(graph, &mut |t| load_external(t, base_dir))?;
+        Ok(Model { proto, path: None })
+    }
+
+    /// The main graph.
+    pub fn graph(&self) -> &crate::proto::GraphProto {
+        self.proto.graph.as_ref().expect("a Model always has a graph")
+    }
+
+    /// The main graph, mutably.
+    pub fn graph_mut(&mut self) -> &mut crate::proto::GraphProto {
+        self.proto.graph.as_mut().expect("a Model always has a graph")
+    }
+
+    /// Version of the default (`ai.onnx`) opset the model imports.
+    pub fn opset(&self) -> Option<i64> {
+        self.proto
+            .opset_import
+            .iter()
+            .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
+            .and_then(|o| o.version)
+    }
+
+    /// The model as protobuf bytes (all tensors inline).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.proto.encode_to_vec()
+    }
+
+    /// Writes the model to `path` atomically: a temporary file in the same folder, renamed into
+    /// place, so readers see the old file or the new one, never a part. Above
+    /// `opts.external_data_threshold` bytes, large tensors go to `<file name>.data` beside it.
+    pub fn save(&self, path: impl AsRef<Path>, opts: &SaveOptions) -> Result<()> {
+        let path = path.as_ref();
+        check_output(path, self.path.as_deref(), opts.force)?;
+        let dir = parent_dir(path);
+        if self.proto.encoded_len() as u64 <= opts.external_data_threshold {
+            return write_atomic(path, &self.to_bytes());
+        }
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| Error::Write { path: path.into(), source: std::io::Error::other("not a file path") })?;
+        let data_name = format!("{}.data", file_name.to_string_lossy());
+        let data_path = dir.join(&data_name);
+        let mut proto = self.proto.clone();
+        let mut data: Vec<u8> = Vec::new();
+        let min = opts.external_min_tensor_bytes;
+        for_each_tensor_mut(proto.graph.as_mut().expect("a Model always has a graph"), &mut |t| {
+            if let Some(raw) = t.raw_data.as_ref().filter(|r| r.len() >= min) {
+                // Page-aligned offsets let runtimes map tensors straight from the file.
+                let offset = data.len().next_multiple_of(4096);
+                data.resize(offset, 0);
+                data.extend_from_slice(raw);
+                let entry = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
+                t.external_data = vec![
+                    entry("location", data_name.clone()),
+                    entry("offset", offset.to_string()),
+                    entry("length", raw.len().to_string()),
+                ];
+                t.data_location = Some(DataLocation::External as i32);
+                t.raw_data = None;
+            }
+            Ok(())
+        })?;
+        if proto.encoded_len() as u64 > PROTOBUF_LIMIT {
+            return Err(Error::Write {
+                path: path.into(),
+                source: std::io::Error::other("the model is over 2 GiB even with its tensors stored outside"),
+            });
+        }
+        write_atomic(&data_path, &data)?;
+        write_atomic(path, &proto.encode_to_vec())
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Refuses to write over the input model (unless forced) or into a folder that does not exist.
+pub fn check_output(path: &Path, input: Option<&Path>, force: bool) -> Result<()> {
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(Error::MissingOutputDir { path: dir.into() });
+    }
+    if !force {
+        if let (Some(input), Ok(out)) = (input, path.canonicalize()) {
+            if input.canonicalize().is_ok_and(|i| i == out) {
+                return Err(Error::WouldOverwrite { path: path.into() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    let werr = |source| Error::Write { path: path.into(), source };
+    let mut tmp = tempfile::Builder::new().prefix(".quantize-rs-").suffix(".tmp").tempfile_in(dir).map_err(werr)?;
+    tmp.write_all(bytes).map_err(werr)?;
+    tmp.as_file().sync_all().map_err(werr)?;
+    tmp.persist(path).map_err(|e| werr(e.error))?;
+    Ok(())
+}
+
+fn external_entry<'a>(t: &'a TensorProto, key: &str) -> Option<&'a str> {
+    t.external_data.iter().find(|e| e.key.as_deref() == Some(key)).and_then(|e| e.value.as_deref())
+}
+
+/// Replaces an external-data reference by the bytes it points to, after checking that the
+/// location stays inside the model's folder and the range inside the file.
+fn load_external(t: &mut TensorProto, base_dir: Option<&Path>) -> Result<()> {
+    if t.data_location != Some(DataLocation::External as i32) {
+        return Ok(());
+    }
+    let tensor = t.name.clone().unwrap_or_else(|| "<unnamed>".into());
+    let bad = |reason: String| Error::ExternalData { tensor: tensor.clone(), reason };
+    let location = external_entry(t, "location").ok_or_else(|| bad("has no 'location' key".into()))?;
+    let rel = Path::new(location);
+    let escapes = rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir));
+    if rel.is_absolute() || escapes || location.is_empty() {
+        return Err(bad(format!(
+            "location '{location}' is absolute or leaves the model's folder; external files must sit beside the model"
+        )));
+    }
+    let base = base_dir.ok_or_else(|| {
+        bad(format!("refers to file '{location}', but the model was given as bytes; load it from its path instead"))
+    })?;
+    let file = base.join(rel);
+    let canon_base = base.canonicalize().map_err(|source| Error::Read { path: base.into(), source })?;
+    let canon = file.canonicalize().map_err(|source| Error::Read { path: file.clone(), source })?;
+    if !canon.starts_with(&canon_base) {
+        return Err(bad(format!("location '{location}' resolves outside the model's folder (through a link)")));
+    }
+    let parse = |key: &str| -> Result<Option<u64>> {
+        external_entry(t, key)
+            .map(|v| v.parse::<u64>().map_err(|_| bad(format!("'{key}' is '{v}', not a byte count"))))
+            .transpose()
+    };
+    let offset = parse("offset")?.unwrap_or(0);
+    let length = parse("length")?;
+    let mut f = fs::File::open(&canon).map_err(|source| Error::Read { path: file.clone(), source })?;
+    let size = f.metadata().map_err(|source| Error::Read { path: file.clone(), source })?.len();
+    let length = length.unwrap_or(size.saturating_sub(offset));
+    if offset.checked_add(length).is_none_or(|end| end > size) {
+        return Err(bad(format!(
+            "range offset {offset} + length {length} passes the end of '{location}' ({size} bytes); the data file is truncated or does not belong to this model"
+        )));
+    }
+    let mut buf = vec![0u8; length as usize];
+    f.seek(SeekFrom::Start(offset)).map_err(|source| Error::Read { path: file.clone(), source })?;
+    f.read_exact(&mut buf).map_err(|source| Error::Read { path: file.clone(), source })?;
+    t.raw_data = Some(Bytes::from(buf));
+    t.external_data.clear();
+    t.data_location = None;
+    Ok(())
+}

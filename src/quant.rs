@@ -1,0 +1,395 @@
+//! The numeric core: scales and zero points, quantized values, 4-bit packing.
+//!
+//! Guarantees, checked by the tests below: zero is exactly representable; a slice that is all
+//! zero or holds one constant value dequantizes exactly; every other value comes back within half
+//! a step (`scale / 2`) of where it was, unless it lay outside the range the scale covers.
+
+use serde::Serialize;
+
+/// Integer type of the quantized values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QType {
+    /// Signed 8-bit, -128..=127.
+    Int8,
+    /// Unsigned 8-bit, 0..=255.
+    Uint8,
+    /// Signed 4-bit, -8..=7.
+    Int4,
+    /// Unsigned 4-bit, 0..=15.
+    Uint4,
+}
+
+impl QType {
+    /// The type for `bits` (4 or 8), signed or not.
+    pub fn from_bits(bits: u8, signed: bool) -> Option<QType> {
+        Some(match (bits, signed) {
+            (8, true) => QType::Int8,
+            (8, false) => QType::Uint8,
+            (4, true) => QType::Int4,
+            (4, false) => QType::Uint4,
+            _ => return None,
+        })
+    }
+    /// Smallest and largest representable value.
+    pub fn range(self) -> (i32, i32) {
+        match self {
+            QType::Int8 => (-128, 127),
+            QType::Uint8 => (0, 255),
+            QType::Int4 => (-8, 7),
+            QType::Uint4 => (0, 15),
+        }
+    }
+    /// Bits per value.
+    pub fn bits(self) -> u8 {
+        match self {
+            QType::Int8 | QType::Uint8 => 8,
+            QType::Int4 | QType::Uint4 => 4,
+        }
+    }
+    /// Whether the type is signed.
+    pub fn signed(self) -> bool {
+        matches!(self, QType::Int8 | QType::Int4)
+    }
+    /// Zero point of the symmetric scheme: 0 for signed types, the middle for unsigned ones.
+    pub fn symmetric_zero_point(self) -> i32 {
+        match self {
+            QType::Int8 | QType::Int4 => 0,
+            QType::Uint8 => 128,
+            QType::Uint4 => 8,
+        }
+    }
+    /// The ONNX element type the values are stored as: 4-bit types are widened to 8-bit bytes
+    /// unless `native_int4`.
+    pub fn onnx_dtype(self, native_int4: bool) -> i32 {
+        use crate::proto::dtype;
+        match (self, native_int4) {
+            (QType::Int8, _) | (QType::Int4, false) => dtype::INT8,
+            (QType::Uint8, _) | (QType::Uint4, false) => dtype::UINT8,
+            (QType::Int4, true) => dtype::INT4,
+            (QType::Uint4, true) => dtype::UINT4,
+        }
+    }
+}
+
+/// How many scales a tensor gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Granularity {
+    /// One scale for the whole tensor.
+    PerTensor,
+    /// One scale per index along `axis`.
+    PerAxis {
+        /// The channel axis.
+        axis: usize,
+    },
+    /// One scale per `block` consecutive elements along `axis`, for each position on the others.
+    Blocked {
+        /// The blocked (reduction) axis.
+        axis: usize,
+        /// Elements per block.
+        block: usize,
+    },
+}
+
+/// Quantized values with their scales and zero points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantized {
+    /// One byte per value: two's complement for signed types (4-bit values sign-extended).
+    pub values: Vec<u8>,
+    /// Scales, in the row-major order of `param_dims`.
+    pub scales: Vec<f32>,
+    /// Zero points, same layout as `scales`.
+    pub zero_points: Vec<i32>,
+    /// Shape of `scales`/`zero_points`: empty for per-tensor, `[C]` per-axis, the tensor's shape
+    /// with the blocked axis divided (rounded up) by the block size when blocked.
+    pub param_dims: Vec<usize>,
+}
+
+impl Quantized {
+    /// Dequantized value of element `i` whose group (scale index) is `g`.
+    pub fn dequantize_at(&self, i: usize, g: usize, qtype: QType) -> f32 {
+        let q = decode(self.values[i], qtype);
+        (q - self.zero_points[g]) as f32 * self.scales[g]
+    }
+}
+
+/// The integer held in a value byte.
+pub fn decode(byte: u8, qtype: QType) -> i32 {
+    if qtype.signed() { byte as i8 as i32 } else { byte as i32 }
+}
+
+fn encode(q: i32, qtype: QType) -> u8 {
+    if qtype.signed() { q as i8 as u8 } else { q as u8 }
+}
+
+/// Walks a row-major tensor of shape `dims` and yields, for each flat index, its group index
+/// under `gran`; returns the group count and the groups' shape.
+fn groups(dims: &[usize], gran: Granularity) -> (usize, Vec<usize>) {
+    match gran {
+        Granularity::PerTensor => (1, vec![]),
+        Granularity::PerAxis { axis } => (dims[axis], vec![dims[axis]]),
+        Granularity::Blocked { axis, block } => {
+            let mut d = dims.to_vec();
+            d[axis] = dims[axis].div_ceil(block);
+            (d.iter().product(), d)
+        }
+    }
+}
+
+/// Calls `f(flat_index_range_start, len, group)` for runs of consecutive elements sharing a group.
+fn for_each_run(dims: &[usize], gran: Granularity, mut f: impl FnMut(usize, usize, usize)) {
+    let n: usize = dims.iter().product();
+    match gran {
+        Granularity::PerTensor => f(0, n, 0),
+        Granularity::PerAxis { axis } => {
+            let inner: usize = dims[axis + 1..].iter().product();
+            let a = dims[axis];
+            for (k, start) in (0..n).step_by(inner.max(1)).enumerate() {
+                f(start, inner, k % a);
+            }
+        }
+        Granularity::Blocked { axis, block } => {
+            let inner: usize = dims[axis + 1..].iter().product();
+            let a = dims[axis];
+            let nb = a.div_ceil(block);
+            let outer: usize = dims[..axis].iter().product();
+            for o in 0..outer {
+                for ai in 0..a {
+                    let row = (o * a + ai) * inner;
+                    let gbase = (o * nb + ai / block) * inner;
+                    for j in 0..inner {
+                        f(row + j, 1, gbase + j);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Group index of every element (for checks and tests; quantization itself streams runs).
+pub fn group_of_each(dims: &[usize], gran: Granularity) -> Vec<usize> {
+    let mut out = vec![0; dims.iter().product()];
+    for_each_run(dims, gran, |s, len, g| out[s..s + len].fill(g));
+    out
+}
+
+/// Scale and zero point for values spanning `[min, max]`.
+pub fn params_for_range(min: f32, max: f32, qtype: QType, symmetric: bool) -> (f32, i32) {
+    let (qmin, qmax) = qtype.range();
+    if min == max {
+        // Zero or one constant value: a unit step of exactly |c| makes it exact.
+        return match min {
+            0.0 => (1.0, if symmetric { qtype.symmetric_zero_point() } else { qmin.max(0) }),
+            c if symmetric => (c.abs(), qtype.symmetric_zero_point()),
+            c if c > 0.0 => (c, qmin.max(0).min(qmax - 1)),
+            c => (c.abs(), (qmin + 1).max(1).min(qmax)),
+        };
+    }
+    let (scale, zp) = if symmetric {
+        let amax = min.abs().max(max.abs());
+        let qpos = (qmax - qmin) / 2;
+        (amax / qpos as f32, qtype.symmetric_zero_point())
+    } else {
+        let (lo, hi) = (min.min(0.0), max.max(0.0));
+        let scale = (hi - lo) / (qmax - qmin) as f32;
+        let zp = (qmin as f32 - lo / scale).round_ties_even() as i32;
+        (scale, zp.clamp(qmin, qmax))
+    };
+    if scale > 0.0 && scale.is_finite() {
+        (scale, zp)
+    } else {
+        // The range is below what f32 steps can express: quantize everything to zero.
+        (1.0, if symmetric { qtype.symmetric_zero_point() } else { qmin.max(0) })
+    }
+}
+
+/// Quantizes `data` (row-major, shape `dims`, all finite) to `qtype` with one scale per group of
+/// `gran`.
+pub fn quantize(data: &[f32], dims: &[usize], qtype: QType, gran: Granularity, symmetric: bool) -> Quantized {
+    debug_assert_eq!(data.len(), dims.iter().product::<usize>());
+    let (ngroups, param_dims) = groups(dims, gran);
+    let mut lo = vec![f32::INFINITY; ngroups];
+    let mut hi = vec![f32::NEG_INFINITY; ngroups];
+    for_each_run(dims, gran, |s, len, g| {
+        for &x in &data[s..s + len] {
+            lo[g] = lo[g].min(x);
+            hi[g] = hi[g].max(x);
+        }
+    });
+    let mut scales = Vec::with_capacity(ngroups);
+    let mut zero_points = Vec::with_capacity(ngroups);
+    for g in 0..ngroups {
+        let (l, h) = if lo[g] <= hi[g] { (lo[g], hi[g]) } else { (0.0, 0.0) };
+        let (s, z) = params_for_range(l, h, qtype, symmetric);
+        scales.push(s);
+        zero_points.push(z);
+    }
+    let (qmin, qmax) = qtype.range();
+    let mut values = vec![0u8; data.len()];
+    for_each_run(dims, gran, |s, len, g| {
+        let (scale, zp) = (scales[g], zero_points[g]);
+        for (v, &x) in values[s..s + len].iter_mut().zip(&data[s..s + len]) {
+            let q = ((x / scale).round_ties_even() as i32).saturating_add(zp).clamp(qmin, qmax);
+            *v = encode(q, qtype);
+        }
+    });
+    Quantized { values, scales, zero_points, param_dims }
+}
+
+/// Packs 4-bit values two per byte as ONNX stores INT4/UINT4: element `2k` in the low nibble of
+/// byte `k`, element `2k+1` in the high nibble; an odd count leaves the last high nibble zero.
+pub fn pack_int4(values: &[u8]) -> Vec<u8> {
+    values.chunks(2).map(|p| (p[0] & 0x0F) | (p.get(1).copied().unwrap_or(0) & 0x0F) << 4).collect()
+}
+
+/// Reverses [`pack_int4`]: `n` values, sign-extended when `signed`.
+pub fn unpack_int4(packed: &[u8], n: usize, signed: bool) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            let nib = (packed[i / 2] >> (4 * (i % 2))) & 0x0F;
+            if signed && nib & 0x08 != 0 { nib | 0xF0 } else { nib }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: [QType; 4] = [QType::Int8, QType::Uint8, QType::Int4, QType::Uint4];
+
+    fn roundtrip_ok(data: &[f32], dims: &[usize], qtype: QType, gran: Granularity, sym: bool) -> Result<(), String> {
+        let q = quantize(data, dims, qtype, gran, sym);
+        let groups = group_of_each(dims, gran);
+        for (i, &x) in data.iter().enumerate() {
+            let g = groups[i];
+            let y = q.dequantize_at(i, g, qtype);
+            let s = q.scales[g];
+            // Half a step, plus float rounding of the product (a few ulps of the value).
+            let tol = s / 2.0 + x.abs().max(y.abs()) * 4.0 * f32::EPSILON;
+            if (x - y).abs() > tol {
+                return Err(format!("{qtype:?} {gran:?} sym={sym}: x={x} y={y} scale={s} zp={}", q.zero_points[g]));
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn zero_is_exact_in_every_scheme() {
+        let data = [-1.7f32, 0.0, 0.3, 2.9, 0.0, -0.01];
+        for qtype in ALL {
+            for sym in [true, false] {
+                let q = quantize(&data, &[6], qtype, Granularity::PerTensor, sym);
+                assert_eq!(q.dequantize_at(1, 0, qtype), 0.0, "{qtype:?} sym={sym}");
+                assert_eq!(q.dequantize_at(4, 0, qtype), 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn all_zero_and_constant_slices_are_exact() {
+        // Channel 0 all zero, channel 1 constant positive, channel 2 constant negative.
+        let data = [0.0, 0.0, 0.1234567, 0.1234567, -3.3e-5, -3.3e-5];
+        for qtype in ALL {
+            for sym in [true, false] {
+                let q = quantize(&data, &[3, 2], qtype, Granularity::PerAxis { axis: 0 }, sym);
+                for (i, &x) in data.iter().enumerate() {
+                    assert_eq!(q.dequantize_at(i, i / 2, qtype), x, "{qtype:?} sym={sym} i={i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn symmetric_int8_uses_127_steps_each_side() {
+        let q = quantize(&[-2.0, 1.0, 0.5], &[3], QType::Int8, Granularity::PerTensor, true);
+        assert_eq!(q.zero_points, vec![0]);
+        assert!((q.scales[0] - 2.0 / 127.0).abs() < 1e-9);
+        assert_eq!(decode(q.values[0], QType::Int8), -127);
+        assert_eq!(decode(q.values[1], QType::Int8), 64); // 63.5 rounds to even
+    }
+
+    #[test]
+    fn asymmetric_uint8_spans_min_to_max() {
+        let q = quantize(&[-1.0, 3.0], &[2], QType::Uint8, Granularity::PerTensor, false);
+        assert!((q.scales[0] - 4.0 / 255.0).abs() < 1e-7);
+        assert_eq!(q.zero_points[0], 64); // round(255/4) = 63.75 -> 64
+        assert_eq!(q.values, vec![0, 255]);
+    }
+
+    #[test]
+    fn per_axis_groups_follow_the_axis() {
+        assert_eq!(group_of_each(&[2, 3], Granularity::PerAxis { axis: 0 }), vec![0, 0, 0, 1, 1, 1]);
+        assert_eq!(group_of_each(&[2, 3], Granularity::PerAxis { axis: 1 }), vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn blocked_groups_split_the_axis_and_keep_the_others() {
+        // shape [2, 5], blocks of 2 along axis 1: scale shape [2, 3]
+        let g = group_of_each(&[2, 5], Granularity::Blocked { axis: 1, block: 2 });
+        assert_eq!(g, vec![0, 0, 1, 1, 2, 3, 3, 4, 4, 5]);
+        // shape [5, 2], blocks of 2 along axis 0: scale shape [3, 2]
+        let g = group_of_each(&[5, 2], Granularity::Blocked { axis: 0, block: 2 });
+        assert_eq!(g, vec![0, 1, 0, 1, 2, 3, 2, 3, 4, 5]);
+        let q = quantize(&[0.0; 10], &[5, 2], QType::Int4, Granularity::Blocked { axis: 0, block: 2 }, true);
+        assert_eq!(q.param_dims, vec![3, 2]);
+    }
+
+    #[test]
+    fn int4_packing_puts_the_first_value_in_the_low_nibble() {
+        // -1 (0xF), 2, -8 (0x8): bytes 0x2F, 0x08
+        let vals = [encode(-1, QType::Int4), encode(2, QType::Int4), encode(-8, QType::Int4)];
+        assert_eq!(pack_int4(&vals), vec![0x2F, 0x08]);
+        assert_eq!(unpack_int4(&[0x2F, 0x08], 3, true), vals.to_vec());
+        assert_eq!(pack_int4(&[15, 0, 1]), vec![0x0F, 0x01]);
+    }
+
+    #[test]
+    fn outliers_beyond_the_integer_range_saturate() {
+        let q = quantize(&[-1.0, 1.0], &[2], QType::Int8, Granularity::PerTensor, true);
+        // A value far outside the range the scale covers still clamps, never wraps.
+        let x = 1000.0f32 / q.scales[0];
+        assert_eq!(((x).round_ties_even() as i32).clamp(-128, 127), 127);
+    }
+
+    fn gran_strategy(rank: usize) -> impl Strategy<Value = Granularity> {
+        prop_oneof![
+            Just(Granularity::PerTensor),
+            (0..rank).prop_map(|axis| Granularity::PerAxis { axis }),
+            (0..rank, 1usize..5).prop_map(|(axis, block)| Granularity::Blocked { axis, block }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip_error_is_at_most_half_a_step(
+            (dims, data, gran) in prop::collection::vec(1usize..5, 1..4).prop_flat_map(|dims| {
+                let n: usize = dims.iter().product();
+                let rank = dims.len();
+                (Just(dims), prop::collection::vec(-1e3f32..1e3, n), gran_strategy(rank))
+            }),
+            qi in 0usize..4,
+            sym in any::<bool>(),
+        ) {
+            roundtrip_ok(&data, &dims, ALL[qi], gran, sym).map_err(TestCaseError::fail)?;
+        }
+
+        #[test]
+        fn int4_pack_roundtrips(vals in prop::collection::vec(-8i32..8, 0..40)) {
+            let bytes: Vec<u8> = vals.iter().map(|&v| encode(v, QType::Int4)).collect();
+            let packed = pack_int4(&bytes);
+            prop_assert_eq!(packed.len(), bytes.len().div_ceil(2));
+            prop_assert_eq!(unpack_int4(&packed, bytes.len(), true), bytes);
+        }
+
+        #[test]
+        fn quantization_is_deterministic(data in prop::collection::vec(-10f32..10.0, 1..64)) {
+            let n = data.len();
+            let a = quantize(&data, &[n], QType::Int8, Granularity::PerTensor, false);
+            let b = quantize(&data, &[n], QType::Int8, Granularity::PerTensor, false);
+            prop_assert_eq!(a, b);
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! Weight quantization end to end: analyse the model, plan each weight's scheme from the recipe,
+//! quantize the values (in parallel, deterministically), raise the opset as far as the schemes
+//! need, and rewrite each weight as an integer initializer read by a DequantizeLinear whose
+//! output keeps the weight's name.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::analyse::{Analysis, Constant, Storage, analyse, constant_value};
+use crate::error::{Error, Result};
+use crate::graph::{GraphPath, Names, NodeExt, graph_at_mut};
+use crate::model::Model;
+use crate::ops::{WeightRole, ir_version_for_opset, min_opset};
+use crate::proto::{GraphProto, NodeProto, TensorProto, dtype};
+use crate::quant::{Granularity, QType, Quantized, pack_int4, quantize};
+use crate::recipe::Recipe;
+
+/// The scheme chosen for one weight.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuantSpec {
+    /// Value type.
+    pub qtype: QType,
+    /// Scale layout.
+    pub granularity: Granularity,
+    /// Symmetric or not.
+    pub symmetric: bool,
+    /// 4-bit values stored as ONNX INT4/UINT4.
+    pub native_int4: bool,
+}
+
+impl QuantSpec {
+    /// The lowest default-domain opset whose DequantizeLinear can express this scheme.
+    pub fn min_opset(&self) -> i64 {
+        let four = matches!(self.qtype, QType::Int4 | QType::Uint4) && self.native_int4;
+        match self.granularity {
+            Granularity::Blocked { .. } => min_opset::BLOCKED_OR_INT4,
+            _ if four => min_opset::BLOCKED_OR_INT4,
+            Granularity::PerAxis { .. } => min_opset::PER_AXIS,
+            Granularity::PerTensor => min_opset::PER_TENSOR,
+        }
+    }
+}
+
+/// A weight that was quantized.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuantizedTensor {
+    /// Tensor name (still the name of the dequantized value in the output).
+    pub name: String,
+    /// `initializer`, `constant`, `subgraph-initializer` or `subgraph-constant`.
+    pub location: String,
+    /// Op types that read it as a weight.
+    pub op_types: Vec<String>,
+    /// Shape.
+    pub dims: Vec<i64>,
+    /// The scheme.
+    pub spec: QuantSpec,
+    /// Element type it is stored as (e.g. `int8`, `int4`).
+    pub stored_as: String,
+    /// Float bytes before.
+    pub bytes_before: u64,
+    /// Bytes of values, scales and zero points after.
+    pub bytes_after: u64,
+    /// A deviation from the recipe, e.g. a per-tensor fallback, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A float constant that was left as it is.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedTensor {
+    /// Tensor name.
+    pub name: String,
+    /// Elements.
+    pub elements: u64,
+    /// Why it was not quantized.
+    pub reason: String,
+    /// Whether some op reads it as a weight (as opposed to a bias, shape, scale...).
+    pub is_weight: bool,
+}
+
+/// What a quantization job did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    /// Weights quantized, in model order.
+    pub quantized: Vec<QuantizedTensor>,
+    /// Float constants left alone, with reasons.
+    pub skipped: Vec<SkippedTensor>,
+    /// Nodes that were already quantized, as (op type, node).
+    pub already_quantized: Vec<(String, String)>,
+    /// Default-domain opset before.
+    pub opset_before: i64,
+    /// Default-domain opset after.
+    pub opset_after: i64,
+    /// Nodes rewritten to raise the opset, by op type.
+    pub upgraded_ops: BTreeMap<String, usize>,
+    /// IR version after.
+    pub ir_version: i64,
+    /// Float bytes of the quantized weights.
+    pub weight_bytes_before: u64,
+    /// Their bytes after.
+    pub weight_bytes_after: u64,
+}
+
+impl Report {
+    /// Quantized weights by op type: (count, bytes before, bytes after).
+    pub fn by_op_type(&self) -> BTreeMap<String, (usize, u64, u64)> {
+        let mut m: BTreeMap<String, (usize, u64, u64)> = BTreeMap::new();
+        for q in &self.quantized {
+            let e = m.entry(q.op_types.join("+")).or_default();
+            e.0 += 1;
+            e.1 += q.bytes_before;
+            e.2 += q.bytes_after;
+        }
+        m
+    }
+}
+
+struct Planned {
+    constant: usize,
+    spec: QuantSpec,
+    op_types: Vec<String>,
+    note: Option<String>,
+}
+
+fn globset(patterns: &[String]) -> GlobSet {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        // Patterns were validated by Recipe::validate; a bad one here matches nothing.
+        if let Ok(g) = Glob::new(p) {
+            b.add(g);
+        }
+    }
+    b.build().unwrap_or_else(|_| GlobSet::empty())
+}
+
+fn matches_any(set: &GlobSet, c: &Constant) -> bool {
+    set.is_match(&c.name) || c.uses.iter().any(|u| set.is_match(&u.node))
+}
+
+/// Bits for a constant from `layer_bits`: an exact name beats a pattern; the longest pattern wins.
+fn layer_bits(recipe: &Recipe, c: &Constant) -> Option<u8> {
+    let names: Vec<&str> = std::iter::once(c.name.as_str()).chain(c.uses.iter().map(|u| u.node.as_str())).collect();
+    if let Some(b) = names.iter().find_map(|n| recipe.layer_bits.get(*n)) {
+        return Some(*b);
+    }
+    recipe
+        .layer_bits
+        .iter()
+        .filter(|(p, _)| Glob::new(p).is_ok_and(|g| names.iter().any(|n| g.compile_matcher().is_match(n))))
+        .max_by_key(|(p, _)| p.len())
+        .map(|(_, b)| *b)
+}
+
+fn plan(analysis: &Analysis, recipe: &Recipe, ir_version: i64) -> (Vec<Planned>, Vec<SkippedTensor>) {
+    let exclude = globset(&recipe.exclude);
+    let include = globset(&recipe.include);
+    let mut planned = Vec::new();
+    let mut skipped = Vec::new();
+    for (ci, c) in analysis.constants.iter().enumerate() {
+        if c.dtype != dtype::FLOAT {
+            continue; // integer, bool and half tensors are never weights we quantize
+        }
+        let weight_uses: Vec<_> =
+            c.uses.iter().filter(|u| u.role.is_some() && recipe.op_types.contains(&u.op_type)).collect();
+        let mut skip = |reason: String| {
+            skipped.push(SkippedTensor {
+                name: c.name.clone(),
+                elements: c.elements(),
+                reason,
+                is_weight: !weight_uses.is_empty(),
+            })
+        };
+        if let Some(u) = c.uses.iter().find(|u| u.quantized_op) {
+            skip(format!("read by the already-quantized node '{}' ({})", u.node, u.op_type));
+            continue;
+        }
+        if weight_uses.is_empty() {
+            let readers: BTreeSet<String> = c.uses.iter().map(|u| format!("{} input {}", u.op_type, u.input)).collect();
+            let readers = if readers.is_empty() {
+                "no node".to_string()
+            } else {
+                readers.into_iter().collect::<Vec<_>>().join(", ")
+            };
+            skip(format!("not the weight of a {} (read by {readers})", recipe.op_types.join("/")));
+            continue;
+        }
+        if c.is_graph_input && ir_version >= 4 {
+            skip("also a graph input, so callers may replace it at run time".into());
+            continue;
+        }
+        if matches_any(&exclude, c) {
+            skip("matches --exclude".into());
+            continue;
+        }
+        if !recipe.include.is_empty() && !matches_any(&include, c) {
+            skip("matches no --include pattern".into());
+            continue;
+        }
+        if c.elements() < recipe.min_elements {
+            skip(format!("{} elements, below --min-elements {}", c.elements(), recipe.min_elements));
+            continue;
+        }
+        let bits = layer_bits(recipe, c).unwrap_or(recipe.bits);
+        if bits == 32 {
+            skip("kept float by --layer-bits".into());
+            continue;
+        }
+        let roles: BTreeSet<(usize, Option<usize>)> = weight_uses
+            .iter()
+            .filter_map(|u| u.role)
+            .map(|WeightRole { channel_axis, reduction_axis }| (channel_axis, reduction_axis))
+            .collect();
+        let op_types: Vec<String> =
+            weight_uses.iter().map(|u| u.op_type.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let disagree = || {
+            let list: Vec<String> = weight_uses
+                .iter()
+                .filter_map(|u| u.role.map(|r| format!("{} '{}' axis {}", u.op_type, u.node, r.channel_axis)))
+                .collect();
+            list.join(", ")
+        };
+        let dims: Vec<usize> = c.dims.iter().map(|&d| d.max(0) as usize).collect();
+        let (granularity, note) = if let Some(block) = recipe.block_size {
+            let reductions: BTreeSet<Option<usize>> = roles.iter().map(|r| r.1).collect();
+            let channels: BTreeSet<usize> = roles.iter().map(|r| r.0).collect();
+            match (reductions.len(), reductions.first().copied().flatten()) {
+                (1, Some(axis)) if dims[axis] >= block => (Granularity::Blocked { axis, block }, None),
+                (1, Some(axis)) if channels.len() == 1 => (
+                    Granularity::PerAxis { axis: *channels.first().expect("one") },
+                    Some(format!(
+                        "per-channel: its reduction axis has {} elements, fewer than the block size {block}",
+                        dims[axis]
+                    )),
+                ),
+                _ => (
+                    Granularity::PerTensor,
+                    Some(format!("per-tensor: its readers reduce along different axes ({})", disagree())),
+                ),
+            }
+        } else if recipe.per_channel {
+            if roles.len() == 1 || roles.iter().map(|r| r.0).collect::<BTreeSet<_>>().len() == 1 {
+                (Granularity::PerAxis { axis: roles.first().expect("one").0 }, None)
+            } else {
+                (
+                    Granularity::PerTensor,
+                    Some(format!("per-tensor: its readers need different channel axes ({})", disagree())),
+                )
+            }
+        } else {
+            (Granularity::PerTensor, None)
+        };
+        let qtype = recipe.qtype(bits);
+        let spec =
+            QuantSpec { qtype, granularity, symmetric: recipe.symmetric, native_int4: recipe.native_int4 && bits == 4 };
+        planned.push(Planned { constant: ci, spec, op_types, note });
+    }
+    (planned, skipped)
+}
+
+fn tensor_of<'a>(model: &'a Model, c: &Constant) -> &'a TensorProto {
+    let mut g: &GraphProto = model.graph();
+    for s in &c.graph {
+        let attr = &g.node[s.node].attribute[s.attr];
+        g = attr.g.as_ref().unwrap_or_else(|| &attr.graphs[s.index]);
+    }
+    match c.storage {
+        Storage::Initializer => &g.initializer[c.index],
+        Storage::Constant => constant_value(&g.node[c.index]).expect("analysis found a Constant value here"),
+    }
+}
+
+/// The float values of a tensor, checked: the byte count matches the shape and every value is
+/// finite.
+pub fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
+    let name = t.name.clone().unwrap_or_else(|| "<unnamed>".into());
+    if t.dims.iter().any(|&d| d < 0) {
+        return Err(Error::InvalidModel(format!("tensor '{name}' has a negative dimension {:?}", t.dims)));
+    }
+    let n: usize = t.dims.iter().map(|&d| d as usize).product();
+    let values: Vec<f32> = match &t.raw_data {
+        Some(raw) if !raw.is_empty() || t.float_data.is_empty() => {
+            if raw.len() != n * 4 {
+                return Err(Error::InvalidModel(format!(
+                    "tensor '{name}' has shape {:?} ({n} floats) but {} bytes of data; the model is truncated or corrupt",
+                    t.dims,
+                    raw.len()
+                )));
+            }
+            raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        }
+        _ => {
+            if t.float_data.len() != n {
+                return Err(Error::InvalidModel(format!(
+                    "tensor '{name}' has shape {:?} ({n} floats) but {} values",
+                    t.dims,
+                    t.float_data.len()
+                )));
+            }
+            t.float_data.clone()
+        }
+    };
+    if let Some((index, x)) = values.iter().enumerate().find(|(_, x)| !x.is_finite()) {
+        let what = if x.is_nan() {
+            "NaN"
+        } else if *x > 0.0 {
+            "+inf"
+        } else {
+            "-inf"
+        };
+        return Err(Error::NonFinite { tensor: name, what, index });
+    }
+    Ok(values)
+}
+
+/// Quantizes the weights of `model` in place as `recipe` says, and reports what it did.
+pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
+    recipe.validate("--")?;
+    let ir_version = model.proto.ir_version.unwrap_or(0);
+    let opset_before = model.opset().unwrap_or(1);
+    let analysis = analyse(&model.proto)?;
+    let (planned, skipped) = plan(&analysis, recipe, ir_version);
+    let mut report = Report {
+        skipped,
+        already_quantized: analysis.quantized_nodes.clone(),
+        opset_before,
+        opset_after: opset_before,
+        ir_version,
+        ..Default::default()
+    };
+    if planned.is_empty() && !recipe.allow_empty {
+        let origin = model.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the model".into());
+        let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &report.skipped {
+            *reasons.entry(s.reason.split(" (").next().unwrap_or(&s.reason)).or_default() += 1;
+        }
+        let why = if reasons.is_empty() {
+            "it holds no float32 constants".to_string()
+        } else {
+            reasons.iter().map(|(r, n)| format!("{n} × {r}")).collect::<Vec<_>>().join("; ")
+        };
+        return Err(Error::NothingQuantized { origin, why });
+    }
+
+    let data: Vec<Quantized> = planned
+        .par_iter()
+        .map(|p| {
+            let c = &analysis.constants[p.constant];
+            let values = float_values(tensor_of(model, c))?;
+            let dims: Vec<usize> = c.dims.iter().map(|&d| d as usize).collect();
+            Ok(quantize(&values, &dims, p.spec.qtype, p.spec.granularity, p.spec.symmetric))
+        })
+        .collect::<Result<_>>()?;
+
+    let needed = planned.iter().map(|p| p.spec.min_opset()).max().unwrap_or(opset_before);
+    if needed > opset_before {
+        let upgrade = crate::opset::upgrade(&mut model.proto, needed)?;
+        report.upgraded_ops = upgrade.rewritten;
+        report.opset_after = needed;
+    }
+    let ir_needed = ir_version_for_opset(report.opset_after);
+    if ir_version < ir_needed {
+        model.proto.ir_version = Some(ir_needed);
+    }
+    report.ir_version = model.proto.ir_version.unwrap_or(ir_needed);
+
+    rewrite(model, &analysis, &planned, data, ir_version, &mut report);
+    report.weight_bytes_before = report.quantized.iter().map(|q| q.bytes_before).sum();
+    report.weight_bytes_after = report.quantized.iter().map(|q| q.bytes_after).sum();
+    Ok(report)
+}
+
+fn le_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn rewrite(
+    model: &mut Model,
+    analysis: &Analysis,
+    planned: &[Planned],
+    data: Vec<Quantized>,
+    ir_before: i64,
+    report: &mut Report,
+) {
+    let mut names = Names::of_graph(model.graph());
+    // Deepest graphs first: editing a graph's node list never moves the path of a graph above it.
+    let mut order: Vec<usize> = (0..planned.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ca, cb) = (&analysis.constants[planned[a].constant], &analysis.constants[planned[b].constant]);
+        cb.graph.len().cmp(&ca.graph.len()).then_with(|| ca.graph.cmp(&cb.graph)).then(a.cmp(&b))
+    });
+    let mut per_graph: BTreeMap<GraphPath, Vec<usize>> = BTreeMap::new();
+    for &i in &order {
+        per_graph.entry(analysis.constants[planned[i].constant].graph.clone()).or_default().push(i);
+    }
+    let mut graphs: Vec<(GraphPath, Vec<usize>)> = per_graph.into_iter().collect();
+    graphs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+
+    let mut data: Vec<Option<Quantized>> = data.into_iter().map(Some).collect();
+    let mut entries: Vec<(usize, QuantizedTensor)> = Vec::new();
+    for (path, mut items) in graphs {
+        items.sort();
+        let g = graph_at_mut(model.graph_mut(), &path);
+        let mut front: Vec<NodeProto> = Vec::new();
+        let mut removed: BTreeSet<String> = BTreeSet::new();
+        for i in items {
+            let p = &planned[i];
+            let c = &analysis.constants[p.constant];
+            let q = data[i].take().expect("each weight is rewritten once");
+            let (node, tensors, bytes_after) = dequantize_node(&mut names, c, &p.spec, q);
+            g.initializer.extend(tensors);
+            match c.storage {
+                Storage::Initializer => {
+                    removed.insert(c.name.clone());
+                    front.push(node);
+                }
+                Storage::Constant => g.node[c.index] = node,
+            }
+            let location = match (c.graph.is_empty(), c.storage) {
+                (true, Storage::Initializer) => "initializer",
+                (true, Storage::Constant) => "constant",
+                (false, Storage::Initializer) => "subgraph-initializer",
+                (false, Storage::Constant) => "subgraph-constant",
+            };
+            entries.push((
+                i,
+                QuantizedTensor {
+                    name: c.name.clone(),
+                    location: location.into(),
+                    op_types: p.op_types.clone(),
+                    dims: c.dims.clone(),
+                    spec: p.spec.clone(),
+                    stored_as: dtype::name(p.spec.qtype.onnx_dtype(p.spec.native_int4)).into(),
+                    bytes_before: c.elements() * 4,
+                    bytes_after,
+                    note: p.note.clone(),
+                },
+            ));
+        }
+        g.initializer.retain(|t| !t.name.as_ref().is_some_and(|n| removed.contains(n)));
+        if ir_before < 4 {
+            // Old IR lists every initializer as an input; the weight is now computed, not fed.
+            g.input.retain(|v| !v.name.as_ref().is_some_and(|n| removed.contains(n)));
+        }
+        front.append(&mut g.node);
+        g.node = front;
+    }
+    entries.sort_by_key(|(i, _)| *i);
+    report.quantized = entries.into_iter().map(|(_, e)| e).collect();
+}
+
+/// The DequantizeLinear node producing `c`'s name, its three initializers, and their bytes.
+fn dequantize_node(
+    names: &mut Names,
+    c: &Constant,
+    spec: &QuantSpec,
+    q: Quantized,
+) -> (NodeProto, Vec<TensorProto>, u64) {
+    let stored = spec.qtype.onnx_dtype(spec.native_int4);
+    let pack = |bytes: Vec<u8>| if spec.native_int4 { pack_int4(&bytes) } else { bytes };
+    let values = pack(q.values);
+    let zp_bytes: Vec<u8> =
+        q.zero_points.iter().map(|&z| if spec.qtype.signed() { z as i8 as u8 } else { z as u8 }).collect();
+    let zero_points = pack(zp_bytes);
+    let scales = le_f32(&q.scales);
+    let bytes_after = (values.len() + scales.len() + zero_points.len()) as u64;
+    let param_dims: Vec<i64> = q.param_dims.iter().map(|&d| d as i64).collect();
+    let q_name = names.fresh(&format!("{}_quantized", c.name));
+    let s_name = names.fresh(&format!("{}_scale", c.name));
+    let z_name = names.fresh(&format!("{}_zero_point", c.name));
+    let node_name = names.fresh(&format!("{}_DequantizeLinear", c.name));
+    let tensor = |name: String, data_type: i32, dims: Vec<i64>, raw: Vec<u8>| TensorProto {
+        name: Some(name),
+        data_type: Some(data_type),
+        dims,
+        raw_data: Some(raw.into()),
+        ..Default::default()
+    };
+    let tensors = vec![
+        tensor(q_name.clone(), stored, c.dims.clone(), values),
+        tensor(s_name.clone(), dtype::FLOAT, param_dims.clone(), scales),
+        tensor(z_name.clone(), stored, param_dims, zero_points),
+    ];
+    let mut node = NodeProto {
+        name: Some(node_name),
+        op_type: Some("DequantizeLinear".into()),
+        input: vec![q_name, s_name, z_name],
+        output: vec![c.name.clone()],
+        ..Default::default()
+    };
+    match spec.granularity {
+        Granularity::PerTensor => {}
+        Granularity::PerAxis { axis } => node.set_attr_int("axis", axis as i64),
+        Granularity::Blocked { axis, block } => {
+            node.set_attr_int("axis", axis as i64);
+            node.set_attr_int("block_size", block as i64);
+        }
+    }
+    (node, tensors, bytes_after)
+}
