@@ -80,6 +80,19 @@ from ort_peer_quantize import lift_constants  # noqa: E402
 
 # Minimum pooled output SNR (dB) vs the float model on the held-out set, per
 # config and model. Configs / models not listed are reported but not gated.
+# For calibration of expectations, measured on this held-out set with a plain
+# numpy round-to-nearest symmetric *weight-only* fake quantization of the
+# Conv/MatMul weights (activations left in float):
+#            int8/tensor  int8/channel  int4/channel  int4/block32
+#   det          7.9          18.9          3.2           3.1
+#   rec          6.7          14.4          5.4           7.0
+#   cls         27.5          30.3          4.7           5.3
+#   yolo        35.4          42.4         15.9          16.4
+# and ORT quantize_dynamic (per-channel QInt8, activations quantized at run
+# time too): det 5.8, rec 7.1 (both after lifting Constant weights), cls 23.1,
+# yolo 27.0. The PP-OCR heads are very sensitive in output SNR terms (DBNet's
+# near-binary probability map, CRNN's peaked softmax): 40 dB is only within
+# reach of plain RTN int8 per-channel for yolo.
 SNR_GATES_DB: Dict[str, Dict[str, float]] = {
     "int8-per-channel": {"det": 40.0, "rec": 40.0, "cls": 40.0, "yolo": 40.0},
 }
@@ -314,6 +327,59 @@ def prep_yolo(img, rng, n: int):
 
 PREPROCESSORS: Dict[str, Callable] = {"det": prep_det, "rec": prep_rec, "cls": prep_cls, "yolo": prep_yolo}
 
+
+# ==========================================================================
+# Task-level agreement with the float model (reported, not gated). Output SNR
+# is harsh on these heads: det's probability map is near-binary and rec's
+# softmax is peaked, so a few flipped pixels or a changed runner-up class cost
+# many dB. These say whether the decisions survive.
+# ==========================================================================
+
+
+def _first(run: Dict[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(next(iter(run.values())), dtype=np.float64)
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> Tuple[int, int]:
+    return int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b))
+
+
+def task_det(ref_runs, cand_runs) -> float:
+    """IoU of the text masks (probability > 0.3, DBNet's binarisation threshold)."""
+    inter = union = 0
+    for r, c in zip(ref_runs, cand_runs):
+        i, u = _jaccard(_first(r) > 0.3, _first(c) > 0.3)
+        inter, union = inter + i, union + u
+    return inter / union if union else 1.0
+
+
+def task_argmax_last(ref_runs, cand_runs) -> float:
+    """Fraction of positions (rec: CTC time steps; cls: samples) whose top-1
+    class matches."""
+    same = total = 0
+    for r, c in zip(ref_runs, cand_runs):
+        a, b = _first(r).argmax(-1), _first(c).argmax(-1)
+        same, total = same + int(np.count_nonzero(a == b)), total + a.size
+    return same / total if total else 1.0
+
+
+def task_yolo(ref_runs, cand_runs) -> float:
+    """Jaccard of the (anchor, class) pairs scoring > 0.25 (YOLOv8 output
+    [N, 4 + classes, anchors]; rows 4.. are class scores), before NMS."""
+    inter = union = 0
+    for r, c in zip(ref_runs, cand_runs):
+        i, u = _jaccard(_first(r)[:, 4:, :] > 0.25, _first(c)[:, 4:, :] > 0.25)
+        inter, union = inter + i, union + u
+    return inter / union if union else 1.0
+
+
+TASK_METRICS: Dict[str, Tuple[str, Callable]] = {
+    "det": ("text-mask IoU (p>0.3)", task_det),
+    "rec": ("per-step top-1 agreement", task_argmax_last),
+    "cls": ("top-1 agreement", task_argmax_last),
+    "yolo": ("detection-set Jaccard (score>0.25)", task_yolo),
+}
+
 # ==========================================================================
 # Fetching.
 # ==========================================================================
@@ -470,7 +536,7 @@ def run_all(session, feeds) -> List[Dict[str, np.ndarray]]:
     return [dict(zip(names, session.run(names, feed))) for feed in feeds]
 
 
-def evaluate(path: Path, feeds, ref_runs) -> dict:
+def evaluate(path: Path, feeds, ref_runs, model_key: Optional[str] = None) -> dict:
     """Load `path` in ORT, run it on feeds, compare with ref_runs."""
     try:
         session = ort_compare.make_session(str(path))
@@ -484,7 +550,11 @@ def evaluate(path: Path, feeds, ref_runs) -> dict:
         outputs, pooled = ort_compare.compare_runs(ref_runs, cand_runs)
     except ort_compare.CompareError as e:
         return {"loads": True, "runs": True, "error": str(e)}
-    return {"loads": True, "runs": True, "snr_db": pooled["snr_db"], "cosine": pooled["cosine"], "outputs": outputs}
+    result = {"loads": True, "runs": True, "snr_db": pooled["snr_db"], "cosine": pooled["cosine"], "outputs": outputs}
+    if model_key in TASK_METRICS:
+        result["task_metric"] = TASK_METRICS[model_key][0]
+        result["task"] = TASK_METRICS[model_key][1](ref_runs, cand_runs)
+    return result
 
 
 # ==========================================================================
@@ -516,7 +586,7 @@ def quantize_row(model_key: str, config: str, kind: str, cmd: List[str], src: Pa
         row.update(ok=False, error=f"quantize failed ({why}): {detail}"[:500], stderr_tail=m["stderr"][-4000:])
         return row
     row["size_ratio"] = model_disk_bytes(out) / float_bytes
-    ev = evaluate(out, feeds, ref_runs)
+    ev = evaluate(out, feeds, ref_runs, model_key)
     row.update(ev)
     row["ok"] = "error" not in ev
     return row
@@ -535,6 +605,8 @@ def apply_gates(rows: List[dict], facts: Dict[str, dict]) -> List[dict]:
         m, c = row["model"], row["config"]
         gates.append({"model": m, "config": c, "gate": "quantizes, loads and runs in ORT",
                       "value": None, "threshold": None, "pass": bool(row.get("ok"))})
+        if not row.get("ok"):
+            continue  # already failed; SNR / size would only repeat it
         min_snr = SNR_GATES_DB.get(c, {}).get(m)
         if min_snr is not None:
             v = row.get("snr_db")
@@ -566,15 +638,15 @@ def fmt(v, spec: str) -> str:
 
 def markdown_table(rows: List[dict]) -> str:
     lines = [
-        "| model | config | SNR dB | cosine | size ratio | quantize s | peak MB | notes |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| model | config | SNR dB | cosine | task | size ratio | quantize s | peak MB | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         notes = list(r.get("notes", []))
         if r.get("error"):
             notes.insert(0, "ERROR: " + r["error"].replace("|", "/").replace("\n", " ")[:160])
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            r["model"], r["config"], fmt(r.get("snr_db"), ".2f"), fmt(r.get("cosine"), ".6f"),
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            r["model"], r["config"], fmt(r.get("snr_db"), ".2f"), fmt(r.get("cosine"), ".6f"), fmt(r.get("task"), ".4f"),
             fmt(r.get("size_ratio"), ".3f"), fmt(r.get("quantize_s"), ".2f"), fmt(r.get("peak_mb"), ".0f"),
             "; ".join(notes)))
     return "\n".join(lines)
@@ -668,13 +740,9 @@ def main() -> int:
                 out = work / f"{mk}.{PEER_LIFTED}.onnx"
                 row = quantize_row(mk, PEER_LIFTED, "peer", [*peer, str(lifted), str(out)], src, out,
                                    feeds, ref_runs, f["bytes"], args.timeout)
-                row.setdefault("notes", []).append("Constant weights lifted to initializers first (untimed)")
                 rows.append(row)
 
     gates = apply_gates(rows, facts)
-    for r in rows:
-        if r["kind"] == "peer":
-            r.setdefault("notes", []).insert(0, "reference: ORT quantize_dynamic per-channel QInt8")
     ok = all(g["pass"] for g in gates)
     table = markdown_table(rows)
     skipped = [f"{m} ({facts[m]['weight_fraction']:.1%})" for m in models if not facts[m]["size_gate_applies"]]
@@ -683,6 +751,11 @@ def main() -> int:
         table,
         "",
         f"Held-out evaluation images: {', '.join(eval_names)}; SNR/cosine pooled over all outputs and inputs.",
+        "task = agreement with float (not gated): "
+        + "; ".join(f"{m}: {TASK_METRICS[m][0]}" for m in models if m in TASK_METRICS) + ".",
+        f"{PEER_AS_IS} rows: onnxruntime quantize_dynamic(per_channel=True, QInt8) for reference (it also "
+        "quantizes activations at run time; Python + onnxruntime import included in its time and memory); "
+        f"{PEER_LIFTED}: the same after moving Constant-node weights to initializers (untimed).",
         f"Peak MB = child's peak RSS ({proc_measure.rss_method()}); quantize s = child's wall time.",
         f"Size gates apply where float weights >= {SIZE_GATE_MIN_WEIGHT_FRACTION:.0%} of the file"
         + (f"; skipped for {', '.join(skipped)}." if skipped else "; applied to all models."),

@@ -12,6 +12,8 @@ pub mod error;
 #[cfg(feature = "quantize")]
 pub mod graph;
 #[cfg(feature = "quantize")]
+pub mod info;
+#[cfg(feature = "quantize")]
 pub mod model;
 #[cfg(feature = "quantize")]
 pub mod ops;

@@ -500,3 +500,92 @@ fn dequantize_node(
     }
     (node, tensors, bytes_after)
 }
+
+impl Report {
+    /// The report as text for people: what was quantized (per op type), what was skipped and
+    /// why, and the opset written. `verbose` lists every tensor.
+    pub fn to_text(&self, verbose: bool) -> String {
+        use crate::info::human_bytes;
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "quantized {} weight(s): {} -> {}",
+            self.quantized.len(),
+            human_bytes(self.weight_bytes_before),
+            human_bytes(self.weight_bytes_after)
+        );
+        for (op, (n, before, after)) in self.by_op_type() {
+            let _ = writeln!(s, "  {op:<16} {n:>5}  {:>10} -> {:>10}", human_bytes(before), human_bytes(after));
+        }
+        let mut schemes: BTreeMap<String, usize> = BTreeMap::new();
+        for q in &self.quantized {
+            let g = match q.spec.granularity {
+                Granularity::PerTensor => "per-tensor".to_string(),
+                Granularity::PerAxis { .. } => "per-channel".to_string(),
+                Granularity::Blocked { block, .. } => format!("blocked({block})"),
+            };
+            let sym = if q.spec.symmetric { "symmetric" } else { "asymmetric" };
+            *schemes.entry(format!("{} {g} {sym}", q.stored_as)).or_default() += 1;
+        }
+        for (scheme, n) in schemes {
+            let _ = writeln!(s, "  as {scheme}: {n}");
+        }
+        for q in self.quantized.iter().filter(|q| q.note.is_some()) {
+            let _ = writeln!(s, "  note: '{}' {}", q.name, q.note.as_deref().unwrap_or(""));
+        }
+        if verbose {
+            for q in &self.quantized {
+                let _ = writeln!(s, "    {} {:?} [{}] {}", q.name, q.dims, q.op_types.join(","), q.location);
+            }
+        }
+        let weights: Vec<&SkippedTensor> = self.skipped.iter().filter(|k| k.is_weight).collect();
+        let others = self.skipped.len() - weights.len();
+        if !weights.is_empty() {
+            let _ = writeln!(s, "skipped {} weight(s):", weights.len());
+            for k in &weights {
+                let _ = writeln!(s, "  {}: {}", k.name, k.reason);
+            }
+        }
+        if others > 0 {
+            let mut reasons: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for k in self.skipped.iter().filter(|k| !k.is_weight) {
+                reasons.entry(&k.reason).or_default().push(&k.name);
+            }
+            let _ = writeln!(s, "left {others} other float constant(s) as they are:");
+            for (reason, names) in reasons {
+                let shown: Vec<&str> = names.iter().take(if verbose { usize::MAX } else { 3 }).copied().collect();
+                let more = if names.len() > shown.len() {
+                    format!(", ... {} more", names.len() - shown.len())
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(s, "  {} × {reason}: {}{more}", names.len(), shown.join(", "));
+            }
+        }
+        if !self.already_quantized.is_empty() {
+            let mut ops: BTreeMap<&str, usize> = BTreeMap::new();
+            for (op, _) in &self.already_quantized {
+                *ops.entry(op).or_default() += 1;
+            }
+            let list: Vec<String> = ops.iter().map(|(o, n)| format!("{o} ×{n}")).collect();
+            let _ = writeln!(s, "already quantized, kept: {}", list.join(", "));
+        }
+        if self.opset_after != self.opset_before {
+            let ups: Vec<String> = self.upgraded_ops.iter().map(|(o, n)| format!("{o} ×{n}")).collect();
+            let ups = if ups.is_empty() {
+                "no node needed changes".to_string()
+            } else {
+                format!("rewrote {}", ups.join(", "))
+            };
+            let _ = writeln!(
+                s,
+                "opset {} -> {} ({ups}); IR version {}",
+                self.opset_before, self.opset_after, self.ir_version
+            );
+        } else {
+            let _ = writeln!(s, "opset {} (unchanged); IR version {}", self.opset_after, self.ir_version);
+        }
+        s
+    }
+}

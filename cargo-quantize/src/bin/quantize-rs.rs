@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(cargo_quantize::main(std::env::args_os().collect(), false))
+}
