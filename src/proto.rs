@@ -22,6 +22,8 @@ pub mod dtype {
     pub const INT32: i32 = 6;
     /// Signed 64-bit integer.
     pub const INT64: i32 = 7;
+    /// Boolean.
+    pub const BOOL: i32 = 9;
     /// 16-bit IEEE float.
     pub const FLOAT16: i32 = 10;
     /// 64-bit IEEE float.

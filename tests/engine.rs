@@ -1,0 +1,409 @@
+//! The weight quantizer on synthetic models built in Rust, one per case the engine must handle,
+//! each checked in ONNX Runtime against the float model.
+
+mod support;
+
+use std::path::Path;
+
+use quantize_rs::proto::{ModelProto, dtype};
+use quantize_rs::quant::{Granularity, QType};
+use quantize_rs::{Error, Model, Recipe, SaveOptions, quantize_model};
+use support::*;
+
+/// X[1,4,8,8] -> Conv(W1[8,4,3,3], B1) -> Relu -> Flatten -> Gemm(W2[10,288], transB) -> Y.
+/// `as_constants` stores the weights in Constant nodes, as Paddle exports do.
+fn conv_gemm(as_constants: bool, opset: i64) -> ModelProto {
+    let w1 = f32_tensor("W1", &[8, 4, 3, 3], &rand_f32(288, 1));
+    let b1 = f32_tensor("B1", &[8], &rand_f32(8, 2));
+    let w2 = f32_tensor("W2", &[10, 288], &rand_f32(2880, 3).iter().map(|x| x * 0.1).collect::<Vec<_>>());
+    let mut nodes = vec![
+        node("Conv", "conv", &["X", "W1", "B1"], &["c"], vec![]),
+        node("Relu", "relu", &["c"], &["r"], vec![]),
+        node("Flatten", "flatten", &["r"], &["f"], vec![attr_int("axis", 1)]),
+        node("Gemm", "fc", &["f", "W2"], &["Y"], vec![attr_int("transB", 1)]),
+    ];
+    let mut inits = vec![w1, b1, w2];
+    if as_constants {
+        let consts: Vec<_> = inits.drain(..).map(constant).collect();
+        nodes.splice(0..0, consts);
+    }
+    let g = graph(
+        "conv_gemm",
+        nodes,
+        inits,
+        vec![value_info("X", dtype::FLOAT, &[1, 4, 8, 8])],
+        vec![value_info("Y", dtype::FLOAT, &[1, 10])],
+    );
+    model(g, opset)
+}
+
+fn quantize_file(dir: &Path, m: &ModelProto, recipe: &Recipe) -> (std::path::PathBuf, quantize_rs::Report, Model) {
+    let float_path = write(dir, "float.onnx", m);
+    let mut model = Model::load(&float_path).unwrap();
+    let report = quantize_model(&mut model, recipe).unwrap();
+    let out = dir.join("quant.onnx");
+    model.save(&out, &SaveOptions::default()).unwrap();
+    (out, report, model)
+}
+
+fn ops(m: &ModelProto) -> Vec<String> {
+    m.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.clone().unwrap()).collect()
+}
+
+#[test]
+fn initializer_weights_become_int8_per_channel_and_run_in_ort() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = conv_gemm(false, 13);
+    let (out, report, q) = quantize_file(dir.path(), &m, &Recipe::default());
+    assert_eq!(report.quantized.len(), 2);
+    assert_eq!(report.quantized[0].spec.granularity, Granularity::PerAxis { axis: 0 });
+    assert_eq!(report.quantized[1].spec.granularity, Granularity::PerAxis { axis: 0 }, "Gemm transB=1: axis 0");
+    assert_eq!(report.opset_after, 13);
+    assert!(report.skipped.iter().any(|s| s.name == "B1" && !s.is_weight), "the bias stays float");
+    let g = q.graph();
+    assert!(g.initializer.iter().all(|t| t.name.as_deref() != Some("W1")), "float W1 is gone");
+    let w1q = g.initializer.iter().find(|t| t.name.as_deref() == Some("W1_quantized")).unwrap();
+    assert_eq!(w1q.data_type, Some(dtype::INT8));
+    assert_eq!(w1q.raw_data.as_ref().unwrap().len(), 288);
+    assert_eq!(ops(&q.proto).iter().filter(|o| *o == "DequantizeLinear").count(), 2);
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 4);
+    assert!(pooled_snr(&r) > 35.0, "{r}");
+}
+
+#[test]
+fn constant_node_weights_are_found_and_replaced_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = conv_gemm(true, 13);
+    let (out, report, q) = quantize_file(dir.path(), &m, &Recipe::default());
+    assert_eq!(report.quantized.len(), 2);
+    assert!(report.quantized.iter().all(|t| t.location == "constant"));
+    let o = ops(&q.proto);
+    // B1 stays a Constant; W1 and W2 are now DequantizeLinear nodes where their Constants were.
+    assert_eq!(o.iter().filter(|o| *o == "Constant").count(), 1);
+    assert_eq!(&o[..3], ["DequantizeLinear", "Constant", "DequantizeLinear"]);
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 4);
+    assert!(pooled_snr(&r) > 35.0, "{r}");
+}
+
+/// An If whose branches hold their own weights (initializer in one, Constant in the other), plus
+/// an outer-scope weight read only inside a branch.
+fn if_model() -> ModelProto {
+    let then_g = graph(
+        "then",
+        vec![node("MatMul", "then_mm", &["X", "Wt"], &["t_out"], vec![])],
+        vec![f32_tensor("Wt", &[16, 16], &rand_f32(256, 11))],
+        vec![],
+        vec![value_info("t_out", dtype::FLOAT, &[2, 16])],
+    );
+    let else_g = graph(
+        "else",
+        vec![
+            constant(f32_tensor("We", &[16, 16], &rand_f32(256, 12))),
+            node("MatMul", "else_mm", &["X", "We"], &["e1"], vec![]),
+            node("MatMul", "else_mm2", &["e1", "Wouter"], &["e_out"], vec![]),
+        ],
+        vec![],
+        vec![],
+        vec![value_info("e_out", dtype::FLOAT, &[2, 16])],
+    );
+    let g = graph(
+        "if_model",
+        vec![node(
+            "If",
+            "branch",
+            &["C"],
+            &["Y"],
+            vec![attr_graph("then_branch", then_g), attr_graph("else_branch", else_g)],
+        )],
+        vec![f32_tensor("Wouter", &[16, 16], &rand_f32(256, 13))],
+        vec![value_info("X", dtype::FLOAT, &[2, 16]), value_info("C", dtype::BOOL, &[])],
+        vec![value_info("Y", dtype::FLOAT, &[2, 16])],
+    );
+    model(g, 13)
+}
+
+#[test]
+fn weights_inside_if_branches_and_outer_scope_weights_are_quantized() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, _) = quantize_file(dir.path(), &if_model(), &Recipe::default());
+    let mut names: Vec<(&str, &str)> =
+        report.quantized.iter().map(|q| (q.name.as_str(), q.location.as_str())).collect();
+    names.sort();
+    assert_eq!(names, vec![("We", "subgraph-constant"), ("Wouter", "initializer"), ("Wt", "subgraph-initializer")]);
+    // Both branches run across the samples (C is random), and both must match.
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 8);
+    assert!(pooled_snr(&r) > 35.0, "{r}");
+}
+
+#[test]
+fn a_weight_read_along_different_axes_falls_back_to_per_tensor_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(
+        "shared",
+        vec![
+            node("MatMul", "mm", &["X", "W"], &["a"], vec![]),
+            node("Gemm", "gemm", &["X", "W"], &["b"], vec![attr_int("transB", 1)]),
+            node("Add", "add", &["a", "b"], &["Y"], vec![]),
+        ],
+        vec![f32_tensor("W", &[16, 16], &rand_f32(256, 5))],
+        vec![value_info("X", dtype::FLOAT, &[2, 16])],
+        vec![value_info("Y", dtype::FLOAT, &[2, 16])],
+    );
+    let (out, report, _) = quantize_file(dir.path(), &model(g, 13), &Recipe::default());
+    assert_eq!(report.quantized.len(), 1);
+    let w = &report.quantized[0];
+    assert_eq!(w.spec.granularity, Granularity::PerTensor);
+    assert_eq!(w.op_types, vec!["Gemm", "MatMul"]);
+    assert!(w.note.as_deref().unwrap().contains("different channel axes"), "{:?}", w.note);
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 2);
+    assert!(pooled_snr(&r) > 35.0, "{r}");
+}
+
+#[test]
+fn already_quantized_parts_stay_and_the_rest_is_quantized() {
+    let dir = tempfile::tempdir().unwrap();
+    let wq = quantize_rs::proto::TensorProto {
+        name: Some("Wq".into()),
+        dims: vec![16, 16],
+        data_type: Some(dtype::INT8),
+        raw_data: Some((0..256).map(|i| (i % 13) as u8).collect::<Vec<u8>>().into()),
+        ..Default::default()
+    };
+    let g = graph(
+        "partly_quantized",
+        vec![
+            node("DequantizeLinear", "dq", &["Wq", "Wq_scale"], &["Wd"], vec![]),
+            node("MatMul", "mm1", &["X", "Wd"], &["a"], vec![]),
+            node("MatMul", "mm2", &["a", "W2"], &["Y"], vec![]),
+        ],
+        vec![wq, f32_tensor("Wq_scale", &[], &[0.01]), f32_tensor("W2", &[16, 16], &rand_f32(256, 6))],
+        vec![value_info("X", dtype::FLOAT, &[2, 16])],
+        vec![value_info("Y", dtype::FLOAT, &[2, 16])],
+    );
+    let (out, report, q) = quantize_file(dir.path(), &model(g, 13), &Recipe::default());
+    assert_eq!(report.quantized.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["W2"]);
+    assert_eq!(report.already_quantized, vec![("DequantizeLinear".to_string(), "dq".to_string())]);
+    assert!(report.skipped.iter().any(|s| s.name == "Wq_scale" && s.reason.contains("already-quantized node 'dq'")));
+    let kept = q.graph().initializer.iter().find(|t| t.name.as_deref() == Some("Wq")).unwrap();
+    assert_eq!(kept.data_type, Some(dtype::INT8), "the existing int8 weight is untouched");
+    ort_compare(&dir.path().join("float.onnx"), &out, &[], 2);
+}
+
+#[test]
+fn new_names_never_collide_with_existing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // The model already uses the names the quantizer would pick first.
+    let g = graph(
+        "clash",
+        vec![
+            node("MatMul", "mm", &["X", "W"], &["W_scale"], vec![]),
+            node("Add", "W_DequantizeLinear", &["W_scale", "W_quantized"], &["Y"], vec![]),
+        ],
+        vec![f32_tensor("W", &[16, 16], &rand_f32(256, 7)), f32_tensor("W_quantized", &[16], &rand_f32(16, 8))],
+        vec![value_info("X", dtype::FLOAT, &[2, 16])],
+        vec![value_info("Y", dtype::FLOAT, &[2, 16])],
+    );
+    let (out, _, q) = quantize_file(dir.path(), &model(g, 13), &Recipe::default());
+    let dq = q.graph().node.iter().find(|n| n.op_type.as_deref() == Some("DequantizeLinear")).unwrap();
+    assert_eq!(dq.input, ["W_quantized_1", "W_scale_1", "W_zero_point"]);
+    assert_eq!(dq.name.as_deref(), Some("W_DequantizeLinear_1"));
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 2);
+    assert!(pooled_snr(&r) > 35.0, "{r}");
+}
+
+#[test]
+fn resize_scales_and_other_non_weights_are_left_bit_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let scales: Vec<f32> = vec![1.0, 1.0, 2.0, 2.0];
+    let g = graph(
+        "detector_head",
+        vec![
+            node("Conv", "conv", &["X", "W"], &["c"], vec![]),
+            node("Resize", "up", &["c", "", "scales"], &["Y"], vec![]),
+        ],
+        vec![f32_tensor("W", &[8, 4, 3, 3], &rand_f32(288, 9)), f32_tensor("scales", &[4], &scales)],
+        vec![value_info("X", dtype::FLOAT, &[1, 4, 8, 8])],
+        vec![value_info("Y", dtype::FLOAT, &[1, 8, 12, 12])],
+    );
+    let (out, report, q) = quantize_file(dir.path(), &model(g, 13), &Recipe { min_elements: 0, ..Recipe::default() });
+    assert_eq!(report.quantized.len(), 1);
+    let s = q.graph().initializer.iter().find(|t| t.name.as_deref() == Some("scales")).unwrap();
+    assert_eq!(quantize_rs::quantize::float_values(s).unwrap(), scales);
+    assert!(report.skipped.iter().any(|k| k.name == "scales" && k.reason.contains("Resize input 2")));
+    ort_compare(&dir.path().join("float.onnx"), &out, &[], 2);
+}
+
+#[test]
+fn every_value_type_and_granularity_runs_in_ort() {
+    let cases: Vec<(&str, Recipe, f64)> = vec![
+        ("int8 per-tensor", Recipe { per_channel: false, ..Recipe::default() }, 30.0),
+        ("uint8 asymmetric", Recipe { unsigned: true, symmetric: false, ..Recipe::default() }, 35.0),
+        ("int4 widened", Recipe { bits: 4, ..Recipe::default() }, 12.0),
+        (
+            "uint4 native asymmetric",
+            Recipe { bits: 4, unsigned: true, symmetric: false, native_int4: true, ..Recipe::default() },
+            12.0,
+        ),
+        ("int4 native blocked", Recipe { bits: 4, native_int4: true, block_size: Some(16), ..Recipe::default() }, 14.0),
+        ("int8 blocked", Recipe { block_size: Some(32), ..Recipe::default() }, 35.0),
+    ];
+    for (label, recipe, min_snr) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, report, q) = quantize_file(dir.path(), &conv_gemm(false, 13), &recipe);
+        let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 4);
+        let snr = pooled_snr(&r);
+        assert!(snr > min_snr, "{label}: SNR {snr:.1} dB below {min_snr}");
+        let expect_opset = if recipe.native_int4 || recipe.block_size.is_some() { 21 } else { 13 };
+        assert_eq!(report.opset_after, expect_opset, "{label}");
+        let w1q = q.graph().initializer.iter().find(|t| t.name.as_deref() == Some("W1_quantized")).unwrap();
+        let bytes = w1q.raw_data.as_ref().unwrap().len();
+        assert_eq!(bytes, if recipe.native_int4 { 144 } else { 288 }, "{label}: W1 value bytes");
+    }
+}
+
+#[test]
+fn blocked_scales_run_along_the_reduction_axis() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = Recipe { bits: 4, native_int4: true, block_size: Some(32), ..Recipe::default() };
+    let (_, report, q) = quantize_file(dir.path(), &conv_gemm(false, 13), &recipe);
+    // Gemm W2 [10, 288] with transB: reduction along axis 1 -> 9 blocks per row.
+    let w2 = report.quantized.iter().find(|t| t.name == "W2").unwrap();
+    assert_eq!(w2.spec.granularity, Granularity::Blocked { axis: 1, block: 32 });
+    let s = q.graph().initializer.iter().find(|t| t.name.as_deref() == Some("W2_scale")).unwrap();
+    assert_eq!(s.dims, vec![10, 9]);
+    // Conv W1 [8, 4, 3, 3]: only 4 input channels, fewer than a block: per-channel, reported.
+    let w1 = report.quantized.iter().find(|t| t.name == "W1").unwrap();
+    assert_eq!(w1.spec.granularity, Granularity::PerAxis { axis: 0 });
+    assert!(w1.note.as_deref().unwrap().contains("fewer than the block size"));
+    assert_eq!(w1.spec.qtype, QType::Int4);
+}
+
+#[test]
+fn gather_tables_and_conv_transpose_use_their_own_axes() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(
+        "emb_deconv",
+        vec![
+            node("Gather", "embed", &["table", "ids"], &["e"], vec![]),
+            node("Reshape", "to_image", &["e", "shape"], &["img"], vec![]),
+            node("ConvTranspose", "deconv", &["img", "Wt"], &["Y"], vec![attr_ints("strides", &[2, 2])]),
+        ],
+        vec![
+            f32_tensor("table", &[50, 64], &rand_f32(3200, 21)),
+            i64_tensor("shape", &[4], &[1, 4, 4, 4]),
+            f32_tensor("Wt", &[4, 6, 3, 3], &rand_f32(216, 22)),
+        ],
+        vec![value_info("ids", dtype::INT64, &[1])],
+        vec![value_info("Y", dtype::FLOAT, &[1, 6, 9, 9])],
+    );
+    let recipe = Recipe { min_elements: 0, ..Recipe::default() };
+    let (out, report, _) = quantize_file(dir.path(), &model(g, 13), &recipe);
+    let axis = |n: &str| report.quantized.iter().find(|t| t.name == n).unwrap().spec.granularity;
+    assert_eq!(axis("table"), Granularity::PerAxis { axis: 0 }, "one scale per embedding row");
+    assert_eq!(axis("Wt"), Granularity::PerAxis { axis: 1 }, "ConvTranspose output channels are axis 1");
+    assert!(report.skipped.iter().all(|s| s.name != "shape"), "int64 tensors are never candidates");
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 4);
+    assert!(pooled_snr(&r) > 35.0, "{r}");
+}
+
+#[test]
+fn selection_flags_pick_the_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = conv_gemm(false, 13);
+    let run = |recipe: Recipe| {
+        let (_, report, _) = quantize_file(dir.path(), &m, &recipe);
+        report
+    };
+    let r = run(Recipe { exclude: vec!["fc".into()], ..Recipe::default() });
+    assert_eq!(r.quantized.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["W1"], "node names match too");
+    let r = run(Recipe { include: vec!["W2".into()], ..Recipe::default() });
+    assert_eq!(r.quantized.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["W2"]);
+    let r = run(Recipe { op_types: vec!["Conv".into()], ..Recipe::default() });
+    assert_eq!(r.quantized.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["W1"]);
+    let r = run(Recipe { min_elements: 1000, ..Recipe::default() });
+    assert_eq!(r.quantized.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["W2"]);
+    assert!(r.skipped.iter().any(|s| s.name == "W1" && s.reason.contains("--min-elements 1000")));
+    let layer_bits = [("W*".to_string(), 4u8), ("W2".to_string(), 32u8)].into_iter().collect();
+    let r = run(Recipe { layer_bits, ..Recipe::default() });
+    assert_eq!(r.quantized.len(), 1);
+    assert_eq!(r.quantized[0].spec.qtype, QType::Int4, "W1 matches the pattern W*");
+    assert!(r.skipped.iter().any(|s| s.name == "W2" && s.reason.contains("kept float")), "exact name wins");
+}
+
+#[test]
+fn bad_models_and_options_fail_with_messages_that_name_the_culprit() {
+    let dir = tempfile::tempdir().unwrap();
+    // NaN in a weight.
+    let mut m = conv_gemm(false, 13);
+    let mut w = rand_f32(288, 1);
+    w[17] = f32::NAN;
+    m.graph.as_mut().unwrap().initializer[0] = f32_tensor("W1", &[8, 4, 3, 3], &w);
+    let p = write(dir.path(), "nan.onnx", &m);
+    let err = quantize_model(&mut Model::load(&p).unwrap(), &Recipe::default()).unwrap_err();
+    assert!(matches!(&err, Error::NonFinite { tensor, index: 17, .. } if tensor == "W1"), "{err}");
+    // Nothing to quantize.
+    let err =
+        quantize_model(&mut Model::load(&p).unwrap(), &Recipe { op_types: vec!["MatMul".into()], ..Recipe::default() })
+            .unwrap_err();
+    assert!(err.to_string().contains("nothing was quantized") && err.to_string().contains("--allow-empty"), "{err}");
+    let report = quantize_model(
+        &mut Model::load(&p).unwrap(),
+        &Recipe { op_types: vec!["MatMul".into()], allow_empty: true, ..Recipe::default() },
+    )
+    .unwrap();
+    assert!(report.quantized.is_empty());
+    // Bad options.
+    let err = Recipe { bits: 6, ..Recipe::default() }.validate("--").unwrap_err();
+    assert_eq!(err.to_string(), "--bits: expected 4 or 8, got 6");
+    let err = Recipe { native_int4: true, ..Recipe::default() }.validate("--").unwrap_err();
+    assert!(err.to_string().starts_with("--native-int4"), "{err}");
+    // Truncated file.
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(dir.path().join("cut.onnx"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = Model::load(dir.path().join("cut.onnx")).unwrap_err();
+    assert!(err.to_string().contains("cut.onnx") && err.to_string().contains("not a valid ONNX model"), "{err}");
+    // Overwriting the input.
+    let model = Model::load(&p).unwrap();
+    let err = model.save(&p, &SaveOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::WouldOverwrite { .. }), "{err}");
+    let err = model.save(dir.path().join("missing/out.onnx"), &SaveOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn output_is_byte_identical_on_any_thread_count() {
+    let m = conv_gemm(true, 11);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut model = Model::from_bytes(prost::Message::encode_to_vec(&m), None).unwrap();
+            quantize_model(&mut model, &Recipe::default()).unwrap();
+            model.to_bytes()
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(4));
+}
+
+#[test]
+fn old_ir_models_drop_quantized_weights_from_the_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = conv_gemm(false, 9);
+    m.ir_version = Some(3);
+    let g = m.graph.as_mut().unwrap();
+    // Gemm-9 needs its C input.
+    g.node[3].input.push("B2".into());
+    g.initializer.push(f32_tensor("B2", &[10], &[0.5; 10]));
+    // IR 3 lists every initializer as a graph input.
+    let extra: Vec<_> =
+        g.initializer.iter().map(|t| value_info(t.name.as_deref().unwrap(), dtype::FLOAT, &t.dims)).collect();
+    g.input.extend(extra);
+    let (out, report, q) = quantize_file(dir.path(), &m, &Recipe { per_channel: false, ..Recipe::default() });
+    assert_eq!(report.quantized.len(), 2);
+    assert_eq!(report.opset_after, 10);
+    let inputs: Vec<&str> = q.graph().input.iter().map(|v| v.name.as_deref().unwrap()).collect();
+    assert_eq!(inputs, ["X", "B1", "B2"]);
+    assert_eq!(q.proto.ir_version, Some(5));
+    ort_compare(&dir.path().join("float.onnx"), &out, &[], 2);
+}
