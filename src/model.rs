@@ -28,7 +28,7 @@ pub struct Model {
 /// How [`Model::save`] writes.
 #[derive(Debug, Clone)]
 pub struct SaveOptions {
-    /// Overwrite an existing output file (never the input unless `force`).
+    /// Allow the output to be the very file the model was loaded from.
     pub force: bool,
     /// Above this encoded size, large tensors go to an external-data file beside the model.
     pub external_data_threshold: u64,
