@@ -146,6 +146,26 @@ def json_number(x: float) -> Optional[float]:
     return float(x) if math.isfinite(x) else None
 
 
+def json_safe(obj):
+    """A copy of obj with non-finite floats (and numpy scalars) made JSON-safe."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return json_number(float(obj))
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def dumps(obj, **kw) -> str:
+    """json.dumps that never emits NaN/Infinity."""
+    return json.dumps(json_safe(obj), allow_nan=False, default=str, **kw)
+
+
 # --------------------------------------------------------------------------
 # onnxruntime helpers
 # --------------------------------------------------------------------------
@@ -157,7 +177,7 @@ def make_session(path: str):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3  # errors only
+    so.log_severity_level = 4  # fatal only: failures are reported in the JSON
     return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
 
 
@@ -359,9 +379,9 @@ def main(argv=None) -> int:
         else:
             raise CompareError("give --reference and --candidate, or --check-loads MODEL", 2)
     except CompareError as e:
-        print(json.dumps({"ok": False, "error": str(e)}))
+        print(dumps({"ok": False, "error": str(e)}))
         return e.code
-    print(json.dumps(report))
+    print(dumps(report))
     return 0
 
 

@@ -5,15 +5,16 @@
 #   PY="$(scripts/setup-python.sh)"      # prints the venv's python on stdout
 #   "$PY" scripts/ort_compare.py --help
 #
-# The venv lives at <repo>/.venv. It is (re)built when it is missing, when its
-# python does not run, or when scripts/requirements.txt changed since the last
-# successful install (a stamp file in the venv holds the sha256 of
-# requirements.txt plus the interpreter version). When nothing changed this
-# takes a few milliseconds, so tests can call it every time. Concurrent callers
-# (e.g. parallel cargo tests) are serialised with flock when it is available.
+# The venv lives at <repo>/.venv (python3 -m venv). It is (re)built when it is
+# missing or broken, when its interpreter is not the current python3 (e.g. after
+# a system upgrade), when scripts/requirements.txt changed since the last
+# successful install (a stamp file in the venv holds its sha256), or when the
+# installed versions no longer match the pins. When all is in order it costs
+# one short Python start-up (~0.1 s), so tests can call it every time.
+# Concurrent callers (e.g. parallel cargo tests) are serialised with flock.
 #
-# Everything except the final python path goes to stderr.
-# Environment: PYTHON (interpreter used to create the venv, default python3),
+# Only the python path goes to stdout; progress goes to stderr.
+# Environment: PYTHON (interpreter to create the venv with, default python3),
 # plus whatever pip honours (PIP_INDEX_URL, PIP_FIND_LINKS, ...).
 set -euo pipefail
 
@@ -21,51 +22,62 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
 VENV="$ROOT/.venv"
 REQ="$SCRIPT_DIR/requirements.txt"
-STAMP="$VENV/.quantize-rs-requirements.stamp"
+STAMP="$VENV/.quantize-rs-requirements.sha256"
 BASE_PY="${PYTHON:-python3}"
 VPY="$VENV/bin/python"
 
 log() { echo "setup-python: $*" >&2; }
 
-want_stamp() {
-    local req_hash py_ver
-    req_hash="$(sha256sum "$REQ" | cut -d' ' -f1)"
-    py_ver="$("$BASE_PY" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
-    echo "$req_hash python-$py_ver"
-}
+# Exit 0 iff every `name==version` pin in requirements.txt is what is installed.
+CHECK_PINS='
+import sys
+from importlib import metadata
+bad = []
+for line in open(sys.argv[1]):
+    line = line.split("#", 1)[0].strip()
+    if "==" not in line:
+        continue
+    name, want = (s.strip() for s in line.split("==", 1))
+    try:
+        have = metadata.version(name)
+    except metadata.PackageNotFoundError:
+        have = None
+    if have != want:
+        bad.append("%s: want %s, have %s" % (name, want, have))
+if bad:
+    sys.stderr.write("setup-python: " + "; ".join(bad) + "\n")
+    sys.exit(1)
+'
+
+req_hash() { sha256sum "$REQ" | cut -d' ' -f1; }
 
 is_current() {
-    [[ -x "$VPY" && -f "$STAMP" ]] || return 1
-    [[ "$(cat "$STAMP")" == "$(want_stamp)" ]] || return 1
-    "$VPY" -c 'import sys' >/dev/null 2>&1
+    [[ -x "$VPY" && -f "$STAMP" && "$(cat "$STAMP")" == "$(req_hash)" ]] || return 1
+    "$VPY" -c "$CHECK_PINS" "$REQ" 2>/dev/null
 }
 
-# Fast path, no lock needed.
 if is_current; then
     echo "$VPY"
     exit 0
 fi
 
-# Serialise concurrent setups.
+# Serialise concurrent setups; re-check once we hold the lock.
+mkdir -p "$ROOT/target"
+exec 9>"$ROOT/target/.setup-python.lock"
 if command -v flock >/dev/null 2>&1; then
-    mkdir -p "$ROOT/target"
-    exec 9>"$ROOT/target/.setup-python.lock"
     flock 9
-    if is_current; then   # someone else finished it while we waited
+    if is_current; then
         echo "$VPY"
         exit 0
     fi
 fi
 
-if [[ -d "$VENV" ]] && ! "$VPY" -c 'import sys' >/dev/null 2>&1; then
-    log "existing $VENV is broken; recreating"
-    rm -rf "$VENV"
-fi
-if [[ -d "$VENV" && -f "$STAMP" ]]; then
-    old_py="$(cut -d' ' -f2 "$STAMP")"
-    new_py="$(want_stamp | cut -d' ' -f2)"
-    if [[ "$old_py" != "$new_py" ]]; then
-        log "interpreter changed ($old_py -> $new_py); recreating $VENV"
+py_version() { "$1" -c 'import sys; print(sys.version)' 2>/dev/null; }
+if [[ -d "$VENV" ]]; then
+    have="$(py_version "$VPY" || true)"
+    want="$(py_version "$BASE_PY")"
+    if [[ -z "$have" || "$have" != "$want" ]]; then
+        log "$VENV is broken or not made with $BASE_PY ($want); recreating"
         rm -rf "$VENV"
     fi
 fi
@@ -75,29 +87,12 @@ if [[ ! -d "$VENV" ]]; then
 fi
 
 rm -f "$STAMP"
-log "installing $(grep -cv '^\s*\(#\|$\)' "$REQ") pinned packages from $REQ"
+log "installing pinned packages from $REQ"
 "$VPY" -m pip install --disable-pip-version-check --quiet -r "$REQ" >&2
-
-# Check that what is installed is exactly what is pinned.
-"$VPY" - "$REQ" >&2 <<'PYEOF'
-import sys
-from importlib import metadata
-bad = []
-for line in open(sys.argv[1]):
-    line = line.split("#", 1)[0].strip()
-    if not line or "==" not in line:
-        continue
-    name, ver = (s.strip() for s in line.split("==", 1))
-    try:
-        have = metadata.version(name)
-    except metadata.PackageNotFoundError:
-        have = None
-    if have != ver:
-        bad.append(f"{name}: want {ver}, have {have}")
-if bad:
-    sys.exit("setup-python: version mismatch after install: " + "; ".join(bad))
-PYEOF
-
-want_stamp >"$STAMP"
+if ! "$VPY" -c "$CHECK_PINS" "$REQ"; then
+    log "installed versions do not match $REQ"
+    exit 1
+fi
+req_hash >"$STAMP"
 log "ready"
 echo "$VPY"

@@ -99,6 +99,14 @@ pub enum Error {
         /// A summary of why each candidate was skipped.
         why: String,
     },
+    /// A quality gate of the recipe failed.
+    #[error("quality gate {gate} failed: {message}")]
+    Gate {
+        /// The gate's key, e.g. `min-snr-db`.
+        gate: String,
+        /// Measured vs required.
+        message: String,
+    },
     /// A recipe option has a bad value.
     #[error("{key}: {message}")]
     Option {

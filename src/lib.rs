@@ -20,6 +20,8 @@ pub mod ops;
 #[cfg(feature = "quantize")]
 pub mod opset;
 #[cfg(feature = "quantize")]
+pub mod pipeline;
+#[cfg(feature = "quantize")]
 pub mod proto;
 #[cfg(feature = "quantize")]
 pub mod quant;
