@@ -49,7 +49,9 @@ pub fn run(mut model: Model, recipe: &Recipe, base_dir: &Path) -> Result<Outcome
         Some(_) => {
             return Err(Error::Option {
                 key: "calibration".into(),
-                message: "static calibration is not available in this build yet; remove the key for weight-only quantization".into(),
+                message:
+                    "static calibration is not available in this build yet; remove the key for weight-only quantization"
+                        .into(),
             });
         }
     };

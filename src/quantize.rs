@@ -465,11 +465,11 @@ fn dequantize_node(
         q.zero_points.iter().map(|&z| if spec.qtype.signed() { z as i8 as u8 } else { z as u8 }).collect();
     let zero_points = pack(zp_bytes);
     let scales = le_f32(&q.scales);
-    let bytes_after = (values.len() + scales.len() + zero_points.len()) as u64;
+    let has_zero_point = q.zero_points.iter().any(|&z| z != 0);
+    let bytes_after = (values.len() + scales.len() + if has_zero_point { zero_points.len() } else { 0 }) as u64;
     let param_dims: Vec<i64> = q.param_dims.iter().map(|&d| d as i64).collect();
     let q_name = names.fresh(&format!("{}_quantized", c.name));
     let s_name = names.fresh(&format!("{}_scale", c.name));
-    let z_name = names.fresh(&format!("{}_zero_point", c.name));
     let node_name = names.fresh(&format!("{}_DequantizeLinear", c.name));
     let tensor = |name: String, data_type: i32, dims: Vec<i64>, raw: Vec<u8>| TensorProto {
         name: Some(name),
@@ -478,15 +478,21 @@ fn dequantize_node(
         raw_data: Some(raw.into()),
         ..Default::default()
     };
-    let tensors = vec![
+    let mut tensors = vec![
         tensor(q_name.clone(), stored, c.dims.clone(), values),
         tensor(s_name.clone(), dtype::FLOAT, param_dims.clone(), scales),
-        tensor(z_name.clone(), stored, param_dims, zero_points),
     ];
+    let mut inputs = vec![q_name, s_name];
+    // A missing zero point means 0 of the values' type: signed symmetric weights need none.
+    if has_zero_point {
+        let z_name = names.fresh(&format!("{}_zero_point", c.name));
+        tensors.push(tensor(z_name.clone(), stored, param_dims, zero_points));
+        inputs.push(z_name);
+    }
     let mut node = NodeProto {
         name: Some(node_name),
         op_type: Some("DequantizeLinear".into()),
-        input: vec![q_name, s_name, z_name],
+        input: inputs,
         output: vec![c.name.clone()],
         ..Default::default()
     };

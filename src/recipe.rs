@@ -208,7 +208,10 @@ impl Recipe {
                     return bad("calibration.image.layout", format!("expected nchw or nhwc, got '{}'", img.layout));
                 }
                 if !matches!(img.channels.as_str(), "rgb" | "bgr" | "gray") {
-                    return bad("calibration.image.channels", format!("expected rgb, bgr or gray, got '{}'", img.channels));
+                    return bad(
+                        "calibration.image.channels",
+                        format!("expected rgb, bgr or gray, got '{}'", img.channels),
+                    );
                 }
                 if img.size.contains(&0) {
                     return bad("calibration.image.size", "height and width must be at least 1".into());
