@@ -65,6 +65,16 @@ pub enum Error {
     /// The model is structurally wrong in a way that stops the job.
     #[error("invalid model: {0}")]
     InvalidModel(String),
+    /// Calibration or verification data does not fit the model (shape, type, values, format).
+    #[error("{}: {}{message}", path.display(), input.as_ref().map(|i| format!("input '{i}': ")).unwrap_or_default())]
+    Data {
+        /// The data file, folder or image.
+        path: PathBuf,
+        /// The model input concerned, when there is one.
+        input: Option<String>,
+        /// Expected vs found, and what to do.
+        message: String,
+    },
     /// A node's attribute is missing or of the wrong type.
     #[error("node '{node}' ({op}): attribute '{attr}' {problem}")]
     Attribute {
@@ -98,6 +108,16 @@ pub enum Error {
         origin: String,
         /// A summary of why each candidate was skipped.
         why: String,
+    },
+    /// tract could not load or run a model.
+    #[error(
+        "tract cannot run {what}: {detail}; if an op is unsupported, limit the quantized ops with --op-types or use weight-only `quantize`"
+    )]
+    Tract {
+        /// Which model (file or role).
+        what: String,
+        /// tract's message, naming the node where it has one.
+        detail: String,
     },
     /// A quality gate of the recipe failed.
     #[error("quality gate {gate} failed: {message}")]

@@ -7,6 +7,11 @@
 
 #[cfg(feature = "quantize")]
 pub mod analyse;
+#[cfg(feature = "tract")]
+pub mod calibrate;
+#[cfg(feature = "tract")]
+pub mod data;
+pub mod embed;
 #[cfg(feature = "quantize")]
 pub mod error;
 #[cfg(feature = "quantize")]
@@ -29,6 +34,8 @@ pub mod quant;
 pub mod quantize;
 #[cfg(feature = "quantize")]
 pub mod recipe;
+#[cfg(feature = "tract")]
+pub mod run;
 
 #[cfg(feature = "quantize")]
 pub use error::{Error, Result};
@@ -38,3 +45,8 @@ pub use model::{Model, SaveOptions};
 pub use quantize::{Report, quantize_model};
 #[cfg(feature = "quantize")]
 pub use recipe::Recipe;
+
+pub use embed::{Dim, ElemType, EmbeddedModel, Quality, RecipeSummary, TensorInfo};
+/// Embeds a model quantized by `quantize-build`: `static M: EmbeddedModel = include_quantized!("name");`
+/// (see [`embed`]).
+pub use quantize_macros::include_quantized;

@@ -11,6 +11,13 @@ use crate::model::Model;
 use crate::quantize::{Report, quantize_model};
 use crate::recipe::Recipe;
 
+#[cfg(feature = "tract")]
+pub use crate::calibrate::CalibrationReport;
+/// Calibration needs the `tract` feature; without it there is never a report.
+#[cfg(not(feature = "tract"))]
+#[derive(Debug, Clone, Serialize)]
+pub enum CalibrationReport {}
+
 /// Output quality measured on held-out data.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verification {
@@ -31,6 +38,8 @@ pub struct Outcome {
     pub model: Model,
     /// What was quantized and how.
     pub report: Report,
+    /// What calibration did, for static quantization.
+    pub calibration: Option<CalibrationReport>,
     /// Quality on `verify-data`, when given.
     pub verification: Option<Verification>,
     /// Encoded size of the input model.
@@ -39,33 +48,50 @@ pub struct Outcome {
     pub bytes_out: u64,
 }
 
+/// How [`run_with`] reports progress.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Show a progress bar over calibration samples (when stderr is a terminal).
+    pub progress: bool,
+}
+
 /// Runs `recipe` on `model`. Relative data paths in the recipe resolve against `base_dir`.
-pub fn run(mut model: Model, recipe: &Recipe, base_dir: &Path) -> Result<Outcome> {
+pub fn run(model: Model, recipe: &Recipe, base_dir: &Path) -> Result<Outcome> {
+    run_with(model, recipe, base_dir, &RunOptions::default())
+}
+
+/// [`run`] with options.
+pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOptions) -> Result<Outcome> {
     recipe.validate("")?;
     let bytes_in = prost::Message::encoded_len(&model.proto) as u64;
     let original = (recipe.calibration.is_some() || recipe.verify_data.is_some()).then(|| model.clone());
-    let report = match &recipe.calibration {
-        None => quantize_model(&mut model, recipe)?,
-        Some(_) => {
-            return Err(Error::Option {
-                key: "calibration".into(),
-                message:
-                    "static calibration is not available in this build yet; remove the key for weight-only quantization"
-                        .into(),
-            });
-        }
-    };
-    let bytes_out = prost::Message::encoded_len(&model.proto) as u64;
-    let verification = match (&recipe.verify_data, original) {
-        (Some(data), Some(_original)) => {
-            let _ = base_dir.join(data);
-            return Err(Error::Option {
-                key: "verify-data".into(),
-                message: "verification is not available in this build yet".into(),
-            });
-        }
+    let report = quantize_model(&mut model, recipe)?;
+    let calibration = match (&recipe.calibration, &original) {
+        (Some(cal), Some(float)) => Some(calibrate(float, &mut model, cal, base_dir, opts)?),
         _ => None,
     };
+    let bytes_out = prost::Message::encoded_len(&model.proto) as u64;
+    let verification = match (&recipe.verify_data, &original) {
+        (Some(data), Some(float)) => Some(verify(float, &model, &base_dir.join(data), None)?),
+        _ => None,
+    };
+    if let (Some(min), Some(v)) = (recipe.min_snr_db, &verification) {
+        if v.snr_db < min {
+            return Err(Error::Gate {
+                gate: "min-snr-db".into(),
+                message: format!(
+                    "output SNR on the verification data is {:.2} dB, below {min} dB; quantize fewer layers (--exclude, --layer-bits) or use 8 bits",
+                    v.snr_db
+                ),
+            });
+        }
+    }
+    if recipe.min_snr_db.is_some() && verification.is_none() {
+        return Err(Error::Option {
+            key: "min-snr-db".into(),
+            message: "needs verify-data: held-out samples to measure the output on".into(),
+        });
+    }
     if let Some(max) = recipe.max_size_ratio {
         let ratio = bytes_out as f64 / bytes_in.max(1) as f64;
         if ratio > max {
@@ -75,5 +101,96 @@ pub fn run(mut model: Model, recipe: &Recipe, base_dir: &Path) -> Result<Outcome
             });
         }
     }
-    Ok(Outcome { model, report, verification, bytes_in, bytes_out })
+    Ok(Outcome { model, report, calibration, verification, bytes_in, bytes_out })
+}
+
+#[cfg(feature = "tract")]
+fn calibrate(
+    float: &Model,
+    model: &mut Model,
+    cal: &crate::recipe::Calibration,
+    base_dir: &Path,
+    opts: &RunOptions,
+) -> Result<crate::calibrate::CalibrationReport> {
+    let samples = crate::data::load_for_model(float, &base_dir.join(&cal.data), cal.image.as_ref(), cal.samples)?;
+    crate::calibrate::calibrate(float, model, cal, &samples, opts.progress)
+}
+
+#[cfg(not(feature = "tract"))]
+fn calibrate(
+    _: &Model,
+    _: &mut Model,
+    _: &crate::recipe::Calibration,
+    _: &Path,
+    _: &RunOptions,
+) -> Result<CalibrationReport> {
+    Err(Error::Option {
+        key: "calibration".into(),
+        message: "static calibration runs models with tract: enable the `tract` feature of quantize-rs".into(),
+    })
+}
+
+/// Runs `reference` and `candidate` with tract on the samples in `data` and compares their
+/// outputs.
+#[cfg(feature = "tract")]
+pub fn verify(
+    reference: &Model,
+    candidate: &Model,
+    data: &Path,
+    image: Option<&crate::recipe::ImagePreprocess>,
+) -> Result<Verification> {
+    let samples = crate::data::load_for_model(reference, data, image, None)?;
+    let outputs: Vec<String> = reference.graph().output.iter().filter_map(|v| v.name.clone()).collect();
+    let mut a = crate::run::Runner::new(reference.to_bytes(), outputs.clone(), &[], "the float model");
+    let mut b = crate::run::Runner::new(candidate.to_bytes(), outputs, &[], "the quantized model");
+    let mut m = Comparison::default();
+    for s in &samples {
+        let (ra, rb) = (a.run(s)?, b.run(s)?);
+        for (x, y) in ra.iter().zip(rb.iter()) {
+            m.add(&crate::run::as_f32(x)?, &crate::run::as_f32(y)?);
+        }
+    }
+    Ok(m.finish(samples.len()))
+}
+
+#[cfg(not(feature = "tract"))]
+fn verify(_: &Model, _: &Model, _: &Path, _: Option<&crate::recipe::ImagePreprocess>) -> Result<Verification> {
+    Err(Error::Option {
+        key: "verify-data".into(),
+        message: "verification runs models with tract: enable the `tract` feature of quantize-rs".into(),
+    })
+}
+
+/// Pooled output comparison: SNR, cosine and max abs error over every output value.
+#[derive(Debug, Default, Clone)]
+pub struct Comparison {
+    signal: f64,
+    noise: f64,
+    dot: f64,
+    norm_a: f64,
+    norm_b: f64,
+    max_abs: f64,
+}
+
+impl Comparison {
+    /// Adds one output of the reference (`a`) and the candidate (`b`).
+    pub fn add(&mut self, a: &[f32], b: &[f32]) {
+        for (&x, &y) in a.iter().zip(b) {
+            let (x, y) = (x as f64, y as f64);
+            self.signal += x * x;
+            self.noise += (x - y) * (x - y);
+            self.dot += x * y;
+            self.norm_a += x * x;
+            self.norm_b += y * y;
+            self.max_abs = self.max_abs.max((x - y).abs());
+        }
+    }
+
+    /// The pooled figures over `samples` samples.
+    pub fn finish(&self, samples: usize) -> Verification {
+        let snr_db = if self.noise == 0.0 { f64::INFINITY } else { 10.0 * (self.signal / self.noise).log10() };
+        let denom = (self.norm_a * self.norm_b).sqrt();
+        let cosine = if denom == 0.0 { 1.0 } else { self.dot / denom };
+        Verification { samples, snr_db, cosine, max_abs: self.max_abs }
+    }
 }

@@ -344,6 +344,24 @@ pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
         return Err(Error::NothingQuantized { origin, why });
     }
 
+    let needed = planned.iter().map(|p| p.spec.min_opset()).max().unwrap_or(opset_before);
+    let (analysis, planned) = if needed > opset_before {
+        let upgrade = crate::opset::upgrade(&mut model.proto, needed)?;
+        report.upgraded_ops = upgrade.rewritten;
+        report.opset_after = needed;
+        // Upgrading may insert nodes, which moves the node indices the first analysis recorded.
+        let analysis = analyse(&model.proto)?;
+        let (planned, _) = plan(&analysis, recipe, ir_version);
+        (analysis, planned)
+    } else {
+        (analysis, planned)
+    };
+    let ir_needed = ir_version_for_opset(report.opset_after);
+    if ir_version < ir_needed {
+        model.proto.ir_version = Some(ir_needed);
+    }
+    report.ir_version = model.proto.ir_version.unwrap_or(ir_needed);
+
     let data: Vec<Quantized> = planned
         .par_iter()
         .map(|p| {
@@ -353,18 +371,6 @@ pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
             Ok(quantize(&values, &dims, p.spec.qtype, p.spec.granularity, p.spec.symmetric))
         })
         .collect::<Result<_>>()?;
-
-    let needed = planned.iter().map(|p| p.spec.min_opset()).max().unwrap_or(opset_before);
-    if needed > opset_before {
-        let upgrade = crate::opset::upgrade(&mut model.proto, needed)?;
-        report.upgraded_ops = upgrade.rewritten;
-        report.opset_after = needed;
-    }
-    let ir_needed = ir_version_for_opset(report.opset_after);
-    if ir_version < ir_needed {
-        model.proto.ir_version = Some(ir_needed);
-    }
-    report.ir_version = model.proto.ir_version.unwrap_or(ir_needed);
 
     rewrite(model, &analysis, &planned, data, ir_version, &mut report);
     report.weight_bytes_before = report.quantized.iter().map(|q| q.bytes_before).sum();

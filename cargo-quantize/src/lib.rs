@@ -11,7 +11,8 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use quantize_rs::info::{ModelInfo, human_bytes};
-use quantize_rs::{Model, Recipe, SaveOptions, quantize_model};
+use quantize_rs::pipeline::RunOptions;
+use quantize_rs::{Model, Recipe, SaveOptions};
 
 /// Quantize float32 ONNX models to INT8/INT4 QDQ models.
 #[derive(Debug, Parser)]
@@ -25,8 +26,123 @@ pub struct Cli {
 enum Command {
     /// Quantize the weights of a model (weight-only QDQ).
     Quantize(QuantizeArgs),
+    /// Quantize weights and activations, calibrating activation ranges on sample data.
+    Calibrate(CalibrateArgs),
     /// Describe a model: opsets, inputs/outputs, ops, weights, quantized parts.
     Info(InfoArgs),
+}
+
+/// How activation ranges are chosen.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Method {
+    Minmax,
+    Percentile,
+    Entropy,
+    Mse,
+}
+
+#[derive(Debug, Args)]
+struct CalibrateArgs {
+    /// The float32 ONNX model.
+    model: PathBuf,
+    /// Calibration samples: .npy, .npz, .safetensors, or a folder of images (with --image-size).
+    #[arg(long)]
+    data: PathBuf,
+    /// Where to write the quantized model.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Range method.
+    #[arg(long, value_enum, default_value_t = Method::Minmax)]
+    method: Method,
+    /// Percentile kept by --method percentile.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    /// Use at most N samples.
+    #[arg(long, value_name = "N")]
+    samples: Option<usize>,
+    /// Symmetric int8 activations instead of asymmetric uint8.
+    #[arg(long)]
+    symmetric_activations: bool,
+    /// Held-out samples to measure the result on (same formats as --data).
+    #[arg(long)]
+    verify_data: Option<PathBuf>,
+    /// Fail when the output SNR on --verify-data is below this.
+    #[arg(long, value_name = "DB")]
+    min_snr_db: Option<f64>,
+    /// Resize images in a --data folder to HxW.
+    #[arg(long, value_name = "HxW")]
+    image_size: Option<String>,
+    /// Image layout: nchw or nhwc.
+    #[arg(long, default_value = "nchw")]
+    image_layout: String,
+    /// Image channels: rgb, bgr or gray.
+    #[arg(long, default_value = "rgb")]
+    image_channels: String,
+    /// Multiply pixels (0-255) by this first.
+    #[arg(long, default_value_t = 1.0 / 255.0)]
+    image_scale: f32,
+    /// Per-channel mean subtracted after scaling (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    image_mean: Vec<f32>,
+    /// Per-channel standard deviation divided by after the mean (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    image_std: Vec<f32>,
+    #[command(flatten)]
+    recipe: RecipeArgs,
+    /// Overwrite the output, even when it is the input model.
+    #[arg(long)]
+    force: bool,
+    /// List every tensor in the report.
+    #[arg(short, long)]
+    verbose: bool,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+impl CalibrateArgs {
+    fn recipe(&self) -> Result<Recipe, quantize_rs::Error> {
+        use quantize_rs::recipe::{Calibration, CalibrationMethod, ImagePreprocess};
+        let mut r = self.recipe.recipe()?;
+        let image = match &self.image_size {
+            None => None,
+            Some(size) => {
+                let bad = || quantize_rs::Error::Option {
+                    key: "--image-size".into(),
+                    message: format!("expected HxW such as 224x224, got '{size}'"),
+                };
+                let (h, w) = size.split_once('x').ok_or_else(bad)?;
+                Some(ImagePreprocess {
+                    size: [h.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?],
+                    layout: self.image_layout.clone(),
+                    channels: self.image_channels.clone(),
+                    scale: self.image_scale,
+                    mean: self.image_mean.clone(),
+                    std: self.image_std.clone(),
+                })
+            }
+        };
+        let op_types = (!self.recipe.op_types.is_empty()).then(|| self.recipe.op_types.clone());
+        r.calibration = Some(Calibration {
+            data: self.data.clone(),
+            method: match self.method {
+                Method::Minmax => CalibrationMethod::Minmax,
+                Method::Percentile => CalibrationMethod::Percentile,
+                Method::Entropy => CalibrationMethod::Entropy,
+                Method::Mse => CalibrationMethod::Mse,
+            },
+            percentile: self.percentile,
+            samples: self.samples,
+            symmetric_activations: self.symmetric_activations,
+            op_types,
+            target_snr_db: None,
+            image,
+        });
+        r.verify_data = self.verify_data.clone();
+        r.min_snr_db = self.min_snr_db;
+        r.validate("--")?;
+        Ok(r)
+    }
 }
 
 /// Output format.
@@ -185,44 +301,85 @@ impl Cli {
 fn run(cli: Cli) -> Result<(), quantize_rs::Error> {
     match cli.command {
         Command::Quantize(a) => quantize(a),
+        Command::Calibrate(a) => calibrate(a),
         Command::Info(a) => info(a),
     }
 }
 
 fn quantize(a: QuantizeArgs) -> Result<(), quantize_rs::Error> {
     let recipe = a.recipe.recipe()?;
+    run_job(&a.model, &a.output, &recipe, a.force, a.verbose, a.format)
+}
+
+fn calibrate(a: CalibrateArgs) -> Result<(), quantize_rs::Error> {
+    let recipe = a.recipe()?;
+    run_job(&a.model, &a.output, &recipe, a.force, a.verbose, a.format)
+}
+
+fn run_job(
+    input: &PathBuf,
+    output: &PathBuf,
+    recipe: &Recipe,
+    force: bool,
+    verbose: bool,
+    format: Format,
+) -> Result<(), quantize_rs::Error> {
+    use std::io::IsTerminal;
     let start = Instant::now();
-    quantize_rs::model::check_output(&a.output, Some(&a.model), a.force)?;
-    let mut model = Model::load(&a.model)?;
-    let report = quantize_model(&mut model, &recipe)?;
-    let opts = SaveOptions { force: true, ..SaveOptions::default() };
-    model.save(&a.output, &opts)?;
+    quantize_rs::model::check_output(output, Some(input), force)?;
+    let model = Model::load(input)?;
+    // Data paths on the command line are relative to the working directory.
+    let opts = RunOptions { progress: format == Format::Text && std::io::stderr().is_terminal() };
+    let outcome = quantize_rs::pipeline::run_with(model, recipe, std::path::Path::new("."), &opts)?;
+    outcome.model.save(output, &SaveOptions { force: true, ..SaveOptions::default() })?;
     let seconds = start.elapsed().as_secs_f64();
     let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let (bytes_in, bytes_out) = (size(&a.model), size(&a.output));
-    match a.format {
+    let (bytes_in, bytes_out) = (size(input), size(output));
+    let ratio = bytes_out as f64 / bytes_in.max(1) as f64;
+    match format {
         Format::Json => {
             let doc = serde_json::json!({
-                "input": a.model,
-                "output": a.output,
+                "input": input,
+                "output": output,
                 "bytes_in": bytes_in,
                 "bytes_out": bytes_out,
-                "size_ratio": bytes_out as f64 / bytes_in.max(1) as f64,
+                "size_ratio": ratio,
                 "seconds": seconds,
                 "recipe": recipe,
-                "report": report,
+                "report": outcome.report,
+                "calibration": outcome.calibration,
+                "verification": outcome.verification,
             });
             println!("{}", serde_json::to_string_pretty(&doc).expect("serializable"));
         }
         Format::Text => {
-            eprint!("{}", report.to_text(a.verbose));
+            eprint!("{}", outcome.report.to_text(verbose));
+            if let Some(c) = &outcome.calibration {
+                eprintln!(
+                    "calibrated {} activation(s) of {} node(s) as {} with {:?} on {} sample(s) in {:.2} s; {} int32 bias(es)",
+                    c.activations.len(),
+                    c.quantized_nodes,
+                    c.activation_type,
+                    c.method,
+                    c.samples,
+                    c.run_seconds,
+                    c.int32_biases
+                );
+                for (node, why) in &c.skipped_nodes {
+                    eprintln!("  left float: {node}: {why}");
+                }
+            }
+            if let Some(v) = &outcome.verification {
+                eprintln!(
+                    "verified on {} held-out sample(s): SNR {:.2} dB, cosine {:.6}, max abs error {:.4}",
+                    v.samples, v.snr_db, v.cosine, v.max_abs
+                );
+            }
             eprintln!(
-                "wrote {}: {} -> {} ({:.3}x) in {:.2} s",
-                a.output.display(),
+                "wrote {}: {} -> {} ({ratio:.3}x) in {seconds:.2} s",
+                output.display(),
                 human_bytes(bytes_in),
                 human_bytes(bytes_out),
-                bytes_out as f64 / bytes_in.max(1) as f64,
-                seconds
             );
         }
     }

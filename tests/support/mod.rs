@@ -176,6 +176,17 @@ pub fn python() -> &'static Path {
 /// Runs both models in ONNX Runtime on the same seeded inputs; returns ort_compare.py's JSON.
 /// Panics (with ORT's message) when the candidate does not load or run.
 pub fn ort_compare(reference: &Path, candidate: &Path, dims: &[(&str, i64)], samples: usize) -> serde_json::Value {
+    ort_compare_with(reference, candidate, dims, samples, None)
+}
+
+/// [`ort_compare`] on the samples of an `.npy`/`.npz` file instead of random inputs.
+pub fn ort_compare_with(
+    reference: &Path,
+    candidate: &Path,
+    dims: &[(&str, i64)],
+    samples: usize,
+    inputs: Option<&Path>,
+) -> serde_json::Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new(python());
     cmd.arg(root.join("scripts/ort_compare.py"))
@@ -187,6 +198,9 @@ pub fn ort_compare(reference: &Path, candidate: &Path, dims: &[(&str, i64)], sam
         .arg(samples.to_string());
     for (k, v) in dims {
         cmd.arg("--dim").arg(format!("{k}={v}"));
+    }
+    if let Some(i) = inputs {
+        cmd.arg("--inputs").arg(i);
     }
     let out = cmd.output().expect("run ort_compare.py");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -212,4 +226,22 @@ pub fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, m.encode_to_vec()).expect("write model");
     p
+}
+
+/// Writes a little-endian float32 `.npy` file (format 1.0).
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
+    assert_eq!(shape.iter().product::<usize>(), data.len());
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+    std::fs::write(path, bytes).expect("write npy");
 }

@@ -1,0 +1,3 @@
+fn main() {
+    quantize_build::run()
+}

@@ -1,0 +1,342 @@
+//! The models a package declares in its Cargo.toml, parsed into one [`Recipe`] each.
+//!
+//! ```toml
+//! [package.metadata.quantize]            # defaults for every model below
+//! bits = 8
+//!
+//! [package.metadata.quantize.models.digits]
+//! path = "models/digits.onnx"            # required, relative to the package
+//! per-channel = true                     # any recipe key; tables such as `calibration`
+//! calibration = { data = "models/digits-calib.npy", method = "entropy" }   # merge key by key
+//! ```
+//!
+//! Every key of [`Recipe`] is accepted in kebab-case (and snake_case). Unknown keys and bad
+//! values are errors that name the full key path, e.g.
+//! `package.metadata.quantize.models.digits.bits: expected 4 or 8, got 6`.
+//!
+//! The same parser serves the build script (which reads Cargo.toml itself, because cargo does
+//! not pass metadata to build scripts) and `cargo quantize` (which gets the table from
+//! `cargo metadata`): see [`Project::from_manifest`] and [`Project::from_metadata`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use quantize_rs::Recipe;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Where the declarations live in Cargo.toml.
+pub const METADATA_KEY: &str = "package.metadata.quantize";
+
+/// A package's declared models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    /// The Cargo.toml they were read from.
+    pub manifest_path: PathBuf,
+    /// The package folder: relative paths in declarations resolve against it.
+    pub root: PathBuf,
+    /// The models, by name.
+    pub models: BTreeMap<String, DeclaredModel>,
+}
+
+/// One `[package.metadata.quantize.models.<name>]` table with the defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredModel {
+    /// The name `include_quantized!` looks it up by.
+    pub name: String,
+    /// The float model, as written in Cargo.toml (relative to [`Project::root`] unless absolute).
+    pub path: PathBuf,
+    /// The job, validated.
+    pub recipe: Recipe,
+    /// Its key path, e.g. `package.metadata.quantize.models.digits`, for messages.
+    pub key: String,
+}
+
+impl DeclaredModel {
+    /// A model declared in code rather than in Cargo.toml; `key` is only used in messages.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>, recipe: Recipe) -> DeclaredModel {
+        let name = name.into();
+        DeclaredModel { key: format!("models.{name}"), name, path: path.into(), recipe }
+    }
+
+    /// The full path of `key` inside this model's table, for messages.
+    pub fn key_of(&self, key: &str) -> String {
+        format!("{}.{key}", self.key)
+    }
+
+    /// Every file the job reads, resolved against `root`: the model, then the data files.
+    pub fn inputs(&self, root: &Path) -> Vec<PathBuf> {
+        let mut files = vec![root.join(&self.path)];
+        if let Some(c) = &self.recipe.calibration {
+            files.push(root.join(&c.data));
+        }
+        if let Some(v) = &self.recipe.verify_data {
+            files.push(root.join(v));
+        }
+        files
+    }
+}
+
+impl Project {
+    /// Reads the declarations of the package whose manifest is `manifest_path`. A manifest
+    /// without `[package.metadata.quantize]` declares no models.
+    pub fn from_manifest(manifest_path: impl AsRef<Path>) -> Result<Project> {
+        let manifest_path = manifest_path.as_ref();
+        let text = std::fs::read_to_string(manifest_path).map_err(Error::io(manifest_path))?;
+        Project::from_toml_str(&text, manifest_path)
+    }
+
+    /// Parses Cargo.toml text; `manifest_path` names it in messages and gives the package root.
+    pub fn from_toml_str(text: &str, manifest_path: impl AsRef<Path>) -> Result<Project> {
+        let manifest_path = manifest_path.as_ref();
+        let doc: toml::Table = toml::from_str(text)
+            .map_err(|e| Error::Toml { path: manifest_path.into(), message: e.to_string().trim_end().to_string() })?;
+        let quantize = doc
+            .get("package")
+            .and_then(|p| p.get("metadata"))
+            .and_then(|m| m.get("quantize"))
+            .map(|q| serde_json::to_value(q).expect("TOML values convert to JSON"));
+        Project::from_metadata(quantize.as_ref(), manifest_path)
+    }
+
+    /// Builds the project from the `quantize` value of a package's metadata (as
+    /// `cargo_metadata`'s `package.metadata["quantize"]` gives it), `None` when absent.
+    pub fn from_metadata(quantize: Option<&Value>, manifest_path: impl AsRef<Path>) -> Result<Project> {
+        let manifest_path = manifest_path.as_ref().to_path_buf();
+        let root = match manifest_path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut project = Project { manifest_path, root, models: BTreeMap::new() };
+        let Some(quantize) = quantize else {
+            return Ok(project);
+        };
+        let table = as_table(quantize, METADATA_KEY)?;
+        let mut defaults = table.clone();
+        let models = defaults.remove("models");
+        // Defaults are checked on their own, so their errors name the defaults' keys.
+        parse_recipe(Value::Object(defaults.clone()), &format!("{METADATA_KEY}."))?;
+        let Some(models) = models else {
+            return Ok(project);
+        };
+        for (name, decl) in as_table(&models, &format!("{METADATA_KEY}.models"))? {
+            let key = format!("{METADATA_KEY}.models.{name}");
+            check_name(name, &key)?;
+            let mut decl = as_table(decl, &key)?.clone();
+            let path = match decl.remove("path") {
+                Some(Value::String(p)) if !p.is_empty() => PathBuf::from(p),
+                Some(other) => {
+                    return Err(Error::Key {
+                        key: format!("{key}.path"),
+                        message: format!("expected a path to an .onnx file, got {other}"),
+                    });
+                }
+                None => {
+                    return Err(Error::Key {
+                        key: format!("{key}.path"),
+                        message: format!(
+                            "missing: every model needs `path = \"models/{name}.onnx\"` (the float model, relative to Cargo.toml)"
+                        ),
+                    });
+                }
+            };
+            let own_keys: Vec<String> = decl.keys().cloned().collect();
+            let mut merged = defaults.clone();
+            merge(&mut merged, decl);
+            let recipe = parse_recipe(Value::Object(merged), &format!("{key}.")).map_err(|e| match e {
+                // An error in a key the model did not set comes from the defaults.
+                Error::Key { key: k, message } => {
+                    let rest = k.strip_prefix(&format!("{key}.")).unwrap_or(&k);
+                    let first = rest.split('.').next().unwrap_or(rest);
+                    if own_keys.iter().any(|o| o == first || o.replace('_', "-") == first) {
+                        Error::Key { key: k, message }
+                    } else {
+                        Error::Key { key: format!("{METADATA_KEY}.{rest}"), message }
+                    }
+                }
+                other => other,
+            })?;
+            project.models.insert(name.clone(), DeclaredModel { name: name.clone(), path, recipe, key });
+        }
+        Ok(project)
+    }
+
+    /// The declared names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        self.models.keys().map(String::as_str).collect()
+    }
+}
+
+fn as_table<'a>(v: &'a Value, key: &str) -> Result<&'a Map<String, Value>> {
+    v.as_object().ok_or_else(|| Error::Key { key: key.into(), message: format!("expected a table, got {v}") })
+}
+
+/// Names become file names in OUT_DIR and string literals in code: keep them plain.
+fn check_name(name: &str, key: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !name.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Key {
+            key: key.into(),
+            message: format!("'{name}' is not a valid model name: use letters, digits, '-' and '_'"),
+        })
+    }
+}
+
+/// Overlays `over` onto `base`, table by table, so a model's `calibration = { data = ... }`
+/// keeps the default `calibration.method`.
+fn merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
+    for (k, v) in over {
+        // The two spellings of a key are one key.
+        let alt = if k.contains('_') { k.replace('_', "-") } else { k.replace('-', "_") };
+        if let Some(old) = (alt != k).then(|| base.remove(&alt)).flatten() {
+            base.insert(k.clone(), old);
+        }
+        match (base.get_mut(&k), v) {
+            (Some(Value::Object(b)), Value::Object(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Deserializes and validates a recipe; errors carry `prefix` + the key path.
+fn parse_recipe(value: Value, prefix: &str) -> Result<Recipe> {
+    let recipe: Recipe = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = kebab_only(&e.into_inner().to_string());
+        let key = if path == "." || path.is_empty() {
+            prefix.trim_end_matches('.').to_string()
+        } else {
+            format!("{prefix}{path}")
+        };
+        Error::Key { key, message }
+    })?;
+    recipe.validate(prefix).map_err(|e| match e {
+        quantize_rs::Error::Option { key, message } => Error::Key { key, message },
+        other => Error::Key { key: prefix.trim_end_matches('.').to_string(), message: other.to_string() },
+    })?;
+    Ok(recipe)
+}
+
+/// serde lists both spellings of every key in "expected one of ..."; Cargo.toml uses kebab-case.
+fn kebab_only(message: &str) -> String {
+    let Some((head, list)) = message.split_once("expected one of ") else {
+        return message.to_string();
+    };
+    let keys: Vec<&str> = list.split(", ").filter(|k| !k.contains('_')).collect();
+    format!("{head}expected one of {}", keys.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<Project> {
+        Project::from_toml_str(toml, "/pkg/Cargo.toml")
+    }
+
+    fn error(toml: &str) -> String {
+        parse(toml).expect_err("should fail").to_string()
+    }
+
+    const HEAD: &str = "[package]\nname = \"x\"\nversion = \"0.1.0\"\n";
+
+    #[test]
+    fn no_metadata_declares_nothing() {
+        let p = parse(HEAD).unwrap();
+        assert!(p.models.is_empty());
+        assert_eq!(p.root, Path::new("/pkg"));
+    }
+
+    #[test]
+    fn model_keys_override_defaults_and_tables_merge() {
+        let p = parse(&format!(
+            "{HEAD}[package.metadata.quantize]\nbits = 4\nmin-elements = 16\ncalibration = {{ data = \"c.npy\", method = \"entropy\" }}\n\
+             [package.metadata.quantize.models.a]\npath = \"a.onnx\"\nbits = 8\ncalibration = {{ data = \"a.npy\" }}\n\
+             [package.metadata.quantize.models.b]\npath = \"b.onnx\"\nper_channel = false\n"
+        ))
+        .unwrap();
+        assert_eq!(p.names(), ["a", "b"]);
+        let a = &p.models["a"];
+        assert_eq!(a.path, Path::new("a.onnx"));
+        assert_eq!(a.recipe.bits, 8);
+        assert_eq!(a.recipe.min_elements, 16);
+        let cal = a.recipe.calibration.as_ref().unwrap();
+        assert_eq!(cal.data, Path::new("a.npy"));
+        assert_eq!(cal.method, quantize_rs::recipe::CalibrationMethod::Entropy);
+        let b = &p.models["b"];
+        assert_eq!(b.recipe.bits, 4);
+        assert!(!b.recipe.per_channel);
+        assert_eq!(b.key, "package.metadata.quantize.models.b");
+        assert_eq!(b.inputs(Path::new("/pkg")), [Path::new("/pkg/b.onnx"), Path::new("/pkg/c.npy")].map(PathBuf::from));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_model_key() {
+        let e = error(&format!("{HEAD}[package.metadata.quantize.models.digits]\npath = \"d.onnx\"\nbits = 6\n"));
+        assert_eq!(e, "package.metadata.quantize.models.digits.bits: expected 4 or 8, got 6");
+    }
+
+    #[test]
+    fn a_bad_default_names_the_default_key() {
+        let e = error(&format!(
+            "{HEAD}[package.metadata.quantize]\nbits = 6\n[package.metadata.quantize.models.digits]\npath = \"d.onnx\"\n"
+        ));
+        assert_eq!(e, "package.metadata.quantize.bits: expected 4 or 8, got 6");
+        let e = error(&format!(
+            "{HEAD}[package.metadata.quantize]\ncalibration = {{ data = \"c.npy\", method = \"best\" }}\n\
+             [package.metadata.quantize.models.digits]\npath = \"d.onnx\"\n"
+        ));
+        assert!(e.starts_with("package.metadata.quantize.calibration.method: unknown variant `best`"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_path() {
+        let e = error(&format!("{HEAD}[package.metadata.quantize.models.digits]\npath = \"d.onnx\"\nbitz = 8\n"));
+        assert!(e.starts_with("package.metadata.quantize.models.digits.bitz: unknown field `bitz`, expected one of `bits`, `unsigned`, `per-channel`, `block-size`,"), "{e}");
+        assert!(!e.contains("per_channel"), "{e}");
+        let e = error(&format!(
+            "{HEAD}[package.metadata.quantize.models.digits]\npath = \"d.onnx\"\ncalibration = {{ data = \"c.npy\", metod = \"entropy\" }}\n"
+        ));
+        assert!(
+            e.starts_with("package.metadata.quantize.models.digits.calibration.metod: unknown field `metod`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_with_its_path() {
+        let e =
+            error(&format!("{HEAD}[package.metadata.quantize.models.m]\npath = \"m.onnx\"\nmin-snr-db = \"high\"\n"));
+        assert!(e.starts_with("package.metadata.quantize.models.m.min-snr-db: invalid type: string \"high\""), "{e}");
+    }
+
+    #[test]
+    fn path_is_required_and_names_are_plain() {
+        let e = error(&format!("{HEAD}[package.metadata.quantize.models.m]\nbits = 8\n"));
+        assert!(e.starts_with("package.metadata.quantize.models.m.path: missing"), "{e}");
+        let e = error(&format!("{HEAD}[package.metadata.quantize.models.\"a/b\"]\npath = \"m.onnx\"\n"));
+        assert!(e.contains("'a/b' is not a valid model name"), "{e}");
+        let e = error(&format!("{HEAD}[package.metadata.quantize]\nmodels = 3\n"));
+        assert_eq!(e, "package.metadata.quantize.models: expected a table, got 3");
+    }
+
+    #[test]
+    fn bad_toml_names_the_manifest() {
+        let e = error("[package\n");
+        assert!(e.starts_with("/pkg/Cargo.toml: "), "{e}");
+    }
+
+    #[test]
+    fn cargo_metadata_json_parses_the_same() {
+        let v = serde_json::json!({ "models": { "d": { "path": "d.onnx", "block-size": 32, "bits": 4 } } });
+        let p = Project::from_metadata(Some(&v), "/pkg/Cargo.toml").unwrap();
+        assert_eq!(p.models["d"].recipe.block_size, Some(32));
+    }
+}

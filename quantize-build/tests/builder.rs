@@ -1,0 +1,183 @@
+//! The build-script half end to end on the digits example's model: declarations in a Cargo.toml,
+//! OUT_DIR contents, the cache (hits, sharing, concurrent builders) and the cargo directives.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use quantize_build::manifest::{Index, Manifest};
+use quantize_build::{Builder, Cache};
+
+fn digits_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/digits/models/digits.onnx").canonicalize().unwrap()
+}
+
+/// A package folder with the digits model and a Cargo.toml holding `metadata`.
+fn package(metadata: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("models")).unwrap();
+    fs::copy(digits_model(), dir.path().join("models/digits.onnx")).unwrap();
+    let toml = format!("[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n{metadata}");
+    fs::write(dir.path().join("Cargo.toml"), toml).unwrap();
+    dir
+}
+
+fn builder(pkg: &Path, out: &Path, cache: &Path) -> Builder {
+    Builder::new().manifest_path(pkg.join("Cargo.toml")).out_dir(out).cache(Cache::new(cache))
+}
+
+const DIGITS: &str = "[package.metadata.quantize.models.digits]\npath = \"models/digits.onnx\"\nbits = 8\n";
+
+#[test]
+fn builds_into_out_dir_then_hits_the_cache_from_another_profile() {
+    let pkg = package(DIGITS);
+    let tmp = tempfile::tempdir().unwrap();
+    let (debug_out, release_out, cache) = (tmp.path().join("debug"), tmp.path().join("release"), tmp.path().join("c"));
+
+    let first = builder(pkg.path(), &debug_out, &cache).build();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    assert_eq!(first.models.len(), 1);
+    assert!(!first.models[0].cache_hit);
+    let manifest: &Manifest = &first.models[0].manifest;
+    assert_eq!(manifest.name, "digits");
+    assert_eq!(manifest.model, debug_out.join("quantize/digits.onnx"));
+    let quantized = fs::read(&manifest.model).unwrap();
+    assert_eq!(quantized.len() as u64, manifest.record.bytes_after);
+    assert_eq!(manifest.record.bytes_before, fs::metadata(digits_model()).unwrap().len());
+    assert!(manifest.record.bytes_after * 3 < manifest.record.bytes_before);
+    assert_eq!(manifest.record.summary.scheme, "int8 per-channel symmetric, weight-only");
+    assert_eq!(manifest.record.summary.quantized_tensors, 3);
+    assert_eq!(manifest.record.content_hash.len(), 64);
+    let input = &manifest.record.inputs[0];
+    assert_eq!(
+        serde_json::to_string(input).unwrap(),
+        r#"{"name":"pixels","elem_type":"float32","shape":["batch",64]}"#
+    );
+
+    let on_disk: Manifest = serde_json::from_slice(&fs::read(debug_out.join("quantize/digits.json")).unwrap()).unwrap();
+    assert_eq!(&on_disk, manifest);
+    let index: Index = serde_json::from_slice(&fs::read(debug_out.join("quantize/index.json")).unwrap()).unwrap();
+    assert_eq!(index.models, ["digits"]);
+
+    // Only Cargo.toml and the model trigger a rerun; nothing else is listed.
+    assert_eq!(
+        first.directives(),
+        [
+            format!("cargo::rerun-if-changed={}", pkg.path().join("Cargo.toml").display()),
+            format!("cargo::rerun-if-changed={}", pkg.path().join("models/digits.onnx").display()),
+        ]
+    );
+
+    // Another OUT_DIR (another profile) on the same cache: no second quantization, same bytes.
+    let second = builder(pkg.path(), &release_out, &cache).build();
+    assert!(second.errors.is_empty(), "{:?}", second.errors);
+    assert!(second.models[0].cache_hit);
+    assert_eq!(fs::read(release_out.join("quantize/digits.onnx")).unwrap(), quantized);
+    assert_eq!(second.models[0].manifest.record, manifest.record);
+    assert!(second.notes[0].starts_with("digits: cache hit "), "{:?}", second.notes);
+
+    // Only complete entries live in the cache: one folder, no temporaries left.
+    let entries: Vec<String> =
+        fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(entries, [manifest.record.content_hash.as_str()]);
+}
+
+#[test]
+fn the_key_follows_content_and_recipe_not_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    let hash = |metadata: &str| {
+        let pkg = package(metadata);
+        let out = builder(pkg.path(), &tmp.path().join("o"), &cache).build();
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        out.models[0].manifest.record.content_hash.clone()
+    };
+    let base = hash(DIGITS);
+    let renamed = hash("[package.metadata.quantize.models.other]\npath = \"./models/digits.onnx\"\nbits = 8\n");
+    let four_bits = hash("[package.metadata.quantize.models.digits]\npath = \"models/digits.onnx\"\nbits = 4\n");
+    assert_eq!(base, renamed);
+    assert_ne!(base, four_bits);
+
+    // The same model with one more (unknown, ignored) protobuf field: other bytes, other key.
+    let pkg = package(DIGITS);
+    let mut bytes = fs::read(pkg.path().join("models/digits.onnx")).unwrap();
+    bytes.extend_from_slice(&[0xA0, 0x06, 0x01]); // field 100, varint 1
+    fs::write(pkg.path().join("models/digits.onnx"), &bytes).unwrap();
+    let changed = builder(pkg.path(), &tmp.path().join("o"), &cache).build();
+    assert!(changed.errors.is_empty(), "{:?}", changed.errors);
+    assert!(!changed.models[0].cache_hit);
+    assert_ne!(changed.models[0].manifest.record.content_hash, base);
+}
+
+#[test]
+fn concurrent_builders_share_one_complete_entry() {
+    let pkg = package(DIGITS);
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    let outputs: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let (pkg, out, cache) = (pkg.path(), tmp.path().join(format!("o{i}")), cache.clone());
+                s.spawn(move || {
+                    let built = builder(pkg, &out, &cache).build();
+                    assert!(built.errors.is_empty(), "{:?}", built.errors);
+                    fs::read(out.join("quantize/digits.onnx")).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(outputs.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(fs::read_dir(&cache).unwrap().count(), 1);
+}
+
+#[test]
+fn a_bad_declaration_becomes_a_cargo_error_naming_the_key() {
+    let pkg = package("[package.metadata.quantize.models.digits]\npath = \"models/digits.onnx\"\nbits = 6\n");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = builder(pkg.path(), tmp.path(), &tmp.path().join("c")).build();
+    assert!(out.models.is_empty());
+    assert_eq!(
+        out.directives(),
+        [
+            format!("cargo::rerun-if-changed={}", pkg.path().join("Cargo.toml").display()),
+            "cargo::error=package.metadata.quantize.models.digits.bits: expected 4 or 8, got 6".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn one_failing_model_does_not_hide_the_others() {
+    let pkg = package(&format!("{DIGITS}[package.metadata.quantize.models.gone]\npath = \"models/gone.onnx\"\n"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = builder(pkg.path(), tmp.path(), &tmp.path().join("c")).build();
+    assert_eq!(out.models.len(), 1);
+    assert_eq!(out.errors.len(), 1);
+    let e = out.errors[0].to_string();
+    assert!(e.starts_with("package.metadata.quantize.models.gone.path: cannot read "), "{e}");
+    // The missing file is still watched, so creating it reruns the build script.
+    assert!(out.rerun_if_changed.contains(&pkg.path().join("models/gone.onnx")));
+    let index: Index = serde_json::from_slice(&fs::read(tmp.path().join("quantize/index.json")).unwrap()).unwrap();
+    assert_eq!(index.models, ["digits", "gone"]);
+}
+
+#[test]
+fn skipped_weights_are_cargo_warnings() {
+    let pkg = package(&format!("{DIGITS}min-elements = 1000\n"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = builder(pkg.path(), tmp.path(), &tmp.path().join("c")).build();
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    let warnings: Vec<&str> = out.warnings.iter().map(String::as_str).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("digits: weight 'fc3.weight' left float: "), "{warnings:?}");
+    assert!(out.directives().iter().any(|d| d.starts_with("cargo::warning=digits: weight 'fc3.weight' left float")));
+}
+
+#[cfg(not(feature = "tract"))]
+#[test]
+fn calibration_without_the_tract_feature_says_what_to_enable() {
+    let pkg = package(&format!("{DIGITS}calibration = {{ data = \"models/digits.onnx\" }}\n"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = builder(pkg.path(), tmp.path(), &tmp.path().join("c")).build();
+    let e = out.errors[0].to_string();
+    assert!(e.starts_with("package.metadata.quantize.models.digits.calibration: runs the model, which needs quantize-build's `tract` feature"), "{e}");
+}

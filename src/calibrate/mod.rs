@@ -1,0 +1,410 @@
+//! Static quantization: run the float model on calibration samples with tract, observe the
+//! activations that feed and leave the quantized ops, turn the statistics into ranges, and write
+//! QuantizeLinear→DequantizeLinear pairs (plus int32 biases) in the layout ONNX Runtime fuses into
+//! integer kernels (QLinearConv, QLinearMatMul, QGemm).
+
+pub mod observer;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use serde::Serialize;
+use tract_onnx::prelude::Tensor;
+
+use crate::analyse::constant_value;
+use crate::error::{Error, Result};
+use crate::graph::{Names, NodeExt, node_domain, node_label};
+use crate::model::Model;
+use crate::proto::{GraphProto, NodeProto, TensorProto, dtype};
+use crate::quant::{QType, params_for_range};
+use crate::recipe::{Calibration, CalibrationMethod};
+use crate::run::Runner;
+use observer::Observer;
+
+/// Ops whose activations are quantized by default: those ONNX Runtime runs as integer kernels
+/// when they sit between DequantizeLinear and QuantizeLinear.
+pub const DEFAULT_ACTIVATION_OPS: &[&str] = &["Conv", "MatMul", "Gemm"];
+
+/// The range chosen for one activation tensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivationRange {
+    /// ONNX tensor name.
+    pub tensor: String,
+    /// Smallest value observed.
+    pub min: f32,
+    /// Largest value observed.
+    pub max: f32,
+    /// Range kept by the method (values outside saturate).
+    pub lo: f32,
+    /// See `lo`.
+    pub hi: f32,
+    /// Quantization scale.
+    pub scale: f32,
+    /// Zero point.
+    pub zero_point: i32,
+}
+
+/// What calibration did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationReport {
+    /// Range method.
+    pub method: CalibrationMethod,
+    /// Samples run.
+    pub samples: usize,
+    /// Activation element type (`uint8` or `int8`).
+    pub activation_type: String,
+    /// Ranges of every quantized activation, in graph order.
+    pub activations: Vec<ActivationRange>,
+    /// Nodes whose inputs and outputs are now quantized.
+    pub quantized_nodes: usize,
+    /// Biases rewritten as int32.
+    pub int32_biases: usize,
+    /// Nodes of the chosen op types left float, with the reason.
+    pub skipped_nodes: Vec<(String, String)>,
+    /// Seconds spent running samples.
+    pub run_seconds: f64,
+}
+
+struct Selection {
+    /// Activation tensors to quantize, in first-use order.
+    tensors: Vec<String>,
+    /// Indices (main graph) of the nodes whose activations are quantized.
+    nodes: Vec<usize>,
+    skipped: Vec<(String, String)>,
+}
+
+fn dequantized_weights(g: &GraphProto) -> HashMap<&str, &NodeProto> {
+    let inits: HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+    g.node
+        .iter()
+        .filter(|n| {
+            n.op_type.as_deref() == Some("DequantizeLinear")
+                && n.input.first().is_some_and(|i| inits.contains(i.as_str()))
+        })
+        .filter_map(|n| n.output.first().map(|o| (o.as_str(), n)))
+        .collect()
+}
+
+fn select(g: &GraphProto, op_types: &[String]) -> Selection {
+    let weights = dequantized_weights(g);
+    let mut constants: HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+    constants.extend(
+        g.node.iter().filter(|n| constant_value(n).is_some()).flat_map(|n| n.output.iter().map(String::as_str)),
+    );
+    let outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
+    let mut tensors: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut nodes = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, n) in g.node.iter().enumerate() {
+        let op = n.op_type.as_deref().unwrap_or("");
+        if node_domain(n) != "" || !op_types.iter().any(|o| o == op) {
+            continue;
+        }
+        // Activation inputs: the data input, and a second operand that is not a constant.
+        let weight_input = match op {
+            "Conv" | "ConvTranspose" | "Gemm" => Some(1),
+            _ => None,
+        };
+        if let Some(w) = weight_input {
+            if !n.input.get(w).is_some_and(|w| weights.contains_key(w.as_str())) {
+                skipped.push((node_label(n), "its weight is not quantized".to_string()));
+                continue;
+            }
+        }
+        let mut acts: Vec<&str> = Vec::new();
+        for (j, input) in n.input.iter().enumerate().take(2) {
+            if Some(j) == weight_input || input.is_empty() {
+                continue;
+            }
+            if constants.contains(input.as_str()) || weights.contains_key(input.as_str()) {
+                continue;
+            }
+            acts.push(input);
+        }
+        if acts.is_empty() {
+            skipped.push((node_label(n), "it has no activation input".to_string()));
+            continue;
+        }
+        if let Some(out) = n.output.first().filter(|o| !outputs.contains(o.as_str())) {
+            acts.push(out);
+        }
+        for a in acts {
+            if seen.insert(a.to_string()) {
+                tensors.push(a.to_string());
+            }
+        }
+        nodes.push(i);
+    }
+    Selection { tensors, nodes, skipped }
+}
+
+/// Runs the float model on `samples` and returns one observer per tensor of `tensors`.
+fn observe(float: &Model, tensors: &[String], samples: &[Vec<Tensor>], progress: bool) -> Result<Vec<Observer>> {
+    let outputs: Vec<String> = float.graph().output.iter().filter_map(|v| v.name.clone()).collect();
+    let what = float.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the float model".into());
+    let mut runner = Runner::new(float.to_bytes(), outputs.clone(), tensors, &what);
+    let mut observers = vec![Observer::default(); tensors.len()];
+    let bar = if progress {
+        indicatif::ProgressBar::new(samples.len() as u64).with_style(
+            indicatif::ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} samples {elapsed}")
+                .expect("valid template"),
+        )
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    for sample in samples {
+        let values = runner.run(sample)?;
+        for (o, v) in observers.iter_mut().zip(values.iter().skip(outputs.len())) {
+            let t = v.cast_to::<f32>().map_err(|e| Error::Tract { what: what.clone(), detail: format!("{e:?}") })?;
+            let view = t
+                .to_plain_array_view::<f32>()
+                .map_err(|e| Error::Tract { what: what.clone(), detail: format!("{e:?}") })?;
+            match view.as_slice() {
+                Some(s) => o.observe(s),
+                None => o.observe(&view.iter().copied().collect::<Vec<_>>()),
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(observers)
+}
+
+/// Calibrates `quantized` (the weight-quantized form of `float`) on `samples` and rewrites its
+/// activations as `cal` says.
+pub fn calibrate(
+    float: &Model,
+    quantized: &mut Model,
+    cal: &Calibration,
+    samples: &[Vec<Tensor>],
+    progress: bool,
+) -> Result<CalibrationReport> {
+    let op_types: Vec<String> =
+        cal.op_types.clone().unwrap_or_else(|| DEFAULT_ACTIVATION_OPS.iter().map(|s| s.to_string()).collect());
+    let sel = select(quantized.graph(), &op_types);
+    if sel.tensors.is_empty() {
+        return Err(Error::Option {
+            key: "calibration.op-types".into(),
+            message: format!(
+                "no node of {} has a quantized weight and an activation input to calibrate; use weight-only quantization or other op types",
+                op_types.join("/")
+            ),
+        });
+    }
+    let start = Instant::now();
+    let observers = observe(float, &sel.tensors, samples, progress)?;
+    let run_seconds = start.elapsed().as_secs_f64();
+    let qtype = if cal.symmetric_activations { QType::Int8 } else { QType::Uint8 };
+    let mut activations = Vec::new();
+    for (t, o) in sel.tensors.iter().zip(&observers) {
+        let (lo, hi) = o.range(cal.method, cal.percentile, cal.symmetric_activations);
+        let (scale, zero_point) = params_for_range(lo, hi, qtype, cal.symmetric_activations);
+        activations.push(ActivationRange { tensor: t.clone(), min: o.min(), max: o.max(), lo, hi, scale, zero_point });
+    }
+    let int32_biases = rewrite(quantized, &sel, &activations, qtype);
+    Ok(CalibrationReport {
+        method: cal.method,
+        samples: samples.len(),
+        activation_type: dtype::name(qtype.onnx_dtype(false)).into(),
+        activations,
+        quantized_nodes: sel.nodes.len(),
+        int32_biases,
+        skipped_nodes: sel.skipped,
+        run_seconds,
+    })
+}
+
+fn scalar(name: String, data_type: i32, raw: Vec<u8>) -> TensorProto {
+    TensorProto { name: Some(name), data_type: Some(data_type), raw_data: Some(raw.into()), ..Default::default() }
+}
+
+fn qdq_pair(
+    names: &mut Names,
+    t: &str,
+    r: &ActivationRange,
+    qtype: QType,
+) -> (Vec<NodeProto>, Vec<TensorProto>, String) {
+    let s = names.fresh(&format!("{t}_scale"));
+    let z = names.fresh(&format!("{t}_zero_point"));
+    let q_out = names.fresh(&format!("{t}_quantized"));
+    let dq_out = names.fresh(&format!("{t}_dequantized"));
+    let zp_byte = if qtype.signed() { r.zero_point as i8 as u8 } else { r.zero_point as u8 };
+    let inits = vec![
+        scalar(s.clone(), dtype::FLOAT, r.scale.to_le_bytes().to_vec()),
+        scalar(z.clone(), qtype.onnx_dtype(false), vec![zp_byte]),
+    ];
+    let q = NodeProto {
+        name: Some(names.fresh(&format!("{t}_QuantizeLinear"))),
+        op_type: Some("QuantizeLinear".into()),
+        input: vec![t.to_string(), s.clone(), z.clone()],
+        output: vec![q_out.clone()],
+        ..Default::default()
+    };
+    let dq = NodeProto {
+        name: Some(names.fresh(&format!("{t}_DequantizeLinear"))),
+        op_type: Some("DequantizeLinear".into()),
+        input: vec![q_out, s, z],
+        output: vec![dq_out.clone()],
+        ..Default::default()
+    };
+    (vec![q, dq], inits, dq_out)
+}
+
+/// Inserts a Q→DQ pair after each selected activation (every reader switches to the DQ output),
+/// and rewrites float biases of quantized Conv/Gemm nodes as int32. Returns the bias count.
+fn rewrite(model: &mut Model, sel: &Selection, ranges: &[ActivationRange], qtype: QType) -> usize {
+    let mut names = Names::of_graph(model.graph());
+    let g = model.graph_mut();
+    let by_name: HashMap<&str, &ActivationRange> = ranges.iter().map(|r| (r.tensor.as_str(), r)).collect();
+    let mut pairs: HashMap<String, (Vec<NodeProto>, String)> = HashMap::new();
+    let mut new_inits = Vec::new();
+    for t in &sel.tensors {
+        let (nodes, inits, dq_out) = qdq_pair(&mut names, t, by_name[t.as_str()], qtype);
+        new_inits.extend(inits);
+        pairs.insert(t.clone(), (nodes, dq_out));
+    }
+    let biases = quantize_biases(g, sel, &by_name, &pairs, &mut names, &mut new_inits);
+    // Readers switch to the dequantized value; the Q node itself keeps reading the float tensor.
+    let dq_of: HashMap<&str, &str> = pairs.iter().map(|(t, (_, d))| (t.as_str(), d.as_str())).collect();
+    for n in g.node.iter_mut() {
+        for input in n.input.iter_mut() {
+            if let Some(d) = dq_of.get(input.as_str()) {
+                *input = d.to_string();
+            }
+        }
+    }
+    // Place each pair right after the node producing its tensor (graph inputs: at the start).
+    let mut pending: BTreeMap<String, Vec<NodeProto>> = pairs.into_iter().map(|(t, (n, _))| (t, n)).collect();
+    let mut nodes = Vec::with_capacity(g.node.len() + 2 * pending.len());
+    let graph_inputs: Vec<String> = g.input.iter().filter_map(|v| v.name.clone()).collect();
+    for i in graph_inputs {
+        if let Some(p) = pending.remove(&i) {
+            nodes.extend(p);
+        }
+    }
+    for n in std::mem::take(&mut g.node) {
+        let outs = n.output.clone();
+        nodes.push(n);
+        for o in outs {
+            if let Some(p) = pending.remove(&o) {
+                nodes.extend(p);
+            }
+        }
+    }
+    g.node = nodes;
+    g.initializer.extend(new_inits);
+    biases
+}
+
+/// Conv/Gemm biases become int32 with scale = input scale × weight scale, so ONNX Runtime can fuse
+/// the node into an integer kernel.
+fn quantize_biases(
+    g: &mut GraphProto,
+    sel: &Selection,
+    ranges: &HashMap<&str, &ActivationRange>,
+    pairs: &HashMap<String, (Vec<NodeProto>, String)>,
+    names: &mut Names,
+    new_inits: &mut Vec<TensorProto>,
+) -> usize {
+    let weights: HashMap<String, NodeProto> =
+        dequantized_weights(g).into_iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let inits: HashMap<String, usize> =
+        g.initializer.iter().enumerate().filter_map(|(i, t)| t.name.clone().map(|n| (n, i))).collect();
+    let mut count = 0;
+    let mut dq_nodes = Vec::new();
+    for &i in &sel.nodes {
+        let n = &g.node[i];
+        let op = n.op_type.as_deref().unwrap_or("");
+        if !matches!(op, "Conv" | "Gemm") || n.input.len() < 3 || n.input[2].is_empty() {
+            continue;
+        }
+        let (x, w, b) = (&n.input[0], &n.input[1], &n.input[2]);
+        let (Some(xr), Some(wdq)) = (ranges.get(x.as_str()), weights.get(w)) else { continue };
+        if !pairs.contains_key(x) {
+            continue;
+        }
+        // The weight's scales (and axis) from its DequantizeLinear; only per-tensor/per-axis.
+        if wdq.attr("block_size").is_some() {
+            continue;
+        }
+        let Some(ws) = wdq.input.get(1).and_then(|s| inits.get(s)).map(|&k| &g.initializer[k]) else { continue };
+        let Ok(w_scales) = crate::quantize::float_values(ws) else { continue };
+        let Some(bt) = inits
+            .get(b)
+            .map(|&k| &g.initializer[k])
+            .or_else(|| g.node.iter().find(|c| c.output.first() == Some(b)).and_then(constant_value))
+        else {
+            continue;
+        };
+        let Ok(bias) = crate::quantize::float_values(bt) else { continue };
+        if bt.dims.len() != 1 || (w_scales.len() != 1 && w_scales.len() != bias.len()) {
+            continue;
+        }
+        let scales: Vec<f32> =
+            (0..bias.len()).map(|c| xr.scale * w_scales[if w_scales.len() == 1 { 0 } else { c }]).collect();
+        let q: Option<Vec<i32>> = bias
+            .iter()
+            .zip(&scales)
+            .map(|(&v, &s)| {
+                let q = (v as f64 / s as f64).round();
+                (s > 0.0 && q.abs() < i32::MAX as f64).then_some(q as i32)
+            })
+            .collect();
+        let Some(q) = q else { continue };
+        let qb = names.fresh(&format!("{b}_quantized"));
+        let sb = names.fresh(&format!("{b}_scale"));
+        let out = names.fresh(&format!("{b}_dequantized"));
+        new_inits.push(TensorProto {
+            name: Some(qb.clone()),
+            data_type: Some(dtype::INT32),
+            dims: bt.dims.clone(),
+            raw_data: Some(q.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+            ..Default::default()
+        });
+        new_inits.push(TensorProto {
+            name: Some(sb.clone()),
+            data_type: Some(dtype::FLOAT),
+            dims: bt.dims.clone(),
+            raw_data: Some(scales.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+            ..Default::default()
+        });
+        let mut dq = NodeProto {
+            name: Some(names.fresh(&format!("{b}_DequantizeLinear"))),
+            op_type: Some("DequantizeLinear".into()),
+            input: vec![qb, sb],
+            output: vec![out.clone()],
+            ..Default::default()
+        };
+        dq.set_attr_int("axis", 0);
+        dq_nodes.push((i, dq, out));
+        count += 1;
+    }
+    // Insert each bias DQ just before its node (indices shift as we go, so go from the back).
+    dq_nodes.sort_by_key(|(i, _, _)| std::cmp::Reverse(*i));
+    for (i, dq, out) in dq_nodes {
+        g.node[i].input[2] = out;
+        g.node.insert(i, dq);
+    }
+    drop_unused(g);
+    count
+}
+
+/// Removes initializers and Constant nodes nothing reads any more (float biases replaced by int32).
+fn drop_unused(g: &mut GraphProto) {
+    fn used(g: &GraphProto, out: &mut HashSet<String>) {
+        for n in &g.node {
+            out.extend(n.input.iter().cloned());
+            for a in &n.attribute {
+                for sub in a.g.iter().chain(&a.graphs) {
+                    used(sub, out);
+                }
+            }
+        }
+        out.extend(g.output.iter().filter_map(|v| v.name.clone()));
+    }
+    let mut live = HashSet::new();
+    used(g, &mut live);
+    g.initializer.retain(|t| t.name.as_ref().is_some_and(|n| live.contains(n)));
+    g.node.retain(|n| constant_value(n).is_none() || n.output.iter().any(|o| live.contains(o)));
+}

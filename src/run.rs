@@ -1,0 +1,80 @@
+//! Running ONNX models with tract: the engine behind calibration and verification.
+//!
+//! Models are loaded with concrete input shapes taken from the samples (some exported models only
+//! load that way), with any wanted intermediate tensors exposed as extra outputs *before* tract
+//! optimizes, so statistics are keyed by ONNX tensor names. A plan is built once per distinct
+//! input shape and reused.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use crate::error::{Error, Result};
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// A model ready to run on samples of any shape it accepts.
+pub struct Runner {
+    bytes: Vec<u8>,
+    /// Names of the outputs a run returns: the model's own, then the requested extra tensors.
+    outputs: Vec<String>,
+    plans: HashMap<Vec<Vec<usize>>, Plan>,
+    what: String,
+}
+
+fn tract_error(what: &str, e: impl std::fmt::Debug) -> Error {
+    let detail = format!("{e:?}");
+    // tract's first line names the failing node; the rest is its cause chain.
+    let detail = detail.lines().filter(|l| !l.trim().is_empty()).take(6).collect::<Vec<_>>().join(" / ");
+    Error::Tract { what: what.to_string(), detail }
+}
+
+impl Runner {
+    /// Prepares `bytes` (an ONNX model) to return its outputs plus the tensors named in `extra`.
+    /// `what` names the model in errors.
+    pub fn new(bytes: Vec<u8>, model_outputs: Vec<String>, extra: &[String], what: &str) -> Runner {
+        let mut outputs = model_outputs;
+        outputs.extend(extra.iter().cloned());
+        Runner { bytes, outputs, plans: HashMap::new(), what: what.to_string() }
+    }
+
+    /// Names of the tensors [`Runner::run`] returns, in order.
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
+    }
+
+    fn plan(&mut self, inputs: &[Tensor]) -> Result<Plan> {
+        let key: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+        if let Some(p) = self.plans.get(&key) {
+            return Ok(p.clone());
+        }
+        let what = self.what.clone();
+        let err = |e: TractError| tract_error(&what, e);
+        let mut model = tract_onnx::onnx()
+            .with_ignore_output_shapes(true)
+            .model_for_read(&mut self.bytes.as_slice())
+            .map_err(err)?;
+        for (i, t) in inputs.iter().enumerate() {
+            model.set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape())).map_err(err)?;
+        }
+        model.select_outputs_by_name(self.outputs.iter()).map_err(err)?;
+        let plan = model.into_optimized().map_err(err)?.into_runnable().map_err(err)?;
+        self.plans.insert(key, plan.clone());
+        Ok(plan)
+    }
+
+    /// Runs one sample (inputs in the model's input order) and returns [`Runner::outputs`].
+    pub fn run(&mut self, inputs: &[Tensor]) -> Result<TVec<TValue>> {
+        let plan = self.plan(inputs)?;
+        let values: TVec<TValue> = inputs.iter().map(|t| t.clone().into_tvalue()).collect();
+        plan.run(values).map_err(|e| tract_error(&self.what, e))
+    }
+}
+
+/// Output values as f32 (casting other numeric types), flattened.
+pub fn as_f32(v: &TValue) -> Result<Vec<f32>> {
+    let t = v.cast_to::<f32>().map_err(|e| tract_error("an output", e))?;
+    let view = t.to_plain_array_view::<f32>().map_err(|e| tract_error("an output", e))?;
+    Ok(view.iter().copied().collect())
+}
