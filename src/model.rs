@@ -156,12 +156,11 @@ pub fn check_output(path: &Path, input: Option<&Path>, force: bool) -> Result<()
     if !dir.is_dir() {
         return Err(Error::MissingOutputDir { path: dir.into() });
     }
-    if !force {
-        if let (Some(input), Ok(out)) = (input, path.canonicalize()) {
-            if input.canonicalize().is_ok_and(|i| i == out) {
-                return Err(Error::WouldOverwrite { path: path.into() });
-            }
-        }
+    if !force
+        && let (Some(input), Ok(out)) = (input, path.canonicalize())
+        && input.canonicalize().is_ok_and(|i| i == out)
+    {
+        return Err(Error::WouldOverwrite { path: path.into() });
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ pub fn default_op_types() -> Vec<String> {
 /// The weight role of input `input` of `node` for a weight of rank `rank`, or `None` when that
 /// input is not a weight (a bias, indices, a shape, a scale...) or its rank does not fit.
 pub fn weight_role(node: &NodeProto, input: usize, rank: usize) -> Result<Option<WeightRole>> {
-    if node_domain(node) != "" {
+    if !node_domain(node).is_empty() {
         return Ok(None);
     }
     let op = node.op_type.as_deref().unwrap_or("");

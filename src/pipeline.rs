@@ -75,8 +75,10 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
         (Some(data), Some(float)) => Some(verify(float, &model, &base_dir.join(data), None)?),
         _ => None,
     };
-    if let (Some(min), Some(v)) = (recipe.min_snr_db, &verification) {
-        if v.snr_db < min {
+    if let (Some(min), Some(v)) = (recipe.min_snr_db, &verification)
+        && v.snr_db < min
+    {
+        {
             return Err(Error::Gate {
                 gate: "min-snr-db".into(),
                 message: format!(

@@ -218,10 +218,10 @@ impl Recipe {
                 }
             }
         }
-        if let Some(r) = self.max_size_ratio {
-            if !(r > 0.0) {
-                return bad("max-size-ratio", format!("expected a positive fraction, got {r}"));
-            }
+        if let Some(r) = self.max_size_ratio
+            && (r.is_nan() || r <= 0.0)
+        {
+            return bad("max-size-ratio", format!("expected a positive fraction, got {r}"));
         }
         let known = crate::ops::default_op_types();
         for op in &self.op_types {

@@ -27,7 +27,7 @@ enum Command {
     /// Quantize the weights of a model (weight-only QDQ).
     Quantize(QuantizeArgs),
     /// Quantize weights and activations, calibrating activation ranges on sample data.
-    Calibrate(CalibrateArgs),
+    Calibrate(Box<CalibrateArgs>),
     /// Describe a model: opsets, inputs/outputs, ops, weights, quantized parts.
     Info(InfoArgs),
 }
@@ -301,7 +301,7 @@ impl Cli {
 fn run(cli: Cli) -> Result<(), quantize_rs::Error> {
     match cli.command {
         Command::Quantize(a) => quantize(a),
-        Command::Calibrate(a) => calibrate(a),
+        Command::Calibrate(a) => calibrate(*a),
         Command::Info(a) => info(a),
     }
 }

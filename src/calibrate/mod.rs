@@ -98,7 +98,7 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
     let mut skipped = Vec::new();
     for (i, n) in g.node.iter().enumerate() {
         let op = n.op_type.as_deref().unwrap_or("");
-        if node_domain(n) != "" || !op_types.iter().any(|o| o == op) {
+        if !node_domain(n).is_empty() || !op_types.iter().any(|o| o == op) {
             continue;
         }
         // Activation inputs: the data input, and a second operand that is not a constant.
@@ -106,11 +106,11 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
             "Conv" | "ConvTranspose" | "Gemm" => Some(1),
             _ => None,
         };
-        if let Some(w) = weight_input {
-            if !n.input.get(w).is_some_and(|w| weights.contains_key(w.as_str())) {
-                skipped.push((node_label(n), "its weight is not quantized".to_string()));
-                continue;
-            }
+        if let Some(w) = weight_input
+            && !n.input.get(w).is_some_and(|w| weights.contains_key(w.as_str()))
+        {
+            skipped.push((node_label(n), "its weight is not quantized".to_string()));
+            continue;
         }
         let mut acts: Vec<&str> = Vec::new();
         for (j, input) in n.input.iter().enumerate().take(2) {
