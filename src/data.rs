@@ -8,6 +8,9 @@
 //! - `.npz` (as `numpy.savez` or `numpy.savez_compressed` write it): one array per input, named
 //!   after it (`np.savez(path, input_ids=ids, attention_mask=mask)`).
 //! - `.safetensors`: one tensor per input, named after it.
+//! - A folder of `.npy` / `.npz` / `.safetensors` files: each file is read as above and the
+//!   samples of all files are taken in file name order. This is the way to feed samples of
+//!   different sizes (a detector's images at their own aspect ratio), one file each.
 //! - A folder of `.png` / `.jpg` / `.jpeg` images (or one such image), for a model with a single
 //!   image input, with [`ImagePreprocess`]: each image is converted to 8-bit RGB (or gray),
 //!   resized to `size` (bilinear), put in `channels` order, multiplied by `scale`, has `mean`
@@ -157,6 +160,9 @@ pub fn load_samples(
     }
     let meta = std::fs::metadata(path).map_err(|source| read_error(path, source))?;
     if meta.is_dir() {
+        if let Some(files) = list_arrays(path)? {
+            return load_array_files(&files, inputs, image, limit);
+        }
         return load_images(path, &list_images(path)?, inputs, image, limit);
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
@@ -887,6 +893,68 @@ fn assemble(path: &Path, inputs: &[InputSpec], arrays: Vec<RawArray>, limit: Opt
 }
 
 // ---------------------------------------------------------------------------------------------
+// Folders of arrays
+
+const ARRAY_EXTENSIONS: [&str; 3] = ["npy", "npz", "safetensors"];
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+fn extension_of(path: &Path) -> String {
+    path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase()
+}
+
+/// The array files of `dir` in name order, or `None` when it holds none (then it is read as a
+/// folder of images). A folder holding both arrays and images is ambiguous: an error.
+fn list_arrays(dir: &Path) -> Result<Option<Vec<PathBuf>>> {
+    let mut arrays = vec![];
+    let mut images = 0;
+    for entry in std::fs::read_dir(dir).map_err(|source| read_error(dir, source))? {
+        let path = entry.map_err(|source| read_error(dir, source))?.path();
+        if !path.is_file() {
+            continue;
+        }
+        let ext = extension_of(&path);
+        if ARRAY_EXTENSIONS.contains(&ext.as_str()) {
+            arrays.push(path);
+        } else if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+            images += 1;
+        }
+    }
+    if arrays.is_empty() {
+        return Ok(None);
+    }
+    if images > 0 {
+        return Err(Error::Data {
+            path: dir.to_path_buf(),
+            input: None,
+            message: format!(
+                "the folder holds both array files ({}) and images ({images}); keep one kind per folder",
+                arrays.len()
+            ),
+        });
+    }
+    arrays.sort();
+    Ok(Some(arrays))
+}
+
+/// The samples of every file in `files`, in order, up to `limit`.
+fn load_array_files(
+    files: &[PathBuf],
+    inputs: &[InputSpec],
+    image: Option<&ImagePreprocess>,
+    limit: Option<usize>,
+) -> Result<Vec<Sample>> {
+    let mut samples = vec![];
+    for file in files {
+        let left = limit.map(|l| l - samples.len());
+        if left == Some(0) {
+            break;
+        }
+        samples.extend(load_samples(file, inputs, image, left)?);
+    }
+    Ok(samples)
+}
+
+// ---------------------------------------------------------------------------------------------
 // Images
 
 /// The `.png` / `.jpg` / `.jpeg` files of `dir`, in name order.
@@ -1166,6 +1234,37 @@ mod tests {
             assert_eq!(samples[2][0].shape(), &[1, 3]);
             assert_eq!(f32s(&samples[2][0]), vec![6.0, 7.0, 8.0]);
         }
+    }
+
+    #[test]
+    fn folder_of_arrays_feeds_samples_of_different_sizes_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two images of their own sizes, one file each, plus a stack of two in a third file.
+        std::fs::write(dir.path().join("b.npy"), npy(&array(&[1, 1, 2, 3], iota(6)))).unwrap();
+        std::fs::write(dir.path().join("a.npy"), npy(&array(&[1, 1, 4, 2], iota(8)))).unwrap();
+        std::fs::write(dir.path().join("c.npy"), npy(&array(&[2, 1, 1, 2, 2], iota(8)))).unwrap();
+        std::fs::write(dir.path().join("manifest.json"), "{}").unwrap();
+        let inputs = [spec("x", 1, &["N", "1", "H", "W"])];
+        let samples = load(dir.path(), &inputs).unwrap();
+        let shapes: Vec<_> = samples.iter().map(|s| s[0].shape().to_vec()).collect();
+        assert_eq!(shapes, vec![vec![1, 1, 4, 2], vec![1, 1, 2, 3], vec![1, 1, 2, 2], vec![1, 1, 2, 2]]);
+        assert_eq!(f32s(&samples[3][0]), vec![4.0, 5.0, 6.0, 7.0]);
+        // The limit spans files.
+        let three = load_samples(dir.path(), &inputs, None, Some(3)).unwrap();
+        assert_eq!(three.len(), 3);
+        // An error names the file it is in.
+        std::fs::write(dir.path().join("d.npy"), npy(&array(&[1, 2, 2, 2], iota(8)))).unwrap();
+        let err = load_err(dir.path(), &inputs);
+        assert!(err.contains("d.npy"), "{err}");
+    }
+
+    #[test]
+    fn folder_mixing_arrays_and_images_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write_pngs(dir.path());
+        std::fs::write(dir.path().join("x.npy"), npy(&array(&[1, 3], iota(3)))).unwrap();
+        let err = load_err(dir.path(), &[spec("x", 1, &["N", "3"])]);
+        assert!(err.contains("both array files (1) and images (2)"), "{err}");
     }
 
     #[test]
