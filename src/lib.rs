@@ -8,6 +8,8 @@
 #[cfg(feature = "quantize")]
 pub mod analyse;
 #[cfg(feature = "tract")]
+pub mod benchmark;
+#[cfg(feature = "tract")]
 pub mod calibrate;
 #[cfg(feature = "tract")]
 pub mod data;
@@ -36,6 +38,8 @@ pub mod quantize;
 pub mod recipe;
 #[cfg(feature = "tract")]
 pub mod run;
+#[cfg(feature = "tract")]
+pub mod validate;
 
 #[cfg(feature = "quantize")]
 pub use error::{Error, Result};
