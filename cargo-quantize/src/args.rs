@@ -1,0 +1,229 @@
+//! Command-line arguments shared by several commands: the recipe flags every quantizing
+//! command takes, and the arguments of `quantize` and `calibrate`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use quantize_rs::Recipe;
+
+/// How activation ranges are chosen.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Method {
+    Minmax,
+    Percentile,
+    Entropy,
+    Mse,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CalibrateArgs {
+    /// The float32 ONNX model.
+    pub(crate) model: PathBuf,
+    /// Calibration samples: .npy, .npz, .safetensors, or a folder of images (with --image-size).
+    #[arg(long)]
+    pub(crate) data: PathBuf,
+    /// Where to write the quantized model.
+    #[arg(short, long)]
+    pub(crate) output: PathBuf,
+    /// Range method.
+    #[arg(long, value_enum, default_value_t = Method::Minmax)]
+    pub(crate) method: Method,
+    /// Percentile kept by --method percentile.
+    #[arg(long, default_value_t = 99.99)]
+    pub(crate) percentile: f64,
+    /// Use at most N samples.
+    #[arg(long, value_name = "N")]
+    pub(crate) samples: Option<usize>,
+    /// Symmetric int8 activations instead of asymmetric uint8.
+    #[arg(long)]
+    pub(crate) symmetric_activations: bool,
+    /// Held-out samples to measure the result on (same formats as --data).
+    #[arg(long)]
+    pub(crate) verify_data: Option<PathBuf>,
+    /// Fail when the output SNR on --verify-data is below this.
+    #[arg(long, value_name = "DB")]
+    pub(crate) min_snr_db: Option<f64>,
+    /// Resize images in a --data folder to HxW.
+    #[arg(long, value_name = "HxW")]
+    pub(crate) image_size: Option<String>,
+    /// Image layout: nchw or nhwc.
+    #[arg(long, default_value = "nchw")]
+    pub(crate) image_layout: String,
+    /// Image channels: rgb, bgr or gray.
+    #[arg(long, default_value = "rgb")]
+    pub(crate) image_channels: String,
+    /// Multiply pixels (0-255) by this first.
+    #[arg(long, default_value_t = 1.0 / 255.0)]
+    pub(crate) image_scale: f32,
+    /// Per-channel mean subtracted after scaling (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) image_mean: Vec<f32>,
+    /// Per-channel standard deviation divided by after the mean (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) image_std: Vec<f32>,
+    #[command(flatten)]
+    pub(crate) recipe: RecipeArgs,
+    /// Overwrite the output, even when it is the input model.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// List every tensor in the report.
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+impl CalibrateArgs {
+    pub(crate) fn recipe(&self) -> Result<Recipe, quantize_rs::Error> {
+        use quantize_rs::recipe::{Calibration, CalibrationMethod, ImagePreprocess};
+        let mut r = self.recipe.recipe()?;
+        let image = match &self.image_size {
+            None => None,
+            Some(size) => {
+                let bad = || quantize_rs::Error::Option {
+                    key: "--image-size".into(),
+                    message: format!("expected HxW such as 224x224, got '{size}'"),
+                };
+                let (h, w) = size.split_once('x').ok_or_else(bad)?;
+                Some(ImagePreprocess {
+                    size: [h.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?],
+                    layout: self.image_layout.clone(),
+                    channels: self.image_channels.clone(),
+                    scale: self.image_scale,
+                    mean: self.image_mean.clone(),
+                    std: self.image_std.clone(),
+                })
+            }
+        };
+        let op_types = (!self.recipe.op_types.is_empty()).then(|| self.recipe.op_types.clone());
+        r.calibration = Some(Calibration {
+            data: self.data.clone(),
+            method: match self.method {
+                Method::Minmax => CalibrationMethod::Minmax,
+                Method::Percentile => CalibrationMethod::Percentile,
+                Method::Entropy => CalibrationMethod::Entropy,
+                Method::Mse => CalibrationMethod::Mse,
+            },
+            percentile: self.percentile,
+            samples: self.samples,
+            symmetric_activations: self.symmetric_activations,
+            op_types,
+            target_snr_db: None,
+            image,
+        });
+        r.verify_data = self.verify_data.clone();
+        r.min_snr_db = self.min_snr_db;
+        r.validate("--")?;
+        Ok(r)
+    }
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// Text for people (on stdout for info, stderr for job reports).
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// Options shared by every command that quantizes.
+#[derive(Debug, Args, Clone)]
+pub struct RecipeArgs {
+    /// Bits per weight: 8 or 4.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) bits: u8,
+    /// Unsigned values (uint8/uint4) instead of signed ones.
+    #[arg(long)]
+    pub(crate) unsigned: bool,
+    /// One scale per output channel (the default).
+    #[arg(long, conflicts_with = "per_tensor")]
+    pub(crate) per_channel: bool,
+    /// One scale per tensor (keeps opset 10+ models at their opset).
+    #[arg(long)]
+    pub(crate) per_tensor: bool,
+    /// One scale per N elements along each weight's reduction axis (needs opset 21).
+    #[arg(long, value_name = "N")]
+    pub(crate) block_size: Option<usize>,
+    /// Symmetric weights, zero point 0 (the default).
+    #[arg(long, conflicts_with = "asymmetric")]
+    pub(crate) symmetric: bool,
+    /// Asymmetric weights with a zero point per scale.
+    #[arg(long)]
+    pub(crate) asymmetric: bool,
+    /// Store 4-bit weights as ONNX INT4/UINT4, two per byte (opset 21), instead of one per byte.
+    #[arg(long)]
+    pub(crate) native_int4: bool,
+    /// Never quantize tensors or nodes matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub(crate) exclude: Vec<String>,
+    /// Only quantize tensors or nodes matching one of these globs (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub(crate) include: Vec<String>,
+    /// Op types whose weights are quantized [default: Conv,ConvTranspose,Gemm,MatMul,Gather].
+    #[arg(long, value_delimiter = ',', value_name = "OPS")]
+    pub(crate) op_types: Vec<String>,
+    /// Leave weights with fewer elements float.
+    #[arg(long, value_name = "N")]
+    pub(crate) min_elements: Option<u64>,
+    /// Bits for tensors or nodes matching NAME (a glob): 4, 8, or 32 to keep float (repeatable).
+    #[arg(long, value_name = "NAME=BITS")]
+    pub(crate) layer_bits: Vec<String>,
+    /// Write the model even when nothing was quantized.
+    #[arg(long)]
+    pub(crate) allow_empty: bool,
+}
+
+impl RecipeArgs {
+    /// The recipe these flags describe, validated.
+    pub fn recipe(&self) -> Result<Recipe, quantize_rs::Error> {
+        let mut r = Recipe { bits: self.bits, unsigned: self.unsigned, ..Recipe::default() };
+        r.per_channel = !self.per_tensor;
+        r.block_size = self.block_size;
+        r.symmetric = !self.asymmetric;
+        r.native_int4 = self.native_int4;
+        r.exclude = self.exclude.clone();
+        r.include = self.include.clone();
+        if !self.op_types.is_empty() {
+            r.op_types = self.op_types.clone();
+        }
+        if let Some(n) = self.min_elements {
+            r.min_elements = n;
+        }
+        let mut layer_bits = BTreeMap::new();
+        for spec in &self.layer_bits {
+            let bad = || quantize_rs::Error::Option {
+                key: "--layer-bits".into(),
+                message: format!("expected NAME=BITS (e.g. 'head.*=8'), got '{spec}'"),
+            };
+            let (name, bits) = spec.rsplit_once('=').ok_or_else(bad)?;
+            let bits: u8 = bits.trim().parse().map_err(|_| bad())?;
+            layer_bits.insert(name.to_string(), bits);
+        }
+        r.layer_bits = layer_bits;
+        r.validate("--")?;
+        Ok(r)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QuantizeArgs {
+    /// The float32 ONNX model.
+    pub(crate) model: PathBuf,
+    /// Where to write the quantized model.
+    #[arg(short, long)]
+    pub(crate) output: PathBuf,
+    #[command(flatten)]
+    pub(crate) recipe: RecipeArgs,
+    /// Overwrite the output, even when it is the input model.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// List every tensor in the report.
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}

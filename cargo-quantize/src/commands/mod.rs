@@ -1,0 +1,115 @@
+//! One function per command: build the request from the arguments, call the library, print.
+
+mod batch;
+mod check;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use quantize_rs::info::{ModelInfo, human_bytes};
+use quantize_rs::pipeline::RunOptions;
+use quantize_rs::{Model, Recipe, SaveOptions};
+
+pub(crate) use batch::{BatchArgs, ConfigArgs, batch, config};
+pub(crate) use check::{BenchmarkArgs, ValidateArgs, benchmark, validate};
+
+use crate::args::{CalibrateArgs, QuantizeArgs};
+use crate::{Failure, Format, print_json};
+
+pub(crate) fn quantize(a: QuantizeArgs) -> Result<(), Failure> {
+    let recipe = a.recipe.recipe()?;
+    run_job(&a.model, &a.output, &recipe, a.force, a.verbose, a.format)
+}
+
+pub(crate) fn calibrate(a: CalibrateArgs) -> Result<(), Failure> {
+    let recipe = a.recipe()?;
+    run_job(&a.model, &a.output, &recipe, a.force, a.verbose, a.format)
+}
+
+fn run_job(
+    input: &PathBuf,
+    output: &PathBuf,
+    recipe: &Recipe,
+    force: bool,
+    verbose: bool,
+    format: Format,
+) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let start = Instant::now();
+    quantize_rs::model::check_output(output, Some(input), force)?;
+    let model = Model::load(input)?;
+    // Data paths on the command line are relative to the working directory.
+    let opts = RunOptions { progress: format == Format::Text && std::io::stderr().is_terminal() };
+    let outcome = quantize_rs::pipeline::run_with(model, recipe, Path::new("."), &opts)?;
+    outcome.model.save(output, &SaveOptions { force: true, ..SaveOptions::default() })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let (bytes_in, bytes_out) = (size(input), size(output));
+    let ratio = bytes_out as f64 / bytes_in.max(1) as f64;
+    match format {
+        Format::Json => print_json(&serde_json::json!({
+            "ok": true,
+            "input": input,
+            "output": output,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "size_ratio": ratio,
+            "seconds": seconds,
+            "recipe": recipe,
+            "report": outcome.report,
+            "calibration": outcome.calibration,
+            "verification": outcome.verification,
+        })),
+        Format::Text => {
+            eprint!("{}", outcome.report.to_text(verbose));
+            if let Some(c) = &outcome.calibration {
+                eprintln!(
+                    "calibrated {} activation(s) of {} node(s) as {} with {:?} on {} sample(s) in {:.2} s; {} int32 bias(es)",
+                    c.activations.len(),
+                    c.quantized_nodes,
+                    c.activation_type,
+                    c.method,
+                    c.samples,
+                    c.run_seconds,
+                    c.int32_biases
+                );
+                for (node, why) in &c.skipped_nodes {
+                    eprintln!("  left float: {node}: {why}");
+                }
+            }
+            if let Some(v) = &outcome.verification {
+                eprintln!(
+                    "verified on {} held-out sample(s): SNR {:.2} dB, cosine {:.6}, max abs error {:.4}",
+                    v.samples, v.snr_db, v.cosine, v.max_abs
+                );
+            }
+            eprintln!(
+                "wrote {}: {} -> {} ({ratio:.3}x) in {seconds:.2} s",
+                output.display(),
+                human_bytes(bytes_in),
+                human_bytes(bytes_out),
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct InfoArgs {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub(crate) format: Format,
+}
+
+pub(crate) fn info(a: InfoArgs) -> Result<(), Failure> {
+    let model = Model::load(&a.model)?;
+    let info = ModelInfo::of(&model)?;
+    match a.format {
+        Format::Json => print_json(&serde_json::to_value(&info).expect("serializable")),
+        Format::Text => print!("{}", info.to_text()),
+    }
+    Ok(())
+}
