@@ -53,10 +53,8 @@ impl std::error::Error for ConfigError {}
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    // Empty for a file in the working folder, so job paths print as written.
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let value = parse_text(&text, path)?;
     resolve(value, &dir)
         .map(|jobs| Config { path: path.to_path_buf(), jobs })
@@ -73,7 +71,12 @@ fn parse_text(text: &str, path: &Path) -> Result<Value, ConfigError> {
             serde_json::to_value(table).map_err(|e| fail(e.to_string()))
         }
         "yaml" | "yml" => {
-            let v: Value = serde_saphyr::from_str(text).map_err(|e| fail(e.to_string()))?;
+            // serde-saphyr's first line is `error: line L column C: reason`; a source excerpt follows.
+            let v: Value = serde_saphyr::from_str(text).map_err(|e| {
+                let m = e.to_string();
+                let first = m.lines().next().unwrap_or("").trim();
+                fail(first.strip_prefix("error: ").unwrap_or(first).to_string())
+            })?;
             Ok(if v.is_null() { Value::Object(Map::new()) } else { v })
         }
         _ => Err(fail("unknown config format: name the file .toml, .yaml or .yml".into())),
@@ -127,7 +130,7 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
                 input: dir.join(input),
                 output: dir.join(output),
                 recipe,
-                base_dir: dir.to_path_buf(),
+                base_dir: base_dir(dir),
                 skip_existing: false,
             });
         }
@@ -156,13 +159,17 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
                 output: output_dir.join(format!("{stem}.onnx")),
                 input,
                 recipe: recipe.clone(),
-                base_dir: dir.to_path_buf(),
+                base_dir: base_dir(dir),
                 skip_existing,
             });
         }
     }
     crate::jobs::check_distinct_outputs(&jobs).map_err(ConfigError)?;
     Ok(jobs)
+}
+
+fn base_dir(dir: &Path) -> PathBuf {
+    if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.to_path_buf() }
 }
 
 fn kind(v: &Value) -> &'static str {
