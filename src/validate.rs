@@ -135,6 +135,17 @@ impl Validation {
     }
 }
 
+/// `message` without the backtrace that tract's errors carry when `RUST_BACKTRACE` is set
+/// (`... / Stack backtrace: / 0: ...`, up to the `; ` that starts the advice, if any).
+pub fn without_backtrace(message: &str) -> String {
+    let Some(start) = message.find("Stack backtrace:") else {
+        return message.to_string();
+    };
+    let head = message[..start].trim_end().trim_end_matches('/').trim_end();
+    let tail = message[start..].find("; ").map(|j| &message[start + j..]).unwrap_or("");
+    format!("{head}{tail}")
+}
+
 /// JSON has no infinities: non-finite figures are written as `"inf"`, `"-inf"` or `"nan"`.
 pub fn float<S: Serializer>(x: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
     if x.is_finite() {
@@ -747,7 +758,7 @@ fn run_both(original: &Model, quantized: &Model, samples: &[Sample]) -> (Check, 
         let qv = match q.run(s) {
             Ok(v) => v,
             Err(e) => {
-                problems.push(format!("sample {k}: {e}"));
+                problems.push(format!("sample {k}: {}", without_backtrace(&e.to_string())));
                 compared = false;
                 break;
             }
@@ -892,6 +903,14 @@ mod tests {
         // Blocks of 2 along axis 1: scale shape [2, 2].
         let g = group_index(&dims, Layout::Blocked(1, 2));
         assert_eq!((0..6).map(&g).collect::<Vec<_>>(), [0, 0, 1, 2, 2, 3]);
+    }
+
+    #[test]
+    fn backtraces_are_cut_from_messages() {
+        let m = "tract cannot run m: node x / Stack backtrace: /    0: anyhow::msg; if an op is unsupported, do y";
+        assert_eq!(without_backtrace(m), "tract cannot run m: node x; if an op is unsupported, do y");
+        assert_eq!(without_backtrace("a / Stack backtrace: / 0: f"), "a");
+        assert_eq!(without_backtrace("plain"), "plain");
     }
 
     #[test]

@@ -127,8 +127,8 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
             let recipe = job_recipe(&defaults, m, &key)?;
             jobs.push(Job {
                 key,
-                input: dir.join(input),
-                output: dir.join(output),
+                input: lexical(&dir.join(input)),
+                output: lexical(&dir.join(output)),
                 recipe,
                 base_dir: base_dir(dir),
                 skip_existing: false,
@@ -143,7 +143,7 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
             )));
         };
         let pattern = take_path(&mut b, "input_dir", "batch")?;
-        let output_dir = dir.join(take_path(&mut b, "output_dir", "batch")?);
+        let output_dir = lexical(&dir.join(take_path(&mut b, "output_dir", "batch")?));
         let skip_existing = match take(&mut b, "skip_existing") {
             None => false,
             Some(Value::Bool(s)) => s,
@@ -152,7 +152,7 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
             }
         };
         let recipe = job_recipe(&defaults, b, "batch")?;
-        for input in expand(dir, &pattern)? {
+        for input in expand(dir, &pattern)?.iter().map(|p| lexical(p)) {
             let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             jobs.push(Job {
                 key: format!("batch ({})", input.display()),
@@ -166,6 +166,22 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
     }
     crate::jobs::check_distinct_outputs(&jobs).map_err(ConfigError)?;
     Ok(jobs)
+}
+
+/// `a/b/../c` as `a/c`, without touching the file system, so jobs print as people would write them.
+fn lexical(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn base_dir(dir: &Path) -> PathBuf {

@@ -268,7 +268,7 @@ fn run_one(job: &Job, force: bool) -> JobResult {
         }
         Err(e) => {
             r.status = Status::Failed;
-            r.error = Some(e.to_string().replace(['\n', '\r'], " "));
+            r.error = Some(quantize_rs::validate::without_backtrace(&e.to_string().replace(['\n', '\r'], " ")));
         }
     }
     r

@@ -247,7 +247,7 @@ fn one(package: &str, root: &std::path::Path, model: &DeclaredModel, cache: &Cac
             r.bytes_after = Some(c.record.bytes_after);
         }
         Ok(None) => r.status = Status::Missing,
-        Err(e) => r.error = Some(one_line(&e.to_string())),
+        Err(e) => r.error = Some(quantize_rs::validate::without_backtrace(&one_line(&e.to_string()))),
     }
     r.seconds = start.elapsed().as_secs_f64();
     r

@@ -192,7 +192,7 @@ fn benchmark_text(b: &Benchmark) -> String {
     let (o, q) = (&b.original, &b.quantized);
     let mut s = String::new();
     let row = |s: &mut String, name: &str, x: String, y: String, extra: String| {
-        let _ = writeln!(s, "{name:<16} {x:>14} {y:>14}  {extra}");
+        let _ = writeln!(s, "{}", format!("{name:<16} {x:>14} {y:>14}  {extra}").trim_end());
     };
     row(&mut s, "", "original".into(), "quantized".into(), String::new());
     row(
