@@ -135,7 +135,7 @@ pub fn main(mut args: Vec<OsString>, as_cargo: bool) -> i32 {
                 let m = quantize_rs::validate::without_backtrace(&m.replace(['\n', '\r'], " "));
                 eprintln!("error: {m}");
                 if format == Format::Json {
-                    println!("{}", serde_json::json!({ "ok": false, "error": m }));
+                    out(&format!("{}\n", serde_json::json!({ "ok": false, "error": m })));
                 }
             }
             f.code
@@ -166,5 +166,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 /// Prints one JSON document on stdout.
 pub(crate) fn print_json(doc: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(doc).expect("JSON values serialize"));
+    out(&format!("{}\n", serde_json::to_string_pretty(doc).expect("JSON values serialize")));
+}
+
+/// Writes to stdout; a closed pipe (`quantize-rs info m.onnx | head`) is not an error worth a panic.
+pub(crate) fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush());
 }

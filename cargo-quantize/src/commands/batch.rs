@@ -128,17 +128,19 @@ pub(crate) fn config(a: ConfigArgs) -> Result<(), Failure> {
                 "jobs": config.jobs,
             })),
             Format::Text => {
+                let mut text = String::new();
                 for j in &config.jobs {
-                    println!(
-                        "{}: {} -> {}{}  [{}]",
+                    text.push_str(&format!(
+                        "{}: {} -> {}{}  [{}]\n",
                         j.key,
                         j.input.display(),
                         j.output.display(),
                         if j.skip_existing { " (skip if it exists)" } else { "" },
                         scheme(&j.recipe)
-                    );
+                    ));
                 }
-                println!("{} job(s); nothing was run (--dry-run)", config.jobs.len());
+                text.push_str(&format!("{} job(s); nothing was run (--dry-run)\n", config.jobs.len()));
+                crate::out(&text);
             }
         }
         return Ok(());

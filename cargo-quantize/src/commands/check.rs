@@ -61,7 +61,7 @@ pub(crate) fn validate(a: ValidateArgs) -> Result<(), Failure> {
             doc["quantized"] = serde_json::json!(a.quantized);
             print_json(&doc);
         }
-        Format::Text => print!("{}", validation_text(&a, &v)),
+        Format::Text => crate::out(&validation_text(&a, &v)),
     }
     if v.passed { Ok(()) } else { Err(Failure::reported()) }
 }
@@ -183,7 +183,7 @@ pub(crate) fn benchmark(a: BenchmarkArgs) -> Result<(), Failure> {
             doc["ok"] = true.into();
             print_json(&doc);
         }
-        Format::Text => print!("{}", benchmark_text(&b)),
+        Format::Text => crate::out(&benchmark_text(&b)),
     }
     Ok(())
 }

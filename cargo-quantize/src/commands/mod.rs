@@ -108,8 +108,12 @@ pub(crate) fn info(a: InfoArgs) -> Result<(), Failure> {
     let model = Model::load(&a.model)?;
     let info = ModelInfo::of(&model)?;
     match a.format {
-        Format::Json => print_json(&serde_json::to_value(&info).expect("serializable")),
-        Format::Text => print!("{}", info.to_text()),
+        Format::Json => {
+            let mut doc = serde_json::to_value(&info).expect("serializable");
+            doc["ok"] = true.into();
+            print_json(&doc)
+        }
+        Format::Text => crate::out(&info.to_text()),
     }
     Ok(())
 }
