@@ -153,6 +153,20 @@ fn paddle_style_unknown_dims_take_each_sample_size_from_a_folder() {
         vec![x],
         vec![value_info("Y", dtype::FLOAT, &[-1, 4, 1, 1])],
     );
+    // Exporters (PyTorch's dynamo) also write symbolic expressions into intermediate value_info,
+    // which must not stop the sample's concrete shapes from propagating.
+    let mut g = g;
+    let mut hint = value_info("c", dtype::FLOAT, &[-1, 4, -1, -1]);
+    if let Some(quantize_rs::proto::type_proto::Value::TensorType(t)) =
+        hint.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        for (d, name) in t.shape.as_mut().unwrap().dim.iter_mut().zip(["batch", "", "floor(h/2) + 1", "w"]) {
+            if let Some(quantize_rs::proto::tensor_shape_proto::dimension::Value::DimParam(p)) = d.value.as_mut() {
+                *p = name.into();
+            }
+        }
+    }
+    g.value_info.push(hint);
     let float = write(dir.path(), "float.onnx", &model(g, 13));
     let calib = dir.path().join("calib");
     std::fs::create_dir(&calib).unwrap();

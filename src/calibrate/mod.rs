@@ -63,6 +63,8 @@ pub struct CalibrationReport {
     pub skipped_nodes: Vec<(String, String)>,
     /// Seconds spent running samples.
     pub run_seconds: f64,
+    /// BatchNormalization / per-channel Mul and Add nodes folded into the convolution before them.
+    pub folded_nodes: usize,
 }
 
 struct Selection {
@@ -256,6 +258,7 @@ pub fn calibrate(
         int32_biases,
         skipped_nodes: sel.skipped,
         run_seconds,
+        folded_nodes: 0,
     })
 }
 
@@ -430,25 +433,6 @@ fn quantize_biases(
         g.node[i].input[2] = out;
         g.node.insert(i, dq);
     }
-    drop_unused(g);
+    crate::fold::drop_unused(g);
     count
-}
-
-/// Removes initializers and Constant nodes nothing reads any more (float biases replaced by int32).
-fn drop_unused(g: &mut GraphProto) {
-    fn used(g: &GraphProto, out: &mut HashSet<String>) {
-        for n in &g.node {
-            out.extend(n.input.iter().cloned());
-            for a in &n.attribute {
-                for sub in a.g.iter().chain(&a.graphs) {
-                    used(sub, out);
-                }
-            }
-        }
-        out.extend(g.output.iter().filter_map(|v| v.name.clone()));
-    }
-    let mut live = HashSet::new();
-    used(g, &mut live);
-    g.initializer.retain(|t| t.name.as_ref().is_some_and(|n| live.contains(n)));
-    g.node.retain(|n| constant_value(n).is_none() || n.output.iter().any(|o| live.contains(o)));
 }
