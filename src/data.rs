@@ -121,7 +121,8 @@ impl InputSpec {
                 .iter()
                 .map(|d| match &d.value {
                     Some(DimValue::DimValue(n)) if *n > 0 => Dim::Fixed(*n as usize),
-                    Some(DimValue::DimParam(p)) => Dim::Symbolic(p.clone()),
+                    // Paddle writes "?" for every unknown dim: a placeholder, not a shared name.
+                    Some(DimValue::DimParam(p)) if p != "?" => Dim::Symbolic(p.clone()),
                     _ => Dim::Symbolic(String::new()),
                 })
                 .collect();

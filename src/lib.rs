@@ -17,6 +17,8 @@ pub mod embed;
 #[cfg(feature = "quantize")]
 pub mod error;
 #[cfg(feature = "quantize")]
+pub mod fold;
+#[cfg(feature = "quantize")]
 pub mod graph;
 #[cfg(feature = "quantize")]
 pub mod info;

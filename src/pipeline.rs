@@ -65,9 +65,25 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     recipe.validate("")?;
     let bytes_in = prost::Message::encoded_len(&model.proto) as u64;
     let original = (recipe.calibration.is_some() || recipe.verify_data.is_some()).then(|| model.clone());
+    // Static quantization folds per-channel affine ops (batch norm) into convolutions first: see
+    // `fold`. The folded float model is what calibration observes.
+    let mut folded = 0;
+    let folded_float = match recipe.calibration {
+        Some(_) => {
+            let mut names = crate::graph::Names::of_graph(model.graph());
+            folded = crate::fold::fold_conv_affine(model.graph_mut(), &mut names);
+            crate::fold::drop_unused(model.graph_mut());
+            Some(model.clone())
+        }
+        None => None,
+    };
     let report = quantize_model(&mut model, recipe)?;
-    let calibration = match (&recipe.calibration, &original) {
-        (Some(cal), Some(float)) => Some(calibrate(float, &mut model, cal, base_dir, opts)?),
+    let calibration = match (&recipe.calibration, &folded_float) {
+        (Some(cal), Some(float)) => {
+            let mut r = calibrate(float, &mut model, cal, base_dir, opts)?;
+            r.folded_nodes = folded;
+            Some(r)
+        }
         _ => None,
     };
     let bytes_out = prost::Message::encoded_len(&model.proto) as u64;

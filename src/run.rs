@@ -34,6 +34,7 @@ impl Runner {
     /// Prepares `bytes` (an ONNX model) to return its outputs plus the tensors named in `extra`.
     /// `what` names the model in errors.
     pub fn new(bytes: Vec<u8>, model_outputs: Vec<String>, extra: &[String], what: &str) -> Runner {
+        let bytes = without_shape_hints(bytes);
         let mut outputs = model_outputs;
         outputs.extend(extra.iter().cloned());
         Runner { bytes, outputs, plans: HashMap::new(), what: what.to_string() }
@@ -69,6 +70,24 @@ impl Runner {
         let plan = self.plan(inputs)?;
         let values: TVec<TValue> = inputs.iter().map(|t| t.clone().into_tvalue()).collect();
         plan.run(values).map_err(|e| tract_error(&self.what, e))
+    }
+}
+
+/// `bytes` without the graph's intermediate `value_info`: they are only hints, and exporters write
+/// symbolic expressions there (`floor(height/2 - 1/2) + 1`) that tract reads as new symbols which
+/// then fail to unify with the concrete shapes of a sample. Undecodable bytes are left for tract
+/// to report.
+fn without_shape_hints(bytes: Vec<u8>) -> Vec<u8> {
+    use prost::Message;
+    match crate::proto::ModelProto::decode(bytes.as_slice()) {
+        Ok(mut m) => match m.graph.as_mut() {
+            Some(g) if !g.value_info.is_empty() => {
+                g.value_info.clear();
+                m.encode_to_vec()
+            }
+            _ => bytes,
+        },
+        Err(_) => bytes,
     }
 }
 

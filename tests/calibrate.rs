@@ -81,12 +81,17 @@ fn a_calibrated_model_runs_in_ort_close_to_float_in_the_fusable_layout() {
     assert_eq!(cal.quantized_nodes, 3, "conv1, conv2, fc");
     assert_eq!(cal.int32_biases, 3);
     assert_eq!(cal.activation_type, "uint8");
-    // X, c1, r1 (conv2's input), c2, f (fc's input); Y is a graph output and stays float.
+    // X, r1 and r2 (each conv's output is quantized past the Relu that alone reads it: its range
+    // starts at 0 and ORT fuses the Relu away), f (fc's input); Y is a graph output and stays float.
     let names: Vec<&str> = cal.activations.iter().map(|a| a.tensor.as_str()).collect();
-    assert_eq!(names, ["X", "c1", "r1", "c2", "f"]);
+    assert_eq!(names, ["X", "r1", "r2", "f"]);
+    let r1 = &cal.activations[1];
+    assert_eq!((r1.lo, r1.zero_point), (0.0, 0), "{r1:?}");
     let m = &outcome.model;
-    assert_eq!(count(m, "QuantizeLinear"), 5);
-    assert_eq!(count(m, "DequantizeLinear"), 5 + 3 + 3, "activations + weights + biases");
+    assert_eq!(count(m, "QuantizeLinear"), 4);
+    assert_eq!(count(m, "DequantizeLinear"), 4 + 3 + 3, "activations + weights + biases");
+    let relu1 = m.graph().node.iter().find(|n| n.name.as_deref() == Some("relu1")).unwrap();
+    assert_eq!(relu1.input[0], "c1", "the Relu reads the conv directly");
     // Every reader of a quantized activation reads its DequantizeLinear output.
     let conv2 = m.graph().node.iter().find(|n| n.name.as_deref() == Some("conv2")).unwrap();
     assert_eq!(conv2.input[0], "r1_dequantized");
@@ -112,7 +117,7 @@ fn methods_choose_different_ranges_and_all_run_in_ort() {
     {
         let (outcome, out) = calibrated(dir.path(), method);
         let cal = outcome.calibration.unwrap();
-        let x = cal.activations.iter().find(|a| a.tensor == "c1").unwrap();
+        let x = cal.activations.iter().find(|a| a.tensor == "X").unwrap();
         assert!(x.lo <= 0.0 && x.hi > 0.0 && x.lo >= x.min && x.hi <= x.max, "{method:?}: {x:?}");
         widths.push(x.hi - x.lo);
         let held_out = dir.path().join("held_out.npy");
@@ -121,4 +126,69 @@ fn methods_choose_different_ranges_and_all_run_in_ort() {
     }
     assert_eq!(widths[0], widths.iter().cloned().fold(0.0, f32::max), "minmax keeps the widest range");
     assert!(widths[2] < widths[0], "entropy is not minmax: {widths:?}");
+}
+
+#[test]
+fn paddle_style_unknown_dims_take_each_sample_size_from_a_folder() {
+    // Paddle names every unknown dim "?": a placeholder, not one shared size, so H and W of a
+    // sample may differ, and samples of different sizes come one .npy file each.
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = value_info("X", dtype::FLOAT, &[-1, 3, -1, -1]);
+    if let Some(quantize_rs::proto::type_proto::Value::TensorType(t)) = x.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        for d in &mut t.shape.as_mut().unwrap().dim {
+            if let Some(quantize_rs::proto::tensor_shape_proto::dimension::Value::DimParam(p)) = d.value.as_mut() {
+                *p = "?".into();
+            }
+        }
+    }
+    let g = graph(
+        "fcn",
+        vec![
+            node("Conv", "conv", &["X", "W", "B"], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1])]),
+            node("Relu", "relu", &["c"], &["r"], vec![]),
+            node("GlobalAveragePool", "gap", &["r"], &["Y"], vec![]),
+        ],
+        vec![f32_tensor("W", &[4, 3, 3, 3], &rand_f32(108, 1)), f32_tensor("B", &[4], &rand_f32(4, 2))],
+        vec![x],
+        vec![value_info("Y", dtype::FLOAT, &[-1, 4, 1, 1])],
+    );
+    // Exporters (PyTorch's dynamo) also write symbolic expressions into intermediate value_info,
+    // which must not stop the sample's concrete shapes from propagating.
+    let mut g = g;
+    let mut hint = value_info("c", dtype::FLOAT, &[-1, 4, -1, -1]);
+    if let Some(quantize_rs::proto::type_proto::Value::TensorType(t)) =
+        hint.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        for (d, name) in t.shape.as_mut().unwrap().dim.iter_mut().zip(["batch", "", "floor(h/2) + 1", "w"]) {
+            if let Some(quantize_rs::proto::tensor_shape_proto::dimension::Value::DimParam(p)) = d.value.as_mut() {
+                *p = name.into();
+            }
+        }
+    }
+    g.value_info.push(hint);
+    let float = write(dir.path(), "float.onnx", &model(g, 13));
+    let calib = dir.path().join("calib");
+    std::fs::create_dir(&calib).unwrap();
+    for (i, (h, w)) in [(8, 16), (12, 6), (5, 9)].into_iter().enumerate() {
+        write_npy(&calib.join(format!("{i}.npy")), &[1, 3, h, w], &rand_f32(3 * h * w, 10 + i as u64));
+    }
+    let recipe = Recipe {
+        min_elements: 0,
+        calibration: Some(Calibration {
+            data: "calib".into(),
+            method: CalibrationMethod::Minmax,
+            percentile: 99.99,
+            samples: None,
+            symmetric_activations: false,
+            op_types: None,
+            target_snr_db: None,
+            image: None,
+        }),
+        verify_data: Some("calib/2.npy".into()),
+        ..Recipe::default()
+    };
+    let outcome = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap();
+    assert_eq!(outcome.calibration.as_ref().unwrap().samples, 3);
+    assert!(outcome.verification.as_ref().unwrap().snr_db > 25.0);
 }

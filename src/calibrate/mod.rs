@@ -63,6 +63,8 @@ pub struct CalibrationReport {
     pub skipped_nodes: Vec<(String, String)>,
     /// Seconds spent running samples.
     pub run_seconds: f64,
+    /// BatchNormalization / per-channel Mul and Add nodes folded into the convolution before them.
+    pub folded_nodes: usize,
 }
 
 struct Selection {
@@ -92,6 +94,25 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
         g.node.iter().filter(|n| constant_value(n).is_some()).flat_map(|n| n.output.iter().map(String::as_str)),
     );
     let outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
+    // Who reads each tensor: main-graph nodes by index, a read from inside a subgraph as usize::MAX
+    // (a reader that cannot be rewired).
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut inner = HashSet::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for input in n.input.iter().filter(|s| !s.is_empty()) {
+            readers.entry(input.as_str()).or_default().push(i);
+        }
+        for a in &n.attribute {
+            for sub in a.g.iter().chain(&a.graphs) {
+                subgraph_reads(sub, &mut inner);
+            }
+        }
+    }
+    for t in &inner {
+        if let Some(r) = readers.get_mut(t.as_str()) {
+            r.push(usize::MAX);
+        }
+    }
     let mut tensors: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut nodes = Vec::new();
@@ -127,7 +148,20 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
             continue;
         }
         if let Some(out) = n.output.first().filter(|o| !outputs.contains(o.as_str())) {
-            acts.push(out);
+            // A Relu that alone reads the output is quantized past: its output's range starts at 0,
+            // so the uint8 code spends no level on negatives, and ONNX Runtime drops the Relu and
+            // fuses DequantizeLinear→Conv→QuantizeLinear into one integer kernel.
+            let past = match readers.get(out.as_str()).map(Vec::as_slice) {
+                Some([r]) => {
+                    let r = &g.node[*r];
+                    (r.op_type.as_deref() == Some("Relu") && node_domain(r).is_empty())
+                        .then(|| r.output.first())
+                        .flatten()
+                        .filter(|o| !outputs.contains(o.as_str()))
+                }
+                _ => None,
+            };
+            acts.push(past.unwrap_or(out));
         }
         for a in acts {
             if seen.insert(a.to_string()) {
@@ -137,6 +171,18 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
         nodes.push(i);
     }
     Selection { tensors, nodes, skipped }
+}
+
+/// Every tensor name read by a node of `g` or of its subgraphs.
+fn subgraph_reads(g: &GraphProto, out: &mut HashSet<String>) {
+    for n in &g.node {
+        out.extend(n.input.iter().filter(|s| !s.is_empty()).cloned());
+        for a in &n.attribute {
+            for sub in a.g.iter().chain(&a.graphs) {
+                subgraph_reads(sub, out);
+            }
+        }
+    }
 }
 
 /// Runs the float model on `samples` and returns one observer per tensor of `tensors`.
@@ -212,6 +258,7 @@ pub fn calibrate(
         int32_biases,
         skipped_nodes: sel.skipped,
         run_seconds,
+        folded_nodes: 0,
     })
 }
 
@@ -386,25 +433,6 @@ fn quantize_biases(
         g.node[i].input[2] = out;
         g.node.insert(i, dq);
     }
-    drop_unused(g);
+    crate::fold::drop_unused(g);
     count
-}
-
-/// Removes initializers and Constant nodes nothing reads any more (float biases replaced by int32).
-fn drop_unused(g: &mut GraphProto) {
-    fn used(g: &GraphProto, out: &mut HashSet<String>) {
-        for n in &g.node {
-            out.extend(n.input.iter().cloned());
-            for a in &n.attribute {
-                for sub in a.g.iter().chain(&a.graphs) {
-                    used(sub, out);
-                }
-            }
-        }
-        out.extend(g.output.iter().filter_map(|v| v.name.clone()));
-    }
-    let mut live = HashSet::new();
-    used(g, &mut live);
-    g.initializer.retain(|t| t.name.as_ref().is_some_and(|n| live.contains(n)));
-    g.node.retain(|n| constant_value(n).is_none() || n.output.iter().any(|o| live.contains(o)));
 }
