@@ -35,6 +35,11 @@ impl Runner {
     /// `what` names the model in errors.
     pub fn new(bytes: Vec<u8>, model_outputs: Vec<String>, extra: &[String], what: &str) -> Runner {
         let bytes = without_shape_hints(bytes);
+        // 4-bit and blocked weights as tract can load them (what `include_quantized!` does too).
+        let bytes = match crate::embed::tract_compatible(&bytes) {
+            Ok(Some((compatible, _))) => compatible,
+            _ => bytes,
+        };
         let mut outputs = model_outputs;
         outputs.extend(extra.iter().cloned());
         Runner { bytes, outputs, plans: HashMap::new(), what: what.to_string() }

@@ -192,3 +192,24 @@ fn paddle_style_unknown_dims_take_each_sample_size_from_a_folder() {
     assert_eq!(outcome.calibration.as_ref().unwrap().samples, 3);
     assert!(outcome.verification.as_ref().unwrap().snr_db > 25.0);
 }
+
+#[test]
+fn verification_runs_blocked_and_native_int4_models_in_tract() {
+    let dir = tempfile::tempdir().unwrap();
+    let float = write(dir.path(), "float.onnx", &cnn());
+    samples(dir.path(), "held_out.npy", 4, 200);
+    for native_int4 in [false, true] {
+        let recipe = Recipe {
+            bits: 4,
+            block_size: Some(4),
+            native_int4,
+            min_elements: 0,
+            verify_data: Some("held_out.npy".into()),
+            ..Recipe::default()
+        };
+        let outcome = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap();
+        let v = outcome.verification.unwrap();
+        assert_eq!(v.samples, 4);
+        assert!(v.snr_db > 5.0 && v.snr_db.is_finite(), "native {native_int4}: {}", v.snr_db);
+    }
+}
