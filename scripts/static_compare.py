@@ -130,6 +130,8 @@ def main() -> int:
     p.add_argument("--models", default=",".join(rm.MODELS))
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--skip-peer", action="store_true")
+    p.add_argument("--peer-methods", default=",".join(sorted(PEER_METHODS)),
+                   help="methods to run ORT's quantize_static with (its entropy/percentile runs need up to 13 GB)")
     p.add_argument("--runs", type=int, default=5, help="timed passes over the held-out inputs")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out-dir", default=str(root / "target/real-models"))
@@ -174,7 +176,7 @@ def main() -> int:
                         args.timeout)
             r["quantizer"] = "quantize-rs"
             rows.append(r)
-            if args.skip_peer or method not in PEER_METHODS:
+            if args.skip_peer or method not in PEER_METHODS or method not in args.peer_methods.split(","):
                 continue
             peer = [sys.executable, str(Path(__file__).resolve().parent / "ort_static_quantize.py")]
             out = work / f"{mk}.{method}.ort.onnx"

@@ -80,9 +80,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let report = quantize_model(&mut model, recipe)?;
     let calibration = match (&recipe.calibration, &folded_float) {
         (Some(cal), Some(float)) => {
-            let mut r = calibrate(float, &mut model, cal, base_dir, opts)?;
-            r.folded_nodes = folded;
-            Some(r)
+            Some(calibrate(float, &mut model, cal, base_dir, opts, folded, recipe.verify_data.as_deref())?)
         }
         _ => None,
     };
@@ -129,9 +127,17 @@ fn calibrate(
     cal: &crate::recipe::Calibration,
     base_dir: &Path,
     opts: &RunOptions,
+    folded: usize,
+    verify_data: Option<&Path>,
 ) -> Result<crate::calibrate::CalibrationReport> {
     let samples = crate::data::load_for_model(float, &base_dir.join(&cal.data), cal.image.as_ref(), cal.samples)?;
-    crate::calibrate::calibrate(float, model, cal, &samples, opts.progress)
+    let held_out = match (cal.target_snr_db, verify_data) {
+        (Some(_), Some(d)) => Some(crate::data::load_for_model(float, &base_dir.join(d), cal.image.as_ref(), None)?),
+        _ => None,
+    };
+    let mut report = crate::calibrate::calibrate(float, model, cal, &samples, held_out.as_deref(), opts.progress)?;
+    report.folded_nodes = folded;
+    Ok(report)
 }
 
 #[cfg(not(feature = "tract"))]
@@ -141,6 +147,8 @@ fn calibrate(
     _: &crate::recipe::Calibration,
     _: &Path,
     _: &RunOptions,
+    _: usize,
+    _: Option<&Path>,
 ) -> Result<CalibrationReport> {
     Err(Error::Option {
         key: "calibration".into(),

@@ -237,6 +237,21 @@ pub fn quantize(data: &[f32], dims: &[usize], qtype: QType, gran: Granularity, s
     Quantized { values, scales, zero_points, param_dims }
 }
 
+/// Signal-to-quantization-noise ratio (dB) of `q` against the `data` it was made from: infinite
+/// when the representation is exact.
+pub fn sqnr_db(data: &[f32], dims: &[usize], q: &Quantized, qtype: QType, gran: Granularity) -> f64 {
+    let (mut signal, mut noise) = (0.0f64, 0.0f64);
+    for_each_run(dims, gran, |s, len, g| {
+        for (i, &x) in data.iter().enumerate().skip(s).take(len) {
+            let x = x as f64;
+            let e = x - q.dequantize_at(i, g, qtype) as f64;
+            signal += x * x;
+            noise += e * e;
+        }
+    });
+    if noise == 0.0 { f64::INFINITY } else { 10.0 * (signal / noise).log10() }
+}
+
 /// Packs 4-bit values two per byte as ONNX stores INT4/UINT4: element `2k` in the low nibble of
 /// byte `k`, element `2k+1` in the high nibble; an odd count leaves the last high nibble zero.
 pub fn pack_int4(values: &[u8]) -> Vec<u8> {
@@ -274,6 +289,22 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn sqnr_is_infinite_when_exact_and_about_6_db_per_bit() {
+        let exact = [0.0, 1.0, -1.0, 0.0];
+        let q = quantize(&exact, &[4], QType::Int8, Granularity::PerTensor, true);
+        assert_eq!(sqnr_db(&exact, &[4], &q, QType::Int8, Granularity::PerTensor), f64::INFINITY);
+        let ramp: Vec<f32> = (0..4096).map(|i| (i as f32 / 4095.0) * 2.0 - 1.0).collect();
+        let at = |qtype| {
+            let q = quantize(&ramp, &[4096], qtype, Granularity::PerTensor, true);
+            sqnr_db(&ramp, &[4096], &q, qtype, Granularity::PerTensor)
+        };
+        let (s8, s4) = (at(QType::Int8), at(QType::Int4));
+        // A uniform signal over the full range: 6.02 dB per bit (minus the symmetric scheme's lost level).
+        assert!((s8 - 6.02 * 8.0).abs() < 1.5, "{s8}");
+        assert!((s8 - s4 - 6.02 * 4.0).abs() < 2.5, "{s8} {s4}");
     }
 
     #[test]

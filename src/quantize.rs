@@ -66,6 +66,9 @@ pub struct QuantizedTensor {
     /// A deviation from the recipe, e.g. a per-tensor fallback, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Signal-to-quantization-noise ratio of the weight itself, in dB (`null` in JSON when the
+    /// weight is represented exactly).
+    pub sqnr_db: f64,
 }
 
 /// A float constant that was left as it is.
@@ -362,17 +365,23 @@ pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
     }
     report.ir_version = model.proto.ir_version.unwrap_or(ir_needed);
 
-    let data: Vec<Quantized> = planned
+    let quantized: Vec<(Quantized, f64)> = planned
         .par_iter()
         .map(|p| {
             let c = &analysis.constants[p.constant];
             let values = float_values(tensor_of(model, c))?;
             let dims: Vec<usize> = c.dims.iter().map(|&d| d as usize).collect();
-            Ok(quantize(&values, &dims, p.spec.qtype, p.spec.granularity, p.spec.symmetric))
+            let q = quantize(&values, &dims, p.spec.qtype, p.spec.granularity, p.spec.symmetric);
+            let sqnr = crate::quant::sqnr_db(&values, &dims, &q, p.spec.qtype, p.spec.granularity);
+            Ok((q, sqnr))
         })
         .collect::<Result<_>>()?;
+    let (data, sqnrs): (Vec<Quantized>, Vec<f64>) = quantized.into_iter().unzip();
 
     rewrite(model, &analysis, &planned, data, ir_version, &mut report);
+    for (entry, sqnr) in report.quantized.iter_mut().zip(sqnrs) {
+        entry.sqnr_db = sqnr;
+    }
     report.weight_bytes_before = report.quantized.iter().map(|q| q.bytes_before).sum();
     report.weight_bytes_after = report.quantized.iter().map(|q| q.bytes_after).sum();
     Ok(report)
@@ -442,6 +451,7 @@ fn rewrite(
                     bytes_before: c.elements() * 4,
                     bytes_after,
                     note: p.note.clone(),
+                    sqnr_db: f64::INFINITY,
                 },
             ));
         }

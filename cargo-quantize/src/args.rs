@@ -44,6 +44,10 @@ pub(crate) struct CalibrateArgs {
     /// Fail when the output SNR on --verify-data is below this.
     #[arg(long, value_name = "DB")]
     pub(crate) min_snr_db: Option<f64>,
+    /// Accuracy-target mode: return the activations that hurt most to float until the output SNR
+    /// on --verify-data reaches this (the report lists them).
+    #[arg(long, value_name = "DB", requires = "verify_data")]
+    pub(crate) target_snr_db: Option<f64>,
     /// Resize images in a --data folder to HxW.
     #[arg(long, value_name = "HxW")]
     pub(crate) image_size: Option<String>,
@@ -110,7 +114,7 @@ impl CalibrateArgs {
             samples: self.samples,
             symmetric_activations: self.symmetric_activations,
             op_types,
-            target_snr_db: None,
+            target_snr_db: self.target_snr_db,
             image,
         });
         r.verify_data = self.verify_data.clone();

@@ -42,6 +42,8 @@ pub struct ActivationRange {
     pub scale: f32,
     /// Zero point.
     pub zero_point: i32,
+    /// Estimated signal-to-quantization-noise ratio of this tensor alone (dB), from its histogram.
+    pub sqnr_db: f64,
 }
 
 /// What calibration did.
@@ -65,6 +67,24 @@ pub struct CalibrationReport {
     pub run_seconds: f64,
     /// BatchNormalization / per-channel Mul and Add nodes folded into the convolution before them.
     pub folded_nodes: usize,
+    /// The accuracy-target search, when a target was set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSearch>,
+}
+
+/// What the accuracy-target mode did (`target-snr-db`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetSearch {
+    /// The output SNR asked for, in dB, on the verification data.
+    pub target_db: f64,
+    /// The output SNR of the model written (tract, verification data).
+    pub reached_db: f64,
+    /// With every calibrated activation quantized.
+    pub all_quantized_db: f64,
+    /// Activations returned to float, worst first.
+    pub returned_to_float: Vec<String>,
+    /// Every trial: (activations returned to float, output SNR in dB).
+    pub trials: Vec<(usize, f64)>,
 }
 
 struct Selection {
@@ -219,11 +239,16 @@ fn observe(float: &Model, tensors: &[String], samples: &[Vec<Tensor>], progress:
 
 /// Calibrates `quantized` (the weight-quantized form of `float`) on `samples` and rewrites its
 /// activations as `cal` says.
+///
+/// With `cal.target_snr_db`, `verify` (held-out samples) is where the output SNR is measured: the
+/// activations with the lowest estimated SQNR are returned to float, as few as a bisection over
+/// their count finds enough, until the model reaches the target.
 pub fn calibrate(
     float: &Model,
     quantized: &mut Model,
     cal: &Calibration,
     samples: &[Vec<Tensor>],
+    verify: Option<&[Vec<Tensor>]>,
     progress: bool,
 ) -> Result<CalibrationReport> {
     let op_types: Vec<String> =
@@ -246,8 +271,32 @@ pub fn calibrate(
     for (t, o) in sel.tensors.iter().zip(&observers) {
         let (lo, hi) = o.range(cal.method, cal.percentile, cal.symmetric_activations);
         let (scale, zero_point) = params_for_range(lo, hi, qtype, cal.symmetric_activations);
-        activations.push(ActivationRange { tensor: t.clone(), min: o.min(), max: o.max(), lo, hi, scale, zero_point });
+        let sqnr_db = o.sqnr_db(lo, hi, scale);
+        activations.push(ActivationRange {
+            tensor: t.clone(),
+            min: o.min(),
+            max: o.max(),
+            lo,
+            hi,
+            scale,
+            zero_point,
+            sqnr_db,
+        });
     }
+    let (sel, activations, target) = match (cal.target_snr_db, verify) {
+        (Some(target), Some(held_out)) => {
+            let (keep, search) = search_target(float, quantized, &sel, &activations, qtype, held_out, target)?;
+            let sel = Selection { tensors: keep.iter().map(|a| a.tensor.clone()).collect(), ..sel };
+            (sel, keep, Some(search))
+        }
+        (Some(_), None) => {
+            return Err(Error::Option {
+                key: "calibration.target-snr-db".into(),
+                message: "needs verify-data: held-out samples to measure the output SNR on".into(),
+            });
+        }
+        _ => (sel, activations, None),
+    };
     let int32_biases = rewrite(quantized, &sel, &activations, qtype);
     Ok(CalibrationReport {
         method: cal.method,
@@ -259,7 +308,95 @@ pub fn calibrate(
         skipped_nodes: sel.skipped,
         run_seconds,
         folded_nodes: 0,
+        target,
     })
+}
+
+/// Output SNR (dB) of `candidate` against the float outputs `reference` on `samples`.
+fn output_snr(candidate: &Model, reference: &[Vec<Vec<f32>>], samples: &[Vec<Tensor>]) -> Result<f64> {
+    let outputs: Vec<String> = candidate.graph().output.iter().filter_map(|v| v.name.clone()).collect();
+    let mut runner = Runner::new(candidate.to_bytes(), outputs, &[], "the quantized model");
+    let mut cmp = crate::pipeline::Comparison::default();
+    for (sample, want) in samples.iter().zip(reference) {
+        let got = runner.run(sample)?;
+        for (a, b) in want.iter().zip(got.iter()) {
+            cmp.add(a, &crate::run::as_f32(b)?);
+        }
+    }
+    Ok(cmp.finish(samples.len()).snr_db)
+}
+
+/// The accuracy-target search: returns the activations to keep quantized and what it did.
+fn search_target(
+    float: &Model,
+    weights_only: &Model,
+    sel: &Selection,
+    activations: &[ActivationRange],
+    qtype: QType,
+    held_out: &[Vec<Tensor>],
+    target: f64,
+) -> Result<(Vec<ActivationRange>, TargetSearch)> {
+    let outputs: Vec<String> = float.graph().output.iter().filter_map(|v| v.name.clone()).collect();
+    let mut runner = Runner::new(float.to_bytes(), outputs, &[], "the float model");
+    let reference: Vec<Vec<Vec<f32>>> = held_out
+        .iter()
+        .map(|s| runner.run(s)?.iter().map(crate::run::as_f32).collect::<Result<Vec<_>>>())
+        .collect::<Result<_>>()?;
+    // Worst first: the lowest estimated SQNR.
+    let mut order: Vec<usize> = (0..activations.len()).collect();
+    order.sort_by(|&a, &b| activations[a].sqnr_db.total_cmp(&activations[b].sqnr_db).then(a.cmp(&b)));
+    let mut trials: Vec<(usize, f64)> = Vec::new();
+    let mut measure = |k: usize| -> Result<f64> {
+        if let Some(&(_, snr)) = trials.iter().find(|(n, _)| *n == k) {
+            return Ok(snr);
+        }
+        let returned: HashSet<usize> = order[..k].iter().copied().collect();
+        let keep: Vec<ActivationRange> =
+            (0..activations.len()).filter(|i| !returned.contains(i)).map(|i| activations[i].clone()).collect();
+        let mut candidate = weights_only.clone();
+        let trial = Selection {
+            tensors: keep.iter().map(|a| a.tensor.clone()).collect(),
+            nodes: sel.nodes.clone(),
+            skipped: vec![],
+        };
+        rewrite(&mut candidate, &trial, &keep, qtype);
+        let snr = output_snr(&candidate, &reference, held_out)?;
+        trials.push((k, snr));
+        Ok(snr)
+    };
+    let all = measure(0)?;
+    let n = activations.len();
+    let k = if all >= target {
+        0
+    } else {
+        let none = measure(n)?;
+        if none < target {
+            return Err(Error::Gate {
+                gate: "target-snr-db".into(),
+                message: format!(
+                    "even with every activation in float the weights alone give {none:.2} dB on the verification data, below the {target} dB target; quantize fewer weights (--exclude, --layer-bits) or lower the target"
+                ),
+            });
+        }
+        // Smallest count that reaches the target: measure(lo) < target <= measure(hi).
+        let (mut lo, mut hi) = (0, n);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if measure(mid)? >= target { hi = mid } else { lo = mid }
+        }
+        hi
+    };
+    let reached = trials.iter().find(|(c, _)| *c == k).map(|t| t.1).unwrap_or(all);
+    let returned: HashSet<usize> = order[..k].iter().copied().collect();
+    let keep = (0..n).filter(|i| !returned.contains(i)).map(|i| activations[i].clone()).collect();
+    let search = TargetSearch {
+        target_db: target,
+        reached_db: reached,
+        all_quantized_db: all,
+        returned_to_float: order[..k].iter().map(|&i| activations[i].tensor.clone()).collect(),
+        trials,
+    };
+    Ok((keep, search))
 }
 
 fn scalar(name: String, data_type: i32, raw: Vec<u8>) -> TensorProto {

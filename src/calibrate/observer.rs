@@ -132,6 +132,31 @@ impl Observer {
         if symmetric { (-t, t) } else { (mn.max(-t), mx.min(t)) }
     }
 
+    /// Estimated signal-to-quantization-noise ratio (dB) of quantizing the observed values to
+    /// `[lo, hi]` with step `scale`: values inside cost the rounding noise `scale²/12`, values
+    /// outside their distance to the range (clipping), measured on the histogram's bin centres.
+    pub fn sqnr_db(&self, lo: f32, hi: f32, scale: f32) -> f64 {
+        if self.count == 0 || self.range == 0.0 {
+            return f64::INFINITY;
+        }
+        let bin = self.range as f64 / HALF as f64;
+        let rounding = scale as f64 * scale as f64 / 12.0;
+        let (mut signal, mut noise) = (0.0f64, 0.0f64);
+        for (j, &h) in self.hist.iter().enumerate().filter(|(_, h)| **h > 0) {
+            let c = -(self.range as f64) + (j as f64 + 0.5) * bin;
+            let n = h as f64;
+            signal += n * c * c;
+            noise += n * if c < lo as f64 {
+                (lo as f64 - c).powi(2)
+            } else if c > hi as f64 {
+                (c - hi as f64).powi(2)
+            } else {
+                rounding
+            };
+        }
+        if noise == 0.0 { f64::INFINITY } else { 10.0 * (signal / noise).log10() }
+    }
+
     /// Value below which a fraction `q` of the observations lie (bin upper edge).
     fn signed_quantile(&self, q: f64) -> f32 {
         let target = (self.count as f64 * q).ceil() as u64;
@@ -237,6 +262,20 @@ mod tests {
             ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
         };
         (0..n).map(|_| ((-2.0 * u().ln()).sqrt() * (2.0 * std::f64::consts::PI * u()).cos()) as f32).collect()
+    }
+
+    #[test]
+    fn sqnr_falls_with_coarser_steps_and_with_clipping() {
+        let mut o = Observer::default();
+        o.observe(&gaussian(20000, 3));
+        let (mn, mx) = (o.min(), o.max());
+        let fine = o.sqnr_db(mn, mx, (mx - mn) / 255.0);
+        let coarse = o.sqnr_db(mn, mx, (mx - mn) / 15.0);
+        assert!((fine - coarse - 20.0 * (255.0f64 / 15.0).log10()).abs() < 0.5, "{fine} {coarse}");
+        // Clipping a Gaussian at one sigma costs far more than rounding at 8 bits.
+        let clipped = o.sqnr_db(-1.0, 1.0, 2.0 / 255.0);
+        assert!(clipped < fine - 20.0, "{clipped} {fine}");
+        assert_eq!(Observer::default().sqnr_db(0.0, 0.0, 1.0), f64::INFINITY);
     }
 
     #[test]

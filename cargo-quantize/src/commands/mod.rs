@@ -74,8 +74,28 @@ fn run_job(
                     c.run_seconds,
                     c.int32_biases
                 );
+                if c.folded_nodes > 0 {
+                    eprintln!(
+                        "  folded {} batch-norm/affine node(s) into the convolutions before them",
+                        c.folded_nodes
+                    );
+                }
                 for (node, why) in &c.skipped_nodes {
                     eprintln!("  left float: {node}: {why}");
+                }
+                if let Some(t) = &c.target {
+                    eprintln!(
+                        "target {} dB: all activations quantized gave {:.2} dB; returned {} of {} to float ({} trial(s)) -> {:.2} dB",
+                        t.target_db,
+                        t.all_quantized_db,
+                        t.returned_to_float.len(),
+                        c.activations.len() + t.returned_to_float.len(),
+                        t.trials.len(),
+                        t.reached_db
+                    );
+                    for name in &t.returned_to_float {
+                        eprintln!("  float: {name}");
+                    }
                 }
             }
             if let Some(v) = &outcome.verification {
