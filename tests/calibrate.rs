@@ -15,13 +15,13 @@ fn cnn() -> ModelProto {
     let g = graph(
         "cnn",
         vec![
-            node("Conv", "conv1", &["X", "W1", "B1"], &["c1"], vec![attr_ints("pads", &[1, 1, 1, 1])]),
-            node("Relu", "relu1", &["c1"], &["r1"], vec![]),
-            node("Conv", "conv2", &["r1", "W2", "B2"], &["c2"], vec![attr_ints("pads", &[1, 1, 1, 1])]),
-            node("Relu", "relu2", &["c2"], &["r2"], vec![]),
-            node("GlobalAveragePool", "gap", &["r2"], &["p"], vec![]),
-            node("Flatten", "flat", &["p"], &["f"], vec![]),
-            node("Gemm", "fc", &["f", "W3", "B3"], &["Y"], vec![attr_int("transB", 1)]),
+            node("Conv", &["X", "W1", "B1"], &["c1"]).named("conv1").ints("pads", &[1, 1, 1, 1]),
+            node("Relu", &["c1"], &["r1"]).named("relu1"),
+            node("Conv", &["r1", "W2", "B2"], &["c2"]).named("conv2").ints("pads", &[1, 1, 1, 1]),
+            node("Relu", &["c2"], &["r2"]).named("relu2"),
+            node("GlobalAveragePool", &["r2"], &["p"]).named("gap"),
+            node("Flatten", &["p"], &["f"]).named("flat"),
+            node("Gemm", &["f", "W3", "B3"], &["Y"]).named("fc").int("transB", 1),
         ],
         vec![
             f32_tensor("W1", &[8, 3, 3, 3], &rand_f32(216, 1).iter().map(|x| x * 0.5).collect::<Vec<_>>()),
@@ -104,7 +104,7 @@ fn a_calibrated_model_runs_in_ort_close_to_float_in_the_fusable_layout() {
     assert_eq!(v.samples, 4);
     assert!(v.snr_db > 25.0, "tract SNR {}", v.snr_db);
     let held_out = dir.path().join("held_out.npy");
-    let r = ort_compare_with(&dir.path().join("float.onnx"), &out, &[], 4, Some(&held_out));
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(4).inputs(&held_out));
     assert!(pooled_snr(&r) > 18.0, "{r}");
 }
 
@@ -121,7 +121,7 @@ fn methods_choose_different_ranges_and_all_run_in_ort() {
         assert!(x.lo <= 0.0 && x.hi > 0.0 && x.lo >= x.min && x.hi <= x.max, "{method:?}: {x:?}");
         widths.push(x.hi - x.lo);
         let held_out = dir.path().join("held_out.npy");
-        let r = ort_compare_with(&dir.path().join("float.onnx"), &out, &[], 4, Some(&held_out));
+        let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(4).inputs(&held_out));
         assert!(pooled_snr(&r) > 20.0, "{method:?}: {r}");
     }
     assert_eq!(widths[0], widths.iter().cloned().fold(0.0, f32::max), "minmax keeps the widest range");
@@ -145,9 +145,9 @@ fn paddle_style_unknown_dims_take_each_sample_size_from_a_folder() {
     let g = graph(
         "fcn",
         vec![
-            node("Conv", "conv", &["X", "W", "B"], &["c"], vec![attr_ints("pads", &[1, 1, 1, 1])]),
-            node("Relu", "relu", &["c"], &["r"], vec![]),
-            node("GlobalAveragePool", "gap", &["r"], &["Y"], vec![]),
+            node("Conv", &["X", "W", "B"], &["c"]).named("conv").ints("pads", &[1, 1, 1, 1]),
+            node("Relu", &["c"], &["r"]).named("relu"),
+            node("GlobalAveragePool", &["r"], &["Y"]).named("gap"),
         ],
         vec![f32_tensor("W", &[4, 3, 3, 3], &rand_f32(108, 1)), f32_tensor("B", &[4], &rand_f32(4, 2))],
         vec![x],

@@ -17,10 +17,10 @@ fn conv_gemm(as_constants: bool, opset: i64) -> ModelProto {
     let b1 = f32_tensor("B1", &[8], &rand_f32(8, 2));
     let w2 = f32_tensor("W2", &[10, 288], &rand_f32(2880, 3).iter().map(|x| x * 0.1).collect::<Vec<_>>());
     let mut nodes = vec![
-        node("Conv", "conv", &["X", "W1", "B1"], &["c"], vec![]),
-        node("Relu", "relu", &["c"], &["r"], vec![]),
-        node("Flatten", "flatten", &["r"], &["f"], vec![attr_int("axis", 1)]),
-        node("Gemm", "fc", &["f", "W2"], &["Y"], vec![attr_int("transB", 1)]),
+        node("Conv", &["X", "W1", "B1"], &["c"]).named("conv"),
+        node("Relu", &["c"], &["r"]).named("relu"),
+        node("Flatten", &["r"], &["f"]).named("flatten").int("axis", 1),
+        node("Gemm", &["f", "W2"], &["Y"]).named("fc").int("transB", 1),
     ];
     let mut inits = vec![w1, b1, w2];
     if as_constants {
@@ -66,7 +66,7 @@ fn initializer_weights_become_int8_per_channel_and_run_in_ort() {
     assert_eq!(w1q.data_type, Some(dtype::INT8));
     assert_eq!(w1q.raw_data.as_ref().unwrap().len(), 288);
     assert_eq!(ops(&q.proto).iter().filter(|o| *o == "DequantizeLinear").count(), 2);
-    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 4);
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(4));
     assert!(pooled_snr(&r) > 35.0, "{r}");
 }
 
@@ -81,7 +81,7 @@ fn constant_node_weights_are_found_and_replaced_in_place() {
     // B1 stays a Constant; W1 and W2 are now DequantizeLinear nodes where their Constants were.
     assert_eq!(o.iter().filter(|o| *o == "Constant").count(), 1);
     assert_eq!(&o[..3], ["DequantizeLinear", "Constant", "DequantizeLinear"]);
-    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 4);
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(4));
     assert!(pooled_snr(&r) > 35.0, "{r}");
 }
 
@@ -90,7 +90,7 @@ fn constant_node_weights_are_found_and_replaced_in_place() {
 fn if_model() -> ModelProto {
     let then_g = graph(
         "then",
-        vec![node("MatMul", "then_mm", &["X", "Wt"], &["t_out"], vec![])],
+        vec![node("MatMul", &["X", "Wt"], &["t_out"]).named("then_mm")],
         vec![f32_tensor("Wt", &[16, 16], &rand_f32(256, 11))],
         vec![],
         vec![value_info("t_out", dtype::FLOAT, &[2, 16])],
@@ -99,8 +99,8 @@ fn if_model() -> ModelProto {
         "else",
         vec![
             constant(f32_tensor("We", &[16, 16], &rand_f32(256, 12))),
-            node("MatMul", "else_mm", &["X", "We"], &["e1"], vec![]),
-            node("MatMul", "else_mm2", &["e1", "Wouter"], &["e_out"], vec![]),
+            node("MatMul", &["X", "We"], &["e1"]).named("else_mm"),
+            node("MatMul", &["e1", "Wouter"], &["e_out"]).named("else_mm2"),
         ],
         vec![],
         vec![],
@@ -108,13 +108,7 @@ fn if_model() -> ModelProto {
     );
     let g = graph(
         "if_model",
-        vec![node(
-            "If",
-            "branch",
-            &["C"],
-            &["Y"],
-            vec![attr_graph("then_branch", then_g), attr_graph("else_branch", else_g)],
-        )],
+        vec![node("If", &["C"], &["Y"]).named("branch").graph("then_branch", then_g).graph("else_branch", else_g)],
         vec![f32_tensor("Wouter", &[16, 16], &rand_f32(256, 13))],
         vec![value_info("X", dtype::FLOAT, &[2, 16]), value_info("C", dtype::BOOL, &[])],
         vec![value_info("Y", dtype::FLOAT, &[2, 16])],
@@ -131,7 +125,7 @@ fn weights_inside_if_branches_and_outer_scope_weights_are_quantized() {
     names.sort();
     assert_eq!(names, vec![("We", "subgraph-constant"), ("Wouter", "initializer"), ("Wt", "subgraph-initializer")]);
     // Both branches run across the samples (C is random), and both must match.
-    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 8);
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(8));
     assert!(pooled_snr(&r) > 35.0, "{r}");
 }
 
@@ -141,9 +135,9 @@ fn a_weight_read_along_different_axes_falls_back_to_per_tensor_and_says_so() {
     let g = graph(
         "shared",
         vec![
-            node("MatMul", "mm", &["X", "W"], &["a"], vec![]),
-            node("Gemm", "gemm", &["X", "W"], &["b"], vec![attr_int("transB", 1)]),
-            node("Add", "add", &["a", "b"], &["Y"], vec![]),
+            node("MatMul", &["X", "W"], &["a"]).named("mm"),
+            node("Gemm", &["X", "W"], &["b"]).named("gemm").int("transB", 1),
+            node("Add", &["a", "b"], &["Y"]).named("add"),
         ],
         vec![f32_tensor("W", &[16, 16], &rand_f32(256, 5))],
         vec![value_info("X", dtype::FLOAT, &[2, 16])],
@@ -155,7 +149,7 @@ fn a_weight_read_along_different_axes_falls_back_to_per_tensor_and_says_so() {
     assert_eq!(w.spec.granularity, Granularity::PerTensor);
     assert_eq!(w.op_types, vec!["Gemm", "MatMul"]);
     assert!(w.note.as_deref().unwrap().contains("different channel axes"), "{:?}", w.note);
-    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 2);
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(2));
     assert!(pooled_snr(&r) > 35.0, "{r}");
 }
 
@@ -172,9 +166,9 @@ fn already_quantized_parts_stay_and_the_rest_is_quantized() {
     let g = graph(
         "partly_quantized",
         vec![
-            node("DequantizeLinear", "dq", &["Wq", "Wq_scale"], &["Wd"], vec![]),
-            node("MatMul", "mm1", &["X", "Wd"], &["a"], vec![]),
-            node("MatMul", "mm2", &["a", "W2"], &["Y"], vec![]),
+            node("DequantizeLinear", &["Wq", "Wq_scale"], &["Wd"]).named("dq"),
+            node("MatMul", &["X", "Wd"], &["a"]).named("mm1"),
+            node("MatMul", &["a", "W2"], &["Y"]).named("mm2"),
         ],
         vec![wq, f32_tensor("Wq_scale", &[], &[0.01]), f32_tensor("W2", &[16, 16], &rand_f32(256, 6))],
         vec![value_info("X", dtype::FLOAT, &[2, 16])],
@@ -186,7 +180,7 @@ fn already_quantized_parts_stay_and_the_rest_is_quantized() {
     assert!(report.skipped.iter().any(|s| s.name == "Wq_scale" && s.reason.contains("already-quantized node 'dq'")));
     let kept = q.graph().initializer.iter().find(|t| t.name.as_deref() == Some("Wq")).unwrap();
     assert_eq!(kept.data_type, Some(dtype::INT8), "the existing int8 weight is untouched");
-    ort_compare(&dir.path().join("float.onnx"), &out, &[], 2);
+    ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(2));
 }
 
 #[test]
@@ -196,8 +190,8 @@ fn new_names_never_collide_with_existing_ones() {
     let g = graph(
         "clash",
         vec![
-            node("MatMul", "mm", &["X", "W"], &["W_scale"], vec![]),
-            node("Add", "W_DequantizeLinear", &["W_scale", "W_quantized"], &["Y"], vec![]),
+            node("MatMul", &["X", "W"], &["W_scale"]).named("mm"),
+            node("Add", &["W_scale", "W_quantized"], &["Y"]).named("W_DequantizeLinear"),
         ],
         vec![f32_tensor("W", &[16, 16], &rand_f32(256, 7)), f32_tensor("W_quantized", &[16], &rand_f32(16, 8))],
         vec![value_info("X", dtype::FLOAT, &[2, 16])],
@@ -207,7 +201,7 @@ fn new_names_never_collide_with_existing_ones() {
     let dq = q.graph().node.iter().find(|n| n.op_type.as_deref() == Some("DequantizeLinear")).unwrap();
     assert_eq!(dq.input, ["W_quantized_1", "W_scale_1"], "symmetric int8 needs no zero point");
     assert_eq!(dq.name.as_deref(), Some("W_DequantizeLinear_1"));
-    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 2);
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(2));
     assert!(pooled_snr(&r) > 35.0, "{r}");
 }
 
@@ -217,10 +211,7 @@ fn resize_scales_and_other_non_weights_are_left_bit_exact() {
     let scales: Vec<f32> = vec![1.0, 1.0, 2.0, 2.0];
     let g = graph(
         "detector_head",
-        vec![
-            node("Conv", "conv", &["X", "W"], &["c"], vec![]),
-            node("Resize", "up", &["c", "", "scales"], &["Y"], vec![]),
-        ],
+        vec![node("Conv", &["X", "W"], &["c"]).named("conv"), node("Resize", &["c", "", "scales"], &["Y"]).named("up")],
         vec![f32_tensor("W", &[8, 4, 3, 3], &rand_f32(288, 9)), f32_tensor("scales", &[4], &scales)],
         vec![value_info("X", dtype::FLOAT, &[1, 4, 8, 8])],
         vec![value_info("Y", dtype::FLOAT, &[1, 8, 12, 12])],
@@ -230,7 +221,7 @@ fn resize_scales_and_other_non_weights_are_left_bit_exact() {
     let s = q.graph().initializer.iter().find(|t| t.name.as_deref() == Some("scales")).unwrap();
     assert_eq!(quantize_rs::quantize::float_values(s).unwrap(), scales);
     assert!(report.skipped.iter().any(|k| k.name == "scales" && k.reason.contains("Resize input 2")));
-    ort_compare(&dir.path().join("float.onnx"), &out, &[], 2);
+    ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(2));
 }
 
 #[test]
@@ -250,7 +241,7 @@ fn every_value_type_and_granularity_runs_in_ort() {
     for (label, recipe, min_snr) in cases {
         let dir = tempfile::tempdir().unwrap();
         let (out, report, q) = quantize_file(dir.path(), &conv_gemm(false, 13), &recipe);
-        let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 4);
+        let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(4));
         let snr = pooled_snr(&r);
         assert!(snr > min_snr, "{label}: SNR {snr:.1} dB below {min_snr}");
         let expect_opset = if recipe.native_int4 || recipe.block_size.is_some() { 21 } else { 13 };
@@ -284,9 +275,9 @@ fn gather_tables_and_conv_transpose_use_their_own_axes() {
     let g = graph(
         "emb_deconv",
         vec![
-            node("Gather", "embed", &["table", "ids"], &["e"], vec![]),
-            node("Reshape", "to_image", &["e", "shape"], &["img"], vec![]),
-            node("ConvTranspose", "deconv", &["img", "Wt"], &["Y"], vec![attr_ints("strides", &[2, 2])]),
+            node("Gather", &["table", "ids"], &["e"]).named("embed"),
+            node("Reshape", &["e", "shape"], &["img"]).named("to_image"),
+            node("ConvTranspose", &["img", "Wt"], &["Y"]).named("deconv").ints("strides", &[2, 2]),
         ],
         vec![
             f32_tensor("table", &[50, 64], &rand_f32(3200, 21)),
@@ -302,7 +293,7 @@ fn gather_tables_and_conv_transpose_use_their_own_axes() {
     assert_eq!(axis("table"), Granularity::PerAxis { axis: 0 }, "one scale per embedding row");
     assert_eq!(axis("Wt"), Granularity::PerAxis { axis: 1 }, "ConvTranspose output channels are axis 1");
     assert!(report.skipped.iter().all(|s| s.name != "shape"), "int64 tensors are never candidates");
-    let r = ort_compare(&dir.path().join("float.onnx"), &out, &[], 4);
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(4));
     assert!(pooled_snr(&r) > 35.0, "{r}");
 }
 
@@ -405,5 +396,5 @@ fn old_ir_models_drop_quantized_weights_from_the_inputs() {
     let inputs: Vec<&str> = q.graph().input.iter().map(|v| v.name.as_deref().unwrap()).collect();
     assert_eq!(inputs, ["X", "B1", "B2"]);
     assert_eq!(q.proto.ir_version, Some(5));
-    ort_compare(&dir.path().join("float.onnx"), &out, &[], 2);
+    ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(2));
 }

@@ -12,7 +12,7 @@ use support::*;
 fn matmul_model() -> quantize_rs::proto::ModelProto {
     let g = graph(
         "mm",
-        vec![node("MatMul", "mm", &["X", "W"], &["Y"], vec![])],
+        vec![node("MatMul", &["X", "W"], &["Y"]).named("mm")],
         vec![f32_tensor("W", &[64, 32], &rand_f32(2048, 31))],
         vec![value_info("X", quantize_rs::proto::dtype::FLOAT, &[2, 64])],
         vec![value_info("Y", quantize_rs::proto::dtype::FLOAT, &[2, 32])],
@@ -66,7 +66,7 @@ fn external_data_is_read_on_load_and_written_past_the_threshold() {
     let p = write(dir.path(), "ext.onnx", &m);
     let loaded = Model::load(&p).unwrap();
     assert_eq!(loaded.graph().initializer[0].raw_data.as_deref(), Some(&raw[..]));
-    ort_compare(&write(dir.path(), "inline.onnx", &matmul_model()), &p, &[], 1);
+    ort_compare(&write(dir.path(), "inline.onnx", &matmul_model()), &p, &Compare::samples(1));
 
     // Saving above the threshold moves large tensors to `<name>.data`, page-aligned.
     let mut q = loaded.clone();
@@ -78,7 +78,7 @@ fn external_data_is_read_on_load_and_written_past_the_threshold() {
     let back = Model::load(&out).unwrap();
     let wq = back.graph().initializer.iter().find(|t| t.name.as_deref() == Some("W_quantized")).unwrap();
     assert_eq!(wq.raw_data.as_deref(), Some(&data[..]));
-    let r = ort_compare(&p, &out, &[], 2);
+    let r = ort_compare(&p, &out, &Compare::samples(2));
     assert!(pooled_snr(&r) > 35.0, "{r}");
 }
 

@@ -2,12 +2,12 @@
 //! model at the old opset, upgraded and run next to the original on the same inputs; the outputs
 //! must agree. Refusals must name the node and op.
 
-mod common;
+mod support;
 
-use common::*;
 use quantize_rs::Error;
 use quantize_rs::opset::{Upgrade, upgrade};
 use quantize_rs::proto::{ModelProto, NodeProto, dtype};
+use support::*;
 
 const F: i32 = dtype::FLOAT;
 const TOL: f64 = 1e-6;
@@ -26,8 +26,8 @@ fn upgraded(m: &ModelProto, target: i64) -> (ModelProto, Upgrade) {
 fn check(m: &ModelProto, target: i64, opts: &Compare) -> (ModelProto, Upgrade) {
     let (up, report) = upgraded(m, target);
     let dir = tempfile::tempdir().unwrap();
-    let a = save(dir.path(), "before.onnx", m);
-    let b = save(dir.path(), "after.onnx", &up);
+    let a = write(dir.path(), "before.onnx", m);
+    let b = write(dir.path(), "after.onnx", &up);
     assert_same_outputs(&a, &b, opts, TOL);
     (up, report)
 }
@@ -705,8 +705,8 @@ fn model_local_functions_are_upgraded_with_constant_nodes() {
     assert_eq!(body.node.iter().filter(|n| n.op_type.as_deref() == Some("Constant")).count(), 1, "one shared axes");
     assert_eq!(report.rewritten["Unsqueeze"], 1);
     let dir = tempfile::tempdir().unwrap();
-    let a = save(dir.path(), "a.onnx", &m);
-    let b = save(dir.path(), "b.onnx", &up);
+    let a = write(dir.path(), "a.onnx", &m);
+    let b = write(dir.path(), "b.onnx", &up);
     assert_same_outputs(&a, &b, &Compare::default(), TOL);
 }
 

@@ -1,5 +1,24 @@
-//! Shared by the integration tests: small ONNX models built with the protobuf types, and
-//! ONNX Runtime as the reference (through scripts/ort_compare.py in the project's venv).
+//! Shared by the integration tests: small ONNX models built in Rust with the protobuf types, and
+//! ONNX Runtime as the reference, run through the project's Python (scripts/ort_compare.py in
+//! the venv that scripts/setup-python.sh creates).
+//!
+//! Two ways to build a model, on the same pieces: [`graph`] + [`model`] when the whole graph
+//! is written at once, [`ModelBuilder`] when it is grown step by step. Nodes come from [`node`]
+//! with chained attributes ([`Attrs`]).
+//!
+//! ```ignore
+//! let m = ModelBuilder::new(11)
+//!     .input("x", dtype::FLOAT, &[2, 3])
+//!     .init_i64("axes", &[1], &[0])
+//!     .node(node("Unsqueeze", &["x"], &["y"]).ints("axes", &[0]))
+//!     .output("y", dtype::FLOAT)
+//!     .build();
+//! let dir = tempfile::tempdir().unwrap();
+//! let a = write(dir.path(), "a.onnx", &m);
+//! assert_same_outputs(&a, &a, &Compare::samples(2), 1e-6);
+//! let r = ort_compare(&a, &a, &Compare::samples(4).dim("d0", 3));
+//! assert!(pooled_snr(&r) > 100.0);
+//! ```
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -11,7 +30,35 @@ use quantize_rs::proto::{
     ValueInfoProto, attribute_proto::AttributeType, dtype, tensor_shape_proto, type_proto,
 };
 
-/// Deterministic pseudo-random floats in [-1, 1) (a 64-bit LCG; tests need repeatability, not quality).
+// ---------------------------------------------------------------------------------------------
+// Tensors and value infos
+// ---------------------------------------------------------------------------------------------
+
+/// A float32 tensor named `name`.
+pub fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "tensor {name}: dims {dims:?}");
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(dtype::FLOAT),
+        raw_data: Some(data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()),
+        ..Default::default()
+    }
+}
+
+/// An int64 tensor named `name`.
+pub fn i64_tensor(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
+    assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "tensor {name}: dims {dims:?}");
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(dtype::INT64),
+        raw_data: Some(data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()),
+        ..Default::default()
+    }
+}
+
+/// Deterministic pseudo-random floats in [-1, 1) (an LCG: tests need repeatability, not quality).
 pub fn rand_f32(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..n)
@@ -22,28 +69,8 @@ pub fn rand_f32(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-pub fn f32_tensor(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-    assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "{name}");
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.to_vec(),
-        data_type: Some(dtype::FLOAT),
-        raw_data: Some(data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()),
-        ..Default::default()
-    }
-}
-
-pub fn i64_tensor(name: &str, dims: &[i64], data: &[i64]) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.to_vec(),
-        data_type: Some(dtype::INT64),
-        raw_data: Some(data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()),
-        ..Default::default()
-    }
-}
-
-/// A tensor value-info; `dims` entries < 0 become the symbolic dims `d0`, `d1`, ...
+/// A tensor value info with a shape; negative `dims` become the symbolic dims `d0`, `d1`, ...
+/// (by position).
 pub fn value_info(name: &str, elem: i32, dims: &[i64]) -> ValueInfoProto {
     let dim = dims
         .iter()
@@ -57,72 +84,103 @@ pub fn value_info(name: &str, elem: i32, dims: &[i64]) -> ValueInfoProto {
             ..Default::default()
         })
         .collect();
+    typed_value_info(name, elem, Some(TensorShapeProto { dim }))
+}
+
+/// A tensor value info of unknown shape.
+pub fn value_info_unshaped(name: &str, elem: i32) -> ValueInfoProto {
+    typed_value_info(name, elem, None)
+}
+
+fn typed_value_info(name: &str, elem: i32, shape: Option<TensorShapeProto>) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.into()),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(elem),
-                shape: Some(TensorShapeProto { dim }),
-            })),
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(elem), shape })),
             ..Default::default()
         }),
         ..Default::default()
     }
 }
 
-pub fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+// ---------------------------------------------------------------------------------------------
+// Nodes
+// ---------------------------------------------------------------------------------------------
+
+/// A default-domain node named after its first output; add attributes with [`Attrs`].
+pub fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
     NodeProto {
         op_type: Some(op.into()),
-        name: Some(name.into()),
+        name: Some(format!("{}_{}", op.to_lowercase(), outputs.first().copied().unwrap_or("out"))),
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute: attrs,
         ..Default::default()
     }
 }
 
-pub fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
+/// Chainable attribute setters for [`NodeProto`].
+pub trait Attrs: Sized {
+    /// Adds an attribute.
+    fn attr(self, a: AttributeProto) -> Self;
+    /// Sets the node's name.
+    fn named(self, name: &str) -> Self;
+    /// Sets the node's domain.
+    fn domain(self, domain: &str) -> Self;
+
+    fn int(self, name: &str, v: i64) -> Self {
+        self.attr(AttributeProto { i: Some(v), ..attr(name, AttributeType::Int) })
+    }
+    fn ints(self, name: &str, v: &[i64]) -> Self {
+        self.attr(AttributeProto { ints: v.to_vec(), ..attr(name, AttributeType::Ints) })
+    }
+    fn float(self, name: &str, v: f32) -> Self {
+        self.attr(AttributeProto { f: Some(v), ..attr(name, AttributeType::Float) })
+    }
+    fn floats(self, name: &str, v: &[f32]) -> Self {
+        self.attr(AttributeProto { floats: v.to_vec(), ..attr(name, AttributeType::Floats) })
+    }
+    fn string(self, name: &str, v: &str) -> Self {
+        self.attr(AttributeProto { s: Some(v.as_bytes().to_vec()), ..attr(name, AttributeType::String) })
+    }
+    fn tensor(self, name: &str, t: TensorProto) -> Self {
+        self.attr(AttributeProto { t: Some(t), ..attr(name, AttributeType::Tensor) })
+    }
+    fn graph(self, name: &str, g: GraphProto) -> Self {
+        self.attr(AttributeProto { g: Some(g), ..attr(name, AttributeType::Graph) })
     }
 }
 
-pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Ints as i32),
-        ints: v.to_vec(),
-        ..Default::default()
+fn attr(name: &str, t: AttributeType) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(t as i32), ..Default::default() }
+}
+
+impl Attrs for NodeProto {
+    fn attr(mut self, a: AttributeProto) -> Self {
+        self.attribute.push(a);
+        self
+    }
+    fn named(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    fn domain(mut self, domain: &str) -> Self {
+        self.domain = Some(domain.into());
+        self
     }
 }
 
-pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Tensor as i32),
-        t: Some(t),
-        ..Default::default()
-    }
-}
-
-pub fn attr_graph(name: &str, g: GraphProto) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(AttributeType::Graph as i32),
-        g: Some(g),
-        ..Default::default()
-    }
-}
-
-/// A `Constant` node holding `t` (named after its output).
+/// A `Constant` node whose output is named after `t`.
 pub fn constant(t: TensorProto) -> NodeProto {
-    let out = t.name.clone().expect("named tensor");
-    node("Constant", &format!("{out}_const"), &[], &[&out], vec![attr_tensor("value", t)])
+    let out = t.name.clone().expect("a named tensor");
+    node("Constant", &[], &[&out]).tensor("value", t)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Models
+// ---------------------------------------------------------------------------------------------
+
+/// A graph written at once (for a model, pass it to [`model`]; for an If/Loop body, to
+/// [`Attrs::graph`]).
 pub fn graph(
     name: &str,
     nodes: Vec<NodeProto>,
@@ -140,15 +198,161 @@ pub fn graph(
     }
 }
 
+/// A model of `g` importing the default domain at `opset`, with the IR version that opset needs.
 pub fn model(g: GraphProto, opset: i64) -> ModelProto {
-    ModelProto {
-        ir_version: Some(quantize_rs::ops::ir_version_for_opset(opset)),
-        producer_name: Some("quantize-rs tests".into()),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) }],
-        graph: Some(g),
-        ..Default::default()
+    ModelBuilder { graph: g, ..ModelBuilder::new(opset) }.build()
+}
+
+/// Builds a model (or, with [`ModelBuilder::graph`], a subgraph body) step by step.
+#[derive(Debug, Clone)]
+pub struct ModelBuilder {
+    opset: i64,
+    graph: GraphProto,
+    imports: Vec<OperatorSetIdProto>,
+}
+
+impl ModelBuilder {
+    /// An empty model importing the default domain at `opset`.
+    pub fn new(opset: i64) -> ModelBuilder {
+        ModelBuilder {
+            opset,
+            graph: GraphProto { name: Some("test".into()), ..Default::default() },
+            imports: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(opset) }],
+        }
+    }
+
+    /// A graph input with a shape (negative dims are symbolic).
+    pub fn input(mut self, name: &str, elem: i32, dims: &[i64]) -> Self {
+        self.graph.input.push(value_info(name, elem, dims));
+        self
+    }
+
+    /// A graph output of unknown shape.
+    pub fn output(mut self, name: &str, elem: i32) -> Self {
+        self.graph.output.push(value_info_unshaped(name, elem));
+        self
+    }
+
+    /// A graph output with a shape.
+    pub fn output_shaped(mut self, name: &str, elem: i32, dims: &[i64]) -> Self {
+        self.graph.output.push(value_info(name, elem, dims));
+        self
+    }
+
+    /// A value_info entry for an intermediate tensor.
+    pub fn value_info(mut self, name: &str, elem: i32, dims: &[i64]) -> Self {
+        self.graph.value_info.push(value_info(name, elem, dims));
+        self
+    }
+
+    /// A float32 initializer.
+    pub fn init_f32(mut self, name: &str, dims: &[i64], data: &[f32]) -> Self {
+        self.graph.initializer.push(f32_tensor(name, dims, data));
+        self
+    }
+
+    /// An int64 initializer.
+    pub fn init_i64(mut self, name: &str, dims: &[i64], data: &[i64]) -> Self {
+        self.graph.initializer.push(i64_tensor(name, dims, data));
+        self
+    }
+
+    /// Any initializer.
+    pub fn init(mut self, t: TensorProto) -> Self {
+        self.graph.initializer.push(t);
+        self
+    }
+
+    /// Appends a node (nodes must come in topological order).
+    pub fn node(mut self, n: NodeProto) -> Self {
+        self.graph.node.push(n);
+        self
+    }
+
+    /// Imports another domain.
+    pub fn import(mut self, domain: &str, version: i64) -> Self {
+        self.imports.push(OperatorSetIdProto { domain: Some(domain.into()), version: Some(version) });
+        self
+    }
+
+    /// The graph alone, e.g. for an If/Loop body.
+    pub fn graph(self) -> GraphProto {
+        self.graph
+    }
+
+    /// The model, with the IR version its opset needs.
+    pub fn build(self) -> ModelProto {
+        ModelProto {
+            ir_version: Some(quantize_rs::ops::ir_version_for_opset(self.opset)),
+            producer_name: Some("quantize-rs tests".into()),
+            opset_import: self.imports,
+            graph: Some(self.graph),
+            ..Default::default()
+        }
     }
 }
+
+/// The default-domain opset a model imports.
+pub fn opset_of(m: &ModelProto) -> Option<i64> {
+    m.opset_import
+        .iter()
+        .find(|o| matches!(o.domain.as_deref(), None | Some("") | Some("ai.onnx")))
+        .and_then(|o| o.version)
+}
+
+/// Every node of the model's main graph and its subgraphs, depth-first.
+pub fn all_nodes(m: &ModelProto) -> Vec<&NodeProto> {
+    fn go<'a>(g: &'a GraphProto, out: &mut Vec<&'a NodeProto>) {
+        for n in &g.node {
+            out.push(n);
+            for a in &n.attribute {
+                for sub in a.g.iter().chain(&a.graphs) {
+                    go(sub, out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(g) = &m.graph {
+        go(g, &mut out);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
+
+/// Writes `m` into `dir` as it is (the protobuf encoding, nothing checked or changed: tests
+/// also write models the library must refuse) and returns the path.
+pub fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
+    use prost::Message;
+    let p = dir.join(name);
+    std::fs::write(&p, m.encode_to_vec()).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+    p
+}
+
+/// Writes a little-endian float32 `.npy` file (format 1.0).
+pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
+    assert_eq!(shape.iter().product::<usize>(), data.len());
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(data.iter().flat_map(|x| x.to_le_bytes()));
+    std::fs::write(path, bytes).expect("write npy");
+}
+
+// ---------------------------------------------------------------------------------------------
+// ONNX Runtime
+// ---------------------------------------------------------------------------------------------
 
 /// The project's Python with onnxruntime: `QUANTIZE_RS_PYTHON`, else the venv that
 /// scripts/setup-python.sh creates (and is run to create). Never skips: a missing reference
@@ -173,75 +377,94 @@ pub fn python() -> &'static Path {
     })
 }
 
-/// Runs both models in ONNX Runtime on the same seeded inputs; returns ort_compare.py's JSON.
-/// Panics (with ORT's message) when the candidate does not load or run.
-pub fn ort_compare(reference: &Path, candidate: &Path, dims: &[(&str, i64)], samples: usize) -> serde_json::Value {
-    ort_compare_with(reference, candidate, dims, samples, None)
+/// How [`ort_compare`] feeds the models: `Compare::samples(4).dim("batch", 2)`.
+#[derive(Debug, Clone)]
+pub struct Compare {
+    /// Samples to run.
+    pub samples: usize,
+    /// Seed of the random inputs.
+    pub seed: u64,
+    /// Values of symbolic dims.
+    pub dims: Vec<(String, i64)>,
+    /// Integer inputs are drawn from [0, int_high).
+    pub int_high: i64,
+    /// An `.npy`/`.npz` file whose samples are used instead of random inputs.
+    pub inputs: Option<PathBuf>,
 }
 
-/// [`ort_compare`] on the samples of an `.npy`/`.npz` file instead of random inputs.
-pub fn ort_compare_with(
-    reference: &Path,
-    candidate: &Path,
-    dims: &[(&str, i64)],
-    samples: usize,
-    inputs: Option<&Path>,
-) -> serde_json::Value {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+impl Default for Compare {
+    fn default() -> Self {
+        Compare { samples: 2, seed: 0, dims: Vec::new(), int_high: 10, inputs: None }
+    }
+}
+
+impl Compare {
+    /// `n` random samples, the other settings default.
+    pub fn samples(n: usize) -> Compare {
+        Compare { samples: n, ..Compare::default() }
+    }
+
+    /// Sets the value of a symbolic dim.
+    pub fn dim(mut self, name: &str, value: i64) -> Compare {
+        self.dims.push((name.into(), value));
+        self
+    }
+
+    /// Uses the samples of an `.npy`/`.npz` file instead of random inputs.
+    pub fn inputs(mut self, file: &Path) -> Compare {
+        self.inputs = Some(file.into());
+        self
+    }
+}
+
+/// Runs both models in ONNX Runtime on the same inputs (scripts/ort_compare.py) and returns its
+/// JSON report. Panics with ONNX Runtime's message when either model does not load or run.
+pub fn ort_compare(reference: &Path, candidate: &Path, opts: &Compare) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ort_compare.py");
     let mut cmd = Command::new(python());
-    cmd.arg(root.join("scripts/ort_compare.py"))
+    cmd.arg(&script)
         .arg("--reference")
         .arg(reference)
         .arg("--candidate")
         .arg(candidate)
-        .arg("--samples")
-        .arg(samples.to_string());
-    for (k, v) in dims {
+        .args(["--samples", &opts.samples.to_string(), "--seed", &opts.seed.to_string()])
+        .args(["--int-high", &opts.int_high.to_string()]);
+    for (k, v) in &opts.dims {
         cmd.arg("--dim").arg(format!("{k}={v}"));
     }
-    if let Some(i) = inputs {
+    if let Some(i) = &opts.inputs {
         cmd.arg("--inputs").arg(i);
     }
-    let out = cmd.output().expect("run ort_compare.py");
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", python().display()));
     let text = String::from_utf8_lossy(&out.stdout);
-    let json: serde_json::Value = serde_json::from_str(text.trim())
-        .unwrap_or_else(|_| panic!("ort_compare.py printed no JSON: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+        panic!("ort_compare.py printed no JSON: {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+    });
     assert!(
         out.status.success() && json["ok"] == true,
-        "ONNX Runtime rejected {}: {}",
+        "ONNX Runtime failed on {} vs {}: {}",
+        reference.display(),
         candidate.display(),
         json["error"]
     );
     json
 }
 
-/// Pooled output SNR in dB from an ort_compare result.
+/// Pooled output SNR in dB from an [`ort_compare`] report.
 pub fn pooled_snr(result: &serde_json::Value) -> f64 {
     result["pooled"]["snr_db"].as_f64().expect("pooled snr")
 }
 
-/// Writes a model into `dir` and returns its path.
-pub fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
-    use prost::Message;
-    let p = dir.join(name);
-    std::fs::write(&p, m.encode_to_vec()).expect("write model");
-    p
-}
-
-/// Writes a little-endian float32 `.npy` file (format 1.0).
-pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
-    assert_eq!(shape.iter().product::<usize>(), data.len());
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
-    // Magic (6) + version (2) + length (2) + header + newline, padded to a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
+/// Asserts that ONNX Runtime gives both models the same outputs: every output's largest
+/// absolute difference at most `tol` (and no non-finite values).
+pub fn assert_same_outputs(reference: &Path, candidate: &Path, opts: &Compare, tol: f64) -> serde_json::Value {
+    let r = ort_compare(reference, candidate, opts);
+    let outputs = r["outputs"].as_object().expect("outputs in the report");
+    assert!(!outputs.is_empty(), "no outputs compared: {r}");
+    for (name, o) in outputs {
+        let max_abs = o["max_abs"].as_f64();
+        assert!(o.get("nonfinite").is_none(), "output {name}: non-finite values: {o}");
+        assert!(max_abs.is_some_and(|m| m <= tol), "output {name}: max abs diff {max_abs:?} > {tol}: {o}");
     }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend(data.iter().flat_map(|x| x.to_le_bytes()));
-    std::fs::write(path, bytes).expect("write npy");
+    r
 }
