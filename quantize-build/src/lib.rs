@@ -104,8 +104,10 @@
 //! # Speed: optimize the build script
 //!
 //! Build scripts and their dependencies are compiled without optimization, even for
-//! `--release`. Weight-only quantization does not mind; calibration runs the model many times
-//! and is several times slower unoptimized. quantize-build warns when that happens; the fix is
+//! `--release`. Weight-only quantization hardly minds; calibration and verification run the
+//! model with tract on every sample, and tract unoptimized is an order of magnitude slower
+//! (BENCHMARKS.md, "Build-time quantization"). The fix goes in the workspace root's Cargo.toml
+//! (cargo ignores profiles anywhere else):
 //!
 //! ```toml
 //! [profile.dev.build-override]
@@ -113,6 +115,20 @@
 //! [profile.release.build-override]
 //! opt-level = 3
 //! ```
+//!
+//! It costs compile time instead: the first build compiles quantize-rs and tract optimized for
+//! the build script, a few minutes on a small machine. So quantize-build only suggests it when
+//! it pays: when it was compiled at opt-level 0 and a model that runs tract (`calibration` or
+//! `verify-data`) took at least a second ([`Builder::unoptimized_warning_after`]), the build
+//! prints one `cargo::warning` with the lines above. Cached models never run, so they never warn.
+//!
+//! Which opt-level counts is the one quantize-build itself was compiled with (recorded by its
+//! own build script). That is the build script's: `build-override` sets it, while the
+//! `OPT_LEVEL` variable your build script sees is your package's (3 for `--release` even though
+//! the build script is unoptimized) and `debug_assertions` stays on in a dev build-override at
+//! opt-level 3. A `[profile.dev.package."*"] opt-level = 2` (a common setting) optimizes every
+//! dependency that is not a workspace member, quantize-build, quantize-rs and tract included,
+//! build-dependencies too: then there is no warning, and none is needed.
 //!
 //! # More control: [`Builder`]
 //!
@@ -144,6 +160,7 @@ pub mod project;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use cache::Cache;
 pub use error::{Error, Result};
@@ -151,8 +168,12 @@ pub use manifest::Manifest;
 pub use project::{DeclaredModel, Project};
 use quantize_rs::Recipe;
 
-/// The opt-level quantize-build was compiled with (the build script's, unless overridden).
-const OPT_LEVEL: &str = env!("QUANTIZE_BUILD_OPT_LEVEL");
+/// The opt-level quantize-build was compiled with: in a build script, the build script's
+/// (`[profile.*.build-override]`, or a `[profile.*.package]` override of quantize-build).
+pub const OPT_LEVEL: &str = env!("QUANTIZE_BUILD_OPT_LEVEL");
+
+/// Jobs that run tract for less than this do not warn about the unoptimized build script.
+pub const UNOPTIMIZED_WARNING_AFTER: Duration = Duration::from_secs(1);
 
 /// Quantizes every model the package declares into `OUT_DIR`. Call it from `build.rs`:
 ///
@@ -169,13 +190,29 @@ pub fn run() {
 }
 
 /// Configures a build-time quantization run; [`run`] is `Builder::new().run()`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Builder {
     manifest_path: Option<PathBuf>,
     out_dir: Option<PathBuf>,
     cache: Option<Cache>,
     models: Vec<DeclaredModel>,
     skip_manifest: bool,
+    unoptimized_warning_after: Option<Duration>,
+    opt_level: &'static str,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            manifest_path: None,
+            out_dir: None,
+            cache: None,
+            models: Vec::new(),
+            skip_manifest: false,
+            unoptimized_warning_after: Some(UNOPTIMIZED_WARNING_AFTER),
+            opt_level: OPT_LEVEL,
+        }
+    }
 }
 
 /// A model that was built.
@@ -263,6 +300,21 @@ impl Builder {
         self
     }
 
+    /// When this build script is unoptimized, warn (once) about `[profile.*.build-override]` if
+    /// a model that runs tract (calibration, verification) takes at least `after`
+    /// ([`UNOPTIMIZED_WARNING_AFTER`] by default); `None` never warns.
+    pub fn unoptimized_warning_after(mut self, after: Option<Duration>) -> Builder {
+        self.unoptimized_warning_after = after;
+        self
+    }
+
+    /// Behaves as if quantize-build had been compiled at `opt_level` (tests of the warning).
+    #[doc(hidden)]
+    pub fn assume_opt_level(mut self, opt_level: &'static str) -> Builder {
+        self.opt_level = opt_level;
+        self
+    }
+
     /// Builds, then prints the cargo directives (and progress notes) on stdout for cargo.
     pub fn run(self) {
         let output = self.build();
@@ -345,12 +397,12 @@ impl Builder {
                             "{}: quantized in {:.2} s ({} -> {} bytes), cached as {}",
                             model.name, r.seconds, r.bytes_before, r.bytes_after, r.content_hash
                         ));
-                        if model.recipe.calibration.is_some() && OPT_LEVEL == "0" && !warned_opt_level {
+                        if !warned_opt_level
+                            && let Some(w) =
+                                unoptimized_warning(model, r.seconds, self.opt_level, self.unoptimized_warning_after)
+                        {
                             warned_opt_level = true;
-                            output.warnings.push(format!(
-                                "calibrating '{}' took {:.1} s in an unoptimized build script; add `[profile.dev.build-override] opt-level = 3` (and the same for release) to Cargo.toml to make it several times faster",
-                                model.name, r.seconds
-                            ));
+                            output.warnings.push(w);
                         }
                     }
                     for s in &r.skipped {
@@ -366,4 +418,30 @@ impl Builder {
         }
         output
     }
+}
+
+/// The one warning an unoptimized build script gives, when `model` ran tract for `seconds`.
+fn unoptimized_warning(
+    model: &DeclaredModel,
+    seconds: f64,
+    opt_level: &str,
+    after: Option<Duration>,
+) -> Option<String> {
+    let what = match (&model.recipe.calibration, &model.recipe.verify_data) {
+        (Some(_), Some(_)) => "calibrating and verifying",
+        (Some(_), None) => "calibrating",
+        (None, Some(_)) => "verifying",
+        (None, None) => return None,
+    };
+    let after = after?;
+    if opt_level != "0" || seconds < after.as_secs_f64() {
+        return None;
+    }
+    Some(format!(
+        "{what} '{}' took {seconds:.1} s in a build script compiled without optimization; \
+         add `[profile.dev.build-override] opt-level = 3` and `[profile.release.build-override] opt-level = 3` \
+         to the workspace root's Cargo.toml to make it several times faster (the first build then compiles \
+         quantize-rs and tract optimized once)",
+        model.name
+    ))
 }

@@ -181,3 +181,105 @@ fn calibration_without_the_tract_feature_says_what_to_enable() {
     let e = out.errors[0].to_string();
     assert!(e.starts_with("package.metadata.quantize.models.digits.calibration: runs the model, which needs quantize-build's `tract` feature"), "{e}");
 }
+
+/// The digits package with calibration data and held-out samples next to the model.
+#[cfg(feature = "tract")]
+fn calibrated_package(metadata: &str) -> tempfile::TempDir {
+    let pkg = package(metadata);
+    let models = digits_model().parent().unwrap().to_path_buf();
+    for f in ["digits-calib.npy", "digits-test.npy"] {
+        fs::copy(models.join(f), pkg.path().join("models").join(f)).unwrap();
+    }
+    pkg
+}
+
+#[cfg(feature = "tract")]
+const CALIBRATED: &str = "[package.metadata.quantize.models.a]\npath = \"models/digits.onnx\"\n\
+    calibration = { data = \"models/digits-calib.npy\" }\n\
+    [package.metadata.quantize.models.b]\npath = \"models/digits.onnx\"\nper-channel = false\n\
+    calibration = { data = \"models/digits-calib.npy\" }\nverify-data = \"models/digits-test.npy\"\n\
+    [package.metadata.quantize.models.c]\npath = \"models/digits.onnx\"\n";
+
+#[cfg(feature = "tract")]
+fn opt_level_warnings(out: &quantize_build::BuildOutput) -> Vec<&str> {
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    out.warnings.iter().map(String::as_str).filter(|w| w.contains("build-override")).collect()
+}
+
+#[cfg(feature = "tract")]
+#[test]
+fn an_unoptimized_build_script_warns_once_with_the_fix() {
+    use std::time::Duration;
+    let pkg = calibrated_package(CALIBRATED);
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    let build = |opt: &'static str, after: Option<Duration>, cache: &Path| {
+        builder(pkg.path(), tmp.path(), cache).assume_opt_level(opt).unoptimized_warning_after(after).build()
+    };
+
+    // Two calibrated models ran at opt-level 0: one warning, naming the first and the fix.
+    let out = build("0", Some(Duration::ZERO), &cache);
+    assert_eq!(out.models.len(), 3);
+    let warnings = opt_level_warnings(&out);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("calibrating 'a' took "), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains(
+            "add `[profile.dev.build-override] opt-level = 3` and `[profile.release.build-override] opt-level = 3` \
+             to the workspace root's Cargo.toml"
+        ),
+        "{}",
+        warnings[0]
+    );
+    let directives: Vec<String> = out.directives().into_iter().filter(|d| d.contains("build-override")).collect();
+    assert_eq!(directives.len(), 1);
+    assert!(directives[0].starts_with("cargo::warning=calibrating 'a' took "), "{directives:?}");
+
+    // Nothing ran on a cache hit: nothing to warn about.
+    let hit = build("0", Some(Duration::ZERO), &cache);
+    assert!(hit.models.iter().all(|m| m.cache_hit));
+    assert!(opt_level_warnings(&hit).is_empty());
+
+    // Optimized, faster than the threshold, or turned off: no warning.
+    for (opt, after) in [("3", Some(Duration::ZERO)), ("0", Some(Duration::from_secs(3600))), ("0", None)] {
+        let fresh = tmp.path().join(format!("c-{opt}-{after:?}"));
+        let out = build(opt, after, &fresh);
+        assert!(out.models.iter().all(|m| !m.cache_hit));
+        assert!(opt_level_warnings(&out).is_empty(), "opt-level {opt}, after {after:?}: {:?}", out.warnings);
+    }
+}
+
+#[cfg(feature = "tract")]
+#[test]
+fn weight_only_models_never_warn_about_opt_level() {
+    let pkg = package(DIGITS);
+    let tmp = tempfile::tempdir().unwrap();
+    let out = builder(pkg.path(), tmp.path(), &tmp.path().join("c"))
+        .assume_opt_level("0")
+        .unoptimized_warning_after(Some(std::time::Duration::ZERO))
+        .build();
+    assert!(opt_level_warnings(&out).is_empty(), "{:?}", out.warnings);
+}
+
+#[cfg(feature = "tract")]
+#[test]
+fn verifying_alone_names_what_ran() {
+    let pkg = calibrated_package(&format!("{DIGITS}verify-data = \"models/digits-test.npy\"\n"));
+    let tmp = tempfile::tempdir().unwrap();
+    let out = builder(pkg.path(), tmp.path(), &tmp.path().join("c"))
+        .assume_opt_level("0")
+        .unoptimized_warning_after(Some(std::time::Duration::ZERO))
+        .build();
+    let warnings = opt_level_warnings(&out);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("verifying 'digits' took "), "{}", warnings[0]);
+}
+
+/// The opt-level recorded at compile time is the one this test binary's quantize-build was
+/// built with (cargo's OPT_LEVEL for its build script): the dev test profile leaves workspace
+/// members unoptimized, `--release` optimizes them.
+#[test]
+fn the_recorded_opt_level_is_this_builds() {
+    let expected = if cfg!(debug_assertions) { ["0"].as_slice() } else { ["1", "2", "3", "s", "z"].as_slice() };
+    assert!(expected.contains(&quantize_build::OPT_LEVEL), "{}", quantize_build::OPT_LEVEL);
+}
