@@ -45,9 +45,17 @@ from ort_peer_quantize import lift_constants  # noqa: E402
 METHODS = ["minmax", "percentile", "entropy", "mse"]
 PEER_METHODS = {"minmax", "percentile", "entropy"}
 
-# Regression floors (dB) for quantize-rs rows, per model, any method: set below measured values
-# (BENCHMARKS.md) so that a regression fails CI.
-SNR_FLOOR_DB: Dict[str, float] = {}
+# Regression floors (dB) for quantize-rs rows, per model and method: 1 dB below the values
+# measured on 2026-11-27 (BENCHMARKS.md), so that a regression fails CI. They are not targets:
+# the PP-OCR models lose most of their output SNR to uint8 activations with any range method
+# (ONNX Runtime's own quantizer loses more, see BENCHMARKS.md); raising them needs a better
+# method, not a looser check.
+SNR_FLOOR_DB: Dict[str, Dict[str, float]] = {
+    "det": {"minmax": 3.7, "percentile": 3.6, "entropy": 5.2, "mse": 3.9},
+    "rec": {"minmax": 8.2, "percentile": 8.4, "entropy": 5.3, "mse": 9.2},
+    "cls": {"minmax": 4.9, "percentile": 7.2, "entropy": 5.6, "mse": 9.1},
+    "yolo": {"minmax": 20.4, "percentile": 26.2, "entropy": 24.6, "mse": 26.8},
+}
 
 
 def latency_ms(path: Path, feeds, runs: int) -> float:
@@ -192,8 +200,10 @@ def main() -> int:
             continue
         if not r.get("ok"):
             failures.append(f"{r['model']} {r['config']}: {r.get('error')}")
-        elif r["model"] in SNR_FLOOR_DB and r["snr_db"] < SNR_FLOOR_DB[r["model"]]:
-            failures.append(f"{r['model']} {r['config']}: SNR {r['snr_db']:.2f} dB below {SNR_FLOOR_DB[r['model']]}")
+        else:
+            floor = SNR_FLOOR_DB.get(r["model"], {}).get(r["config"])
+            if floor is not None and r["snr_db"] < floor:
+                failures.append(f"{r['model']} {r['config']}: SNR {r['snr_db']:.2f} dB below the floor {floor}")
     text = "\n".join([
         "",
         table(rows, facts),

@@ -200,8 +200,8 @@ fn fold_one_round(g: &mut GraphProto, names: &mut Names) -> usize {
         }
         let w_dims = w.dims.clone();
         let base = n.name.clone().unwrap_or_else(|| n.output[0].clone());
-        let wn = names.fresh(&format!("{base}_folded_weight"));
-        let bn = names.fresh(&format!("{base}_folded_bias"));
+        let wn = names.fresh(&format!("{base}_W"));
+        let bn = names.fresh(&format!("{base}_B"));
         new_inits.push(float_tensor(wn.clone(), w_dims, &wv));
         new_inits.push(float_tensor(bn.clone(), vec![c as i64], &bv));
         let out = g.node[*r].output[0].clone();

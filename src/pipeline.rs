@@ -65,22 +65,27 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     recipe.validate("")?;
     let bytes_in = prost::Message::encoded_len(&model.proto) as u64;
     let original = (recipe.calibration.is_some() || recipe.verify_data.is_some()).then(|| model.clone());
-    // Static quantization folds per-channel affine ops (batch norm) into convolutions first: see
-    // `fold`. The folded float model is what calibration observes.
+    // Per-channel affine ops (batch norm) are folded into the convolutions before them first (see
+    // `fold`): ONNX Runtime would fold them in the float model but cannot once the weight is behind
+    // a DequantizeLinear, static quantization needs the folded output, and the file gets smaller.
+    // The folded float model is what calibration observes.
+    // Weight-only per-tensor quantization is the exception: one scale for the whole folded weight
+    // would have to cover channels the batch norm scaled apart.
+    let fold = recipe.calibration.is_some() || recipe.per_channel || recipe.block_size.is_some();
     let mut folded = 0;
-    let folded_float = match recipe.calibration {
-        Some(_) => {
-            let mut names = crate::graph::Names::of_graph(model.graph());
-            folded = crate::fold::fold_conv_affine(model.graph_mut(), &mut names);
+    if fold {
+        let mut names = crate::graph::Names::of_graph(model.graph());
+        folded = crate::fold::fold_conv_affine(model.graph_mut(), &mut names);
+        if folded > 0 {
             crate::fold::drop_unused(model.graph_mut());
-            Some(model.clone())
         }
-        None => None,
-    };
-    let report = quantize_model(&mut model, recipe)?;
+    }
+    let folded_float = recipe.calibration.as_ref().map(|_| model.clone());
+    let mut report = quantize_model(&mut model, recipe)?;
+    report.folded_nodes = folded;
     let calibration = match (&recipe.calibration, &folded_float) {
         (Some(cal), Some(float)) => {
-            Some(calibrate(float, &mut model, cal, base_dir, opts, folded, recipe.verify_data.as_deref())?)
+            Some(calibrate(float, &mut model, cal, base_dir, opts, recipe.verify_data.as_deref())?)
         }
         _ => None,
     };
@@ -127,7 +132,6 @@ fn calibrate(
     cal: &crate::recipe::Calibration,
     base_dir: &Path,
     opts: &RunOptions,
-    folded: usize,
     verify_data: Option<&Path>,
 ) -> Result<crate::calibrate::CalibrationReport> {
     let samples = crate::data::load_for_model(float, &base_dir.join(&cal.data), cal.image.as_ref(), cal.samples)?;
@@ -135,9 +139,7 @@ fn calibrate(
         (Some(_), Some(d)) => Some(crate::data::load_for_model(float, &base_dir.join(d), cal.image.as_ref(), None)?),
         _ => None,
     };
-    let mut report = crate::calibrate::calibrate(float, model, cal, &samples, held_out.as_deref(), opts.progress)?;
-    report.folded_nodes = folded;
-    Ok(report)
+    crate::calibrate::calibrate(float, model, cal, &samples, held_out.as_deref(), opts.progress)
 }
 
 #[cfg(not(feature = "tract"))]
@@ -147,7 +149,6 @@ fn calibrate(
     _: &crate::recipe::Calibration,
     _: &Path,
     _: &RunOptions,
-    _: usize,
     _: Option<&Path>,
 ) -> Result<CalibrationReport> {
     Err(Error::Option {

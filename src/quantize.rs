@@ -105,6 +105,9 @@ pub struct Report {
     pub weight_bytes_before: u64,
     /// Their bytes after.
     pub weight_bytes_after: u64,
+    /// BatchNormalization / per-channel Mul and Add nodes folded into the convolution before them
+    /// (by `pipeline::run`, before quantizing).
+    pub folded_nodes: usize,
 }
 
 impl Report {
@@ -607,6 +610,13 @@ impl Report {
             );
         } else {
             let _ = writeln!(s, "opset {} (unchanged); IR version {}", self.opset_after, self.ir_version);
+        }
+        if self.folded_nodes > 0 {
+            let _ = writeln!(
+                s,
+                "folded {} BatchNormalization / per-channel Mul / Add node(s) into the convolutions before them",
+                self.folded_nodes
+            );
         }
         s
     }

@@ -213,3 +213,72 @@ fn verification_runs_blocked_and_native_int4_models_in_tract() {
         assert!(v.snr_db > 5.0 && v.snr_db.is_finite(), "native {native_int4}: {}", v.snr_db);
     }
 }
+
+fn with_target(dir: &std::path::Path, target: Option<f64>, verify: bool) -> quantize_rs::Result<Outcome> {
+    let float = dir.join("float.onnx");
+    let recipe = Recipe {
+        min_elements: 0,
+        calibration: Some(Calibration {
+            data: "calib.npy".into(),
+            method: CalibrationMethod::Minmax,
+            percentile: 99.99,
+            samples: None,
+            symmetric_activations: false,
+            op_types: None,
+            target_snr_db: target,
+            image: None,
+        }),
+        verify_data: verify.then(|| "held_out.npy".into()),
+        ..Recipe::default()
+    };
+    run(Model::load(&float).unwrap(), &recipe, dir)
+}
+
+#[test]
+fn accuracy_target_returns_the_worst_activations_to_float_until_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "float.onnx", &cnn());
+    // One calibration sample 40x louder than the rest: minmax ranges too wide for the held-out
+    // data, so quantized activations cost real accuracy and the target has room.
+    let mut calib = rand_f32(16 * 768, 100);
+    calib[..768].iter_mut().for_each(|x| *x *= 40.0);
+    write_npy(&dir.path().join("calib.npy"), &[16, 3, 16, 16], &calib);
+    samples(dir.path(), "held_out.npy", 4, 200);
+    let all = with_target(dir.path(), None, true).unwrap().verification.unwrap().snr_db;
+    let weight_only = {
+        let recipe = Recipe { min_elements: 0, verify_data: Some("held_out.npy".into()), ..Recipe::default() };
+        let m = Model::load(dir.path().join("float.onnx")).unwrap();
+        run(m, &recipe, dir.path()).unwrap().verification.unwrap().snr_db
+    };
+    assert!(weight_only > all + 6.0, "room for a target: weight-only {weight_only}, all quantized {all}");
+    let target = all + 3.0;
+    let outcome = with_target(dir.path(), Some(target), true).unwrap();
+    let cal = outcome.calibration.as_ref().unwrap();
+    let t = cal.target.as_ref().unwrap();
+    assert!((t.all_quantized_db - all).abs() < 1e-6, "{} vs {all}", t.all_quantized_db);
+    assert!(t.reached_db >= target, "{t:?}");
+    assert!(!t.returned_to_float.is_empty() && t.returned_to_float.len() < 4, "{t:?}");
+    assert_eq!(cal.activations.len() + t.returned_to_float.len(), 4);
+    assert_eq!(t.alone_db.len(), 4);
+    assert!(t.alone_db.windows(2).all(|w| w[0].1 <= w[1].1), "worst first: {:?}", t.alone_db);
+    assert_eq!(t.returned_to_float[0], t.alone_db[0].0);
+    // The model written is the one measured, and what went back to float has no QuantizeLinear.
+    let v = outcome.verification.as_ref().unwrap();
+    assert!((v.snr_db - t.reached_db).abs() < 1e-6, "{} vs {}", v.snr_db, t.reached_db);
+    for name in &t.returned_to_float {
+        assert!(
+            !outcome
+                .model
+                .graph()
+                .node
+                .iter()
+                .any(|n| n.op_type.as_deref() == Some("QuantizeLinear") && n.input[0] == *name),
+            "{name} is still quantized"
+        );
+    }
+    // A target the weights alone cannot reach, and a target without held-out data, are errors.
+    let err = with_target(dir.path(), Some(weight_only + 20.0), true).unwrap_err().to_string();
+    assert!(err.contains("target-snr-db") && err.contains("weights alone"), "{err}");
+    let err = with_target(dir.path(), Some(30.0), false).unwrap_err().to_string();
+    assert!(err.contains("target-snr-db") && err.contains("verify-data"), "{err}");
+}

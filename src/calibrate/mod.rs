@@ -65,8 +65,6 @@ pub struct CalibrationReport {
     pub skipped_nodes: Vec<(String, String)>,
     /// Seconds spent running samples.
     pub run_seconds: f64,
-    /// BatchNormalization / per-channel Mul and Add nodes folded into the convolution before them.
-    pub folded_nodes: usize,
     /// The accuracy-target search, when a target was set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetSearch>,
@@ -83,6 +81,9 @@ pub struct TargetSearch {
     pub all_quantized_db: f64,
     /// Activations returned to float, worst first.
     pub returned_to_float: Vec<String>,
+    /// Every calibrated activation, worst first, with the output SNR (dB) of the weight-quantized
+    /// model when that activation alone is quantized too (measured on the first held-out samples).
+    pub alone_db: Vec<(String, f64)>,
     /// Every trial: (activations returned to float, output SNR in dB).
     pub trials: Vec<(usize, f64)>,
 }
@@ -240,9 +241,10 @@ fn observe(float: &Model, tensors: &[String], samples: &[Vec<Tensor>], progress:
 /// Calibrates `quantized` (the weight-quantized form of `float`) on `samples` and rewrites its
 /// activations as `cal` says.
 ///
-/// With `cal.target_snr_db`, `verify` (held-out samples) is where the output SNR is measured: the
-/// activations with the lowest estimated SQNR are returned to float, as few as a bisection over
-/// their count finds enough, until the model reaches the target.
+/// With `cal.target_snr_db`, `verify` (held-out samples) is where the output SNR is measured: each
+/// activation's own contribution to the output error is measured (the weight-quantized model with
+/// only that activation quantized), and the worst are returned to float, as few as a bisection
+/// over their count finds enough, until the model reaches the target.
 pub fn calibrate(
     float: &Model,
     quantized: &mut Model,
@@ -307,7 +309,6 @@ pub fn calibrate(
         int32_biases,
         skipped_nodes: sel.skipped,
         run_seconds,
-        folded_nodes: 0,
         target,
     })
 }
@@ -326,6 +327,9 @@ fn output_snr(candidate: &Model, reference: &[Vec<Vec<f32>>], samples: &[Vec<Ten
     Ok(cmp.finish(samples.len()).snr_db)
 }
 
+/// Held-out samples each activation's own contribution is measured on.
+const PROBE_SAMPLES: usize = 2;
+
 /// The accuracy-target search: returns the activations to keep quantized and what it did.
 fn search_target(
     float: &Model,
@@ -342,9 +346,25 @@ fn search_target(
         .iter()
         .map(|s| runner.run(s)?.iter().map(crate::run::as_f32).collect::<Result<Vec<_>>>())
         .collect::<Result<_>>()?;
-    // Worst first: the lowest estimated SQNR.
+    // Each activation's own contribution to the output error: the weight-only model with that one
+    // activation quantized, against the weight-only model, on a few held-out samples.
+    let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
+    let wo_outputs: Vec<String> = weights_only.graph().output.iter().filter_map(|v| v.name.clone()).collect();
+    let mut wo = Runner::new(weights_only.to_bytes(), wo_outputs, &[], "the weight-quantized model");
+    let wo_reference: Vec<Vec<Vec<f32>>> = probe
+        .iter()
+        .map(|s| wo.run(s)?.iter().map(crate::run::as_f32).collect::<Result<Vec<_>>>())
+        .collect::<Result<_>>()?;
+    let mut alone = Vec::with_capacity(activations.len());
+    for a in activations {
+        let mut candidate = weights_only.clone();
+        let one = Selection { tensors: vec![a.tensor.clone()], nodes: sel.nodes.clone(), skipped: vec![] };
+        rewrite(&mut candidate, &one, std::slice::from_ref(a), qtype);
+        alone.push(output_snr(&candidate, &wo_reference, probe)?);
+    }
+    // Worst first: the lowest output SNR when quantized alone.
     let mut order: Vec<usize> = (0..activations.len()).collect();
-    order.sort_by(|&a, &b| activations[a].sqnr_db.total_cmp(&activations[b].sqnr_db).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]).then(a.cmp(&b)));
     let mut trials: Vec<(usize, f64)> = Vec::new();
     let mut measure = |k: usize| -> Result<f64> {
         if let Some(&(_, snr)) = trials.iter().find(|(n, _)| *n == k) {
@@ -394,6 +414,7 @@ fn search_target(
         reached_db: reached,
         all_quantized_db: all,
         returned_to_float: order[..k].iter().map(|&i| activations[i].tensor.clone()).collect(),
+        alone_db: order.iter().map(|&i| (activations[i].tensor.clone(), alone[i])).collect(),
         trials,
     };
     Ok((keep, search))

@@ -74,12 +74,6 @@ fn run_job(
                     c.run_seconds,
                     c.int32_biases
                 );
-                if c.folded_nodes > 0 {
-                    eprintln!(
-                        "  folded {} batch-norm/affine node(s) into the convolutions before them",
-                        c.folded_nodes
-                    );
-                }
                 for (node, why) in &c.skipped_nodes {
                     eprintln!("  left float: {node}: {why}");
                 }
