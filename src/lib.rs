@@ -43,6 +43,10 @@ pub mod run;
 #[cfg(feature = "tract")]
 pub mod validate;
 
+/// This engine's version and a fingerprint of its sources: a cache of quantized models keyed on
+/// it is invalidated by any change to the engine.
+pub const ENGINE_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("QUANTIZE_RS_ENGINE"));
+
 #[cfg(feature = "quantize")]
 pub use error::{Error, Result};
 #[cfg(feature = "quantize")]

@@ -1,8 +1,8 @@
 //! The content-addressed build cache, and running one declared model into it.
 //!
 //! An entry is named by the SHA-256 of everything that decides the result: the model's bytes
-//! (and its external-data files), the calibration and verification data, the recipe, and the
-//! tool version. It lives under the target directory (`<target>/quantize-cache/<hash>/`, holding
+//! (and its external-data files), the calibration and verification data, the recipe, the tool
+//! version and the engine's source fingerprint (`quantize_rs::ENGINE_ID`). It lives under the target directory (`<target>/quantize-cache/<hash>/`, holding
 //! `model.onnx` and `record.json`), so `cargo build`, `cargo build --release` and
 //! `cargo quantize` share it: switching profiles never quantizes twice.
 //!
@@ -196,6 +196,7 @@ pub fn prepare(model: &DeclaredModel, root: &Path) -> Result<PreparedJob> {
     let model_bytes = fs::read(&path).map_err(|e| bad_path(format!("cannot read {}: {e}", path.display())))?;
     let mut hasher = KeyHasher(Sha256::new());
     hasher.field("tool", TOOL_VERSION.as_bytes());
+    hasher.field("engine", quantize_rs::ENGINE_ID.as_bytes());
     hasher.field("format", &FORMAT.to_le_bytes());
     // Data paths are keyed by content, not by how they are spelled.
     let mut keyed = model.recipe.clone();
