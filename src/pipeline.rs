@@ -101,7 +101,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
             return Err(Error::Gate {
                 gate: "min-snr-db".into(),
                 message: format!(
-                    "output SNR on the verification data is {:.2} dB, below {min} dB; quantize fewer layers (--exclude, --layer-bits) or use 8 bits",
+                    "output SNR on the verification data is {:.2} dB, below {min} dB; quantize fewer layers (exclude, layer-bits) or use 8 bits",
                     v.snr_db
                 ),
             });

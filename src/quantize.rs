@@ -198,20 +198,20 @@ fn plan(analysis: &Analysis, recipe: &Recipe, ir_version: i64) -> (Vec<Planned>,
             continue;
         }
         if matches_any(&exclude, c) {
-            skip("matches --exclude".into());
+            skip("matches an exclude pattern".into());
             continue;
         }
         if !recipe.include.is_empty() && !matches_any(&include, c) {
-            skip("matches no --include pattern".into());
+            skip("matches no include pattern".into());
             continue;
         }
         if c.elements() < recipe.min_elements {
-            skip(format!("{} elements, below --min-elements {}", c.elements(), recipe.min_elements));
+            skip(format!("{} elements, below min-elements {}", c.elements(), recipe.min_elements));
             continue;
         }
         let bits = layer_bits(recipe, c).unwrap_or(recipe.bits);
         if bits == 32 {
-            skip("kept float by --layer-bits".into());
+            skip("kept float by layer-bits".into());
             continue;
         }
         let roles: BTreeSet<(usize, Option<usize>)> = weight_uses

@@ -313,7 +313,7 @@ fn selection_flags_pick_the_tensors() {
     assert_eq!(r.quantized.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["W1"]);
     let r = run(Recipe { min_elements: 1000, ..Recipe::default() });
     assert_eq!(r.quantized.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["W2"]);
-    assert!(r.skipped.iter().any(|s| s.name == "W1" && s.reason.contains("--min-elements 1000")));
+    assert!(r.skipped.iter().any(|s| s.name == "W1" && s.reason.contains("below min-elements 1000")));
     let layer_bits = [("W*".to_string(), 4u8), ("W2".to_string(), 32u8)].into_iter().collect();
     let r = run(Recipe { layer_bits, ..Recipe::default() });
     assert_eq!(r.quantized.len(), 1);

@@ -394,7 +394,7 @@ fn search_target(
             return Err(Error::Gate {
                 gate: "target-snr-db".into(),
                 message: format!(
-                    "even with every activation in float the weights alone give {none:.2} dB on the verification data, below the {target} dB target; quantize fewer weights (--exclude, --layer-bits) or lower the target"
+                    "even with every activation in float the weights alone give {none:.2} dB on the verification data, below the {target} dB target; quantize fewer weights (exclude, layer-bits) or lower the target"
                 ),
             });
         }
