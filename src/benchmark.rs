@@ -169,10 +169,9 @@ pub fn benchmark(original: &Path, quantized: &Path, opts: &BenchmarkOptions) -> 
         }
         None => (synthetic_inputs(&a, &opts.input_shapes)?, "synthetic".to_string()),
     };
-    let outputs = |m: &Model| m.graph().output.iter().filter_map(|v| v.name.clone()).collect::<Vec<_>>();
-    let mut ra = Runner::new(a.to_bytes(), outputs(&a), &[], &original.display().to_string());
+    let mut ra = Runner::for_model(&a, &[], &original.display().to_string());
     let (bytes, note) = tract_bytes(&b)?;
-    let mut rb = Runner::new(bytes, outputs(&b), &[], &quantized.display().to_string());
+    let mut rb = Runner::new(bytes, crate::run::output_names(&b), &[], &quantized.display().to_string());
     let la = time(&mut ra, &sample, opts)?;
     let lb = time(&mut rb, &sample, opts)?;
     let fa = figures(original, &a, la)?;

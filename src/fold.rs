@@ -127,22 +127,7 @@ pub fn fold_conv_affine(g: &mut GraphProto, names: &mut Names) -> usize {
 
 fn fold_one_round(g: &mut GraphProto, names: &mut Names) -> usize {
     let graph_outputs: HashSet<String> = g.output.iter().filter_map(|v| v.name.clone()).collect();
-    let mut readers: HashMap<String, Vec<usize>> = HashMap::new();
-    let mut inner = HashSet::new();
-    for (i, n) in g.node.iter().enumerate() {
-        for input in n.input.iter().filter(|s| !s.is_empty()) {
-            readers.entry(input.clone()).or_default().push(i);
-        }
-        for a in &n.attribute {
-            for sub in a.g.iter().chain(&a.graphs) {
-                crate::graph::walk_graphs(sub, &mut |_, sg| {
-                    for sn in &sg.node {
-                        inner.extend(sn.input.iter().cloned());
-                    }
-                });
-            }
-        }
-    }
+    let readers = crate::graph::readers(g);
     let mut plans: Vec<(usize, usize, Affine)> = Vec::new();
     {
         let consts = constant_tensors(g);
@@ -159,10 +144,13 @@ fn fold_one_round(g: &mut GraphProto, names: &mut Names) -> usize {
                 continue;
             }
             let y = &n.output[0];
-            if graph_outputs.contains(y) || inner.contains(y) {
+            if graph_outputs.contains(y) {
                 continue;
             }
             let Some(&[r]) = readers.get(y).map(Vec::as_slice) else { continue };
+            if r == crate::graph::SUBGRAPH_READER {
+                continue;
+            }
             if taken.contains(&r) {
                 continue;
             }

@@ -1,7 +1,7 @@
 //! Walking an ONNX model: graphs nested in node attributes (If/Loop/Scan bodies), typed
 //! attribute access, and fresh names that never collide with the model's own.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::error::{Error, Result};
 use crate::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType};
@@ -48,6 +48,30 @@ pub fn walk_graphs<'a>(root: &'a GraphProto, f: &mut dyn FnMut(&GraphPath, &'a G
         }
     }
     go(&mut Vec::new(), root, f)
+}
+
+/// A reader in [`readers`] that sits inside a subgraph: it cannot be rewired from the outer graph.
+pub const SUBGRAPH_READER: usize = usize::MAX;
+
+/// Who reads each tensor in `g`: the indices of `g`'s own nodes that take it as an input, and
+/// [`SUBGRAPH_READER`] once for each read from inside one of their subgraphs (at any depth).
+pub fn readers(g: &GraphProto) -> HashMap<String, Vec<usize>> {
+    let mut readers: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for input in n.input.iter().filter(|s| !s.is_empty()) {
+            readers.entry(input.clone()).or_default().push(i);
+        }
+        for a in &n.attribute {
+            for sub in a.g.iter().chain(&a.graphs) {
+                walk_graphs(sub, &mut |_, sg| {
+                    for input in sg.node.iter().flat_map(|sn| &sn.input).filter(|s| !s.is_empty()) {
+                        readers.entry(input.clone()).or_default().push(SUBGRAPH_READER);
+                    }
+                });
+            }
+        }
+    }
+    readers
 }
 
 /// Calls `f` on every graph mutably (parents before children).

@@ -167,14 +167,12 @@ pub fn verify(
     image: Option<&crate::recipe::ImagePreprocess>,
 ) -> Result<Verification> {
     let samples = crate::data::load_for_model(reference, data, image, None)?;
-    let outputs: Vec<String> = reference.graph().output.iter().filter_map(|v| v.name.clone()).collect();
-    let mut a = crate::run::Runner::new(reference.to_bytes(), outputs.clone(), &[], "the float model");
-    let mut b = crate::run::Runner::new(candidate.to_bytes(), outputs, &[], "the quantized model");
+    let mut a = crate::run::Runner::for_model(reference, &[], "the float model");
+    let mut b = crate::run::Runner::for_model(candidate, &[], "the quantized model");
     let mut m = Comparison::default();
     for s in &samples {
-        let (ra, rb) = (a.run(s)?, b.run(s)?);
-        for (x, y) in ra.iter().zip(rb.iter()) {
-            m.add(&crate::run::as_f32(x)?, &crate::run::as_f32(y)?);
+        for (x, y) in a.run_f32(s)?.iter().zip(b.run_f32(s)?) {
+            m.add(x, &y);
         }
     }
     Ok(m.finish(samples.len()))

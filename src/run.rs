@@ -45,6 +45,11 @@ impl Runner {
         Runner { bytes, outputs, plans: HashMap::new(), what: what.to_string() }
     }
 
+    /// [`Runner::new`] for `model` returning its own outputs plus `extra`.
+    pub fn for_model(model: &crate::model::Model, extra: &[String], what: &str) -> Runner {
+        Runner::new(model.to_bytes(), output_names(model), extra, what)
+    }
+
     /// Names of the tensors [`Runner::run`] returns, in order.
     pub fn outputs(&self) -> &[String] {
         &self.outputs
@@ -70,12 +75,22 @@ impl Runner {
         Ok(plan)
     }
 
+    /// [`Runner::run`] with every output flattened to f32.
+    pub fn run_f32(&mut self, inputs: &[Tensor]) -> Result<Vec<Vec<f32>>> {
+        self.run(inputs)?.iter().map(as_f32).collect()
+    }
+
     /// Runs one sample (inputs in the model's input order) and returns [`Runner::outputs`].
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<TVec<TValue>> {
         let plan = self.plan(inputs)?;
         let values: TVec<TValue> = inputs.iter().map(|t| t.clone().into_tvalue()).collect();
         plan.run(values).map_err(|e| tract_error(&self.what, e))
     }
+}
+
+/// Names of the main graph's outputs, in order.
+pub fn output_names(model: &crate::model::Model) -> Vec<String> {
+    model.graph().output.iter().filter_map(|v| v.name.clone()).collect()
 }
 
 /// `bytes` without the graph's intermediate `value_info`: they are only hints, and exporters write

@@ -720,10 +720,6 @@ pub fn synthetic_inputs(model: &Model, shapes: &BTreeMap<String, Vec<usize>>) ->
         .collect()
 }
 
-fn output_names(m: &Model) -> Vec<String> {
-    m.graph().output.iter().filter_map(|v| v.name.clone()).collect()
-}
-
 /// The bytes tract runs for `m`: 4-bit tensors widened and blocked constants folded when needed
 /// (what `EmbeddedModel::tract_runnable` does), with a note saying so.
 pub fn tract_bytes(m: &Model) -> Result<(Vec<u8>, Option<String>)> {
@@ -741,7 +737,7 @@ pub fn tract_bytes(m: &Model) -> Result<(Vec<u8>, Option<String>)> {
 }
 
 fn run_both(original: &Model, quantized: &Model, samples: &[Sample]) -> (Check, Vec<OutputComparison>) {
-    let names = output_names(quantized);
+    let names = crate::run::output_names(quantized);
     let (bytes, note) = match tract_bytes(quantized) {
         Ok(b) => b,
         Err(e) => {
@@ -749,7 +745,7 @@ fn run_both(original: &Model, quantized: &Model, samples: &[Sample]) -> (Check, 
         }
     };
     let mut q = Runner::new(bytes, names.clone(), &[], "the quantized model");
-    let mut f = Runner::new(original.to_bytes(), output_names(original), &[], "the original model");
+    let mut f = Runner::for_model(original, &[], "the original model");
     let mut problems = vec![];
     let mut per_output = vec![Comparison::default(); names.len()];
     let mut pooled = Comparison::default();

@@ -116,25 +116,7 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
         g.node.iter().filter(|n| constant_value(n).is_some()).flat_map(|n| n.output.iter().map(String::as_str)),
     );
     let outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
-    // Who reads each tensor: main-graph nodes by index, a read from inside a subgraph as usize::MAX
-    // (a reader that cannot be rewired).
-    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
-    let mut inner = HashSet::new();
-    for (i, n) in g.node.iter().enumerate() {
-        for input in n.input.iter().filter(|s| !s.is_empty()) {
-            readers.entry(input.as_str()).or_default().push(i);
-        }
-        for a in &n.attribute {
-            for sub in a.g.iter().chain(&a.graphs) {
-                subgraph_reads(sub, &mut inner);
-            }
-        }
-    }
-    for t in &inner {
-        if let Some(r) = readers.get_mut(t.as_str()) {
-            r.push(usize::MAX);
-        }
-    }
+    let readers = crate::graph::readers(g);
     let mut tensors: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut nodes = Vec::new();
@@ -173,9 +155,9 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
             // A Relu that alone reads the output is quantized past: its output's range starts at 0,
             // so the uint8 code spends no level on negatives, and ONNX Runtime drops the Relu and
             // fuses DequantizeLinear→Conv→QuantizeLinear into one integer kernel.
-            let past = match readers.get(out.as_str()).map(Vec::as_slice) {
-                Some([r]) => {
-                    let r = &g.node[*r];
+            let past = match readers.get(out).map(Vec::as_slice) {
+                Some(&[r]) if r != crate::graph::SUBGRAPH_READER => {
+                    let r = &g.node[r];
                     (r.op_type.as_deref() == Some("Relu") && node_domain(r).is_empty())
                         .then(|| r.output.first())
                         .flatten()
@@ -195,23 +177,11 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
     Selection { tensors, nodes, skipped }
 }
 
-/// Every tensor name read by a node of `g` or of its subgraphs.
-fn subgraph_reads(g: &GraphProto, out: &mut HashSet<String>) {
-    for n in &g.node {
-        out.extend(n.input.iter().filter(|s| !s.is_empty()).cloned());
-        for a in &n.attribute {
-            for sub in a.g.iter().chain(&a.graphs) {
-                subgraph_reads(sub, out);
-            }
-        }
-    }
-}
-
 /// Runs the float model on `samples` and returns one observer per tensor of `tensors`.
 fn observe(float: &Model, tensors: &[String], samples: &[Vec<Tensor>], progress: bool) -> Result<Vec<Observer>> {
-    let outputs: Vec<String> = float.graph().output.iter().filter_map(|v| v.name.clone()).collect();
     let what = float.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the float model".into());
-    let mut runner = Runner::new(float.to_bytes(), outputs.clone(), tensors, &what);
+    let mut runner = Runner::for_model(float, tensors, &what);
+    let own_outputs = runner.outputs().len() - tensors.len();
     let mut observers = vec![Observer::default(); tensors.len()];
     let bar = if progress {
         indicatif::ProgressBar::new(samples.len() as u64).with_style(
@@ -228,7 +198,7 @@ fn observe(float: &Model, tensors: &[String], samples: &[Vec<Tensor>], progress:
         // tensor's histogram updated in parallel: observing is most of calibration's time.
         let tensors: Vec<Tensor> = values
             .into_iter()
-            .skip(outputs.len())
+            .skip(own_outputs)
             .map(|v| {
                 let t = v.into_tensor();
                 if t.datum_type() == f32::datum_type() { Ok(t) } else { t.cast_to::<f32>().map(|c| c.into_owned()) }
@@ -330,13 +300,11 @@ pub fn calibrate(
 
 /// Output SNR (dB) of `candidate` against the float outputs `reference` on `samples`.
 fn output_snr(candidate: &Model, reference: &[Vec<Vec<f32>>], samples: &[Vec<Tensor>]) -> Result<f64> {
-    let outputs: Vec<String> = candidate.graph().output.iter().filter_map(|v| v.name.clone()).collect();
-    let mut runner = Runner::new(candidate.to_bytes(), outputs, &[], "the quantized model");
+    let mut runner = Runner::for_model(candidate, &[], "the quantized model");
     let mut cmp = crate::pipeline::Comparison::default();
     for (sample, want) in samples.iter().zip(reference) {
-        let got = runner.run(sample)?;
-        for (a, b) in want.iter().zip(got.iter()) {
-            cmp.add(a, &crate::run::as_f32(b)?);
+        for (a, b) in want.iter().zip(runner.run_f32(sample)?) {
+            cmp.add(a, &b);
         }
     }
     Ok(cmp.finish(samples.len()).snr_db)
@@ -355,21 +323,13 @@ fn search_target(
     held_out: &[Vec<Tensor>],
     target: f64,
 ) -> Result<(Vec<ActivationRange>, TargetSearch)> {
-    let outputs: Vec<String> = float.graph().output.iter().filter_map(|v| v.name.clone()).collect();
-    let mut runner = Runner::new(float.to_bytes(), outputs, &[], "the float model");
-    let reference: Vec<Vec<Vec<f32>>> = held_out
-        .iter()
-        .map(|s| runner.run(s)?.iter().map(crate::run::as_f32).collect::<Result<Vec<_>>>())
-        .collect::<Result<_>>()?;
+    let mut runner = Runner::for_model(float, &[], "the float model");
+    let reference: Vec<Vec<Vec<f32>>> = held_out.iter().map(|s| runner.run_f32(s)).collect::<Result<_>>()?;
     // Each activation's own contribution to the output error: the weight-only model with that one
     // activation quantized, against the weight-only model, on a few held-out samples.
     let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
-    let wo_outputs: Vec<String> = weights_only.graph().output.iter().filter_map(|v| v.name.clone()).collect();
-    let mut wo = Runner::new(weights_only.to_bytes(), wo_outputs, &[], "the weight-quantized model");
-    let wo_reference: Vec<Vec<Vec<f32>>> = probe
-        .iter()
-        .map(|s| wo.run(s)?.iter().map(crate::run::as_f32).collect::<Result<Vec<_>>>())
-        .collect::<Result<_>>()?;
+    let mut wo = Runner::for_model(weights_only, &[], "the weight-quantized model");
+    let wo_reference: Vec<Vec<Vec<f32>>> = probe.iter().map(|s| wo.run_f32(s)).collect::<Result<_>>()?;
     let mut alone = Vec::with_capacity(activations.len());
     for a in activations {
         let mut candidate = weights_only.clone();
