@@ -10,19 +10,26 @@ use quantize_rs::validate::{Status, ValidateOptions, Validation};
 
 use crate::{Failure, Format, print_json};
 
+/// The two models `validate` and `benchmark` compare, and what they are run on.
 #[derive(Debug, Args)]
-pub(crate) struct ValidateArgs {
+struct ModelPair {
     /// The float model the quantized one was made from.
     original: PathBuf,
     /// The quantized model.
     quantized: PathBuf,
-    /// Samples to run both models on (.npy, .npz, .safetensors); without, inputs are synthesized
-    /// from the declared input shapes (symbolic sizes as 1).
+    /// Samples to run both models on (.npy, .npz, .safetensors; benchmark times the first);
+    /// without, inputs are synthesized from the declared input shapes (symbolic sizes as 1).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Shape of a synthesized input instead of its declared one, e.g. x=1,3,48,192 (repeatable).
     #[arg(long, value_name = "NAME=DIMS", value_parser = input_shape)]
     input_shape: Vec<(String, Vec<usize>)>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    #[command(flatten)]
+    pair: ModelPair,
     /// Use at most N samples of --data.
     #[arg(long, value_name = "N")]
     samples: Option<usize>,
@@ -38,27 +45,27 @@ pub(crate) struct ValidateArgs {
 }
 
 pub(crate) fn validate(a: ValidateArgs) -> Result<(), Failure> {
-    if a.min_snr_db.is_some() && a.data.is_none() {
+    if a.min_snr_db.is_some() && a.pair.data.is_none() {
         return Err(Failure::usage("--min-snr-db needs --data: held-out samples to measure the outputs on"));
     }
     if a.samples == Some(0) {
         return Err(Failure::usage("--samples: must be at least 1"));
     }
     let opts = ValidateOptions {
-        data: a.data.clone(),
+        data: a.pair.data.clone(),
         image: None,
         samples: a.samples,
         detailed: a.detailed,
         min_snr_db: a.min_snr_db,
-        input_shapes: a.input_shape.iter().cloned().collect(),
+        input_shapes: a.pair.input_shape.iter().cloned().collect(),
     };
-    let v = quantize_rs::validate::validate_files(&a.original, &a.quantized, &opts)?;
+    let v = quantize_rs::validate::validate_files(&a.pair.original, &a.pair.quantized, &opts)?;
     match a.format {
         Format::Json => {
             let mut doc = serde_json::to_value(&v).expect("serializable");
             doc["ok"] = v.passed.into();
-            doc["original"] = serde_json::json!(a.original);
-            doc["quantized"] = serde_json::json!(a.quantized);
+            doc["original"] = serde_json::json!(a.pair.original);
+            doc["quantized"] = serde_json::json!(a.pair.quantized);
             print_json(&doc);
         }
         Format::Text => crate::out(&validation_text(&a, &v)),
@@ -84,7 +91,7 @@ fn db(x: f64) -> String {
 
 fn validation_text(a: &ValidateArgs, v: &Validation) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "validate {} against {}", a.quantized.display(), a.original.display());
+    let _ = writeln!(s, "validate {} against {}", a.pair.quantized.display(), a.pair.original.display());
     for c in &v.checks {
         let status = match c.status {
             Status::Passed => "passed",
@@ -144,17 +151,8 @@ fn validation_text(a: &ValidateArgs, v: &Validation) -> String {
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchmarkArgs {
-    /// The float model.
-    original: PathBuf,
-    /// The quantized model.
-    quantized: PathBuf,
-    /// Samples (.npy, .npz, .safetensors; the first is used); without, inputs are synthesized
-    /// from the declared input shapes.
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Shape of a synthesized input instead of its declared one, e.g. x=1,3,48,192 (repeatable).
-    #[arg(long, value_name = "NAME=DIMS", value_parser = input_shape)]
-    input_shape: Vec<(String, Vec<usize>)>,
+    #[command(flatten)]
+    pair: ModelPair,
     /// Timed runs per model.
     #[arg(long, default_value_t = 20, value_name = "N")]
     runs: usize,
@@ -171,12 +169,12 @@ pub(crate) fn benchmark(a: BenchmarkArgs) -> Result<(), Failure> {
         return Err(Failure::usage("--runs: must be at least 1"));
     }
     let opts = BenchmarkOptions {
-        data: a.data.clone(),
+        data: a.pair.data.clone(),
         runs: a.runs,
         warmup: a.warmup,
-        input_shapes: a.input_shape.iter().cloned().collect(),
+        input_shapes: a.pair.input_shape.iter().cloned().collect(),
     };
-    let b = quantize_rs::benchmark::benchmark(&a.original, &a.quantized, &opts)?;
+    let b = quantize_rs::benchmark::benchmark(&a.pair.original, &a.pair.quantized, &opts)?;
     match a.format {
         Format::Json => {
             let mut doc = serde_json::to_value(&b).expect("serializable");

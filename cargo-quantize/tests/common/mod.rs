@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use quantize_rs::proto::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-    dtype, tensor_shape_proto, type_proto,
-};
+use quantize_rs::proto::{ModelProto, dtype};
+
+// The workspace's model builders and .npy writer, shared with the root package's tests.
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+pub use support::{rand_f32, write_npy};
 
 /// What a run of the binary did.
 pub struct Run {
@@ -81,78 +83,20 @@ pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// Deterministic pseudo-random floats in [-1, 1).
-pub fn rand_f32(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(if d > 0 {
-                tensor_shape_proto::dimension::Value::DimValue(d)
-            } else {
-                tensor_shape_proto::dimension::Value::DimParam("batch".into())
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(dtype::FLOAT),
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// A two-layer MLP `x [batch, 32] -> MatMul -> Relu -> MatMul -> y [batch, 8]`, weights from `seed`.
 pub fn mlp(seed: u64) -> ModelProto {
-    let w = |name: &str, dims: [i64; 2], seed: u64| TensorProto {
-        name: Some(name.into()),
-        dims: dims.to_vec(),
-        data_type: Some(dtype::FLOAT),
-        raw_data: Some(
-            rand_f32((dims[0] * dims[1]) as usize, seed)
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into(),
-        ),
-        ..Default::default()
-    };
-    let node = |op: &str, inputs: &[&str], output: &str| NodeProto {
-        op_type: Some(op.into()),
-        name: Some(format!("{output}_node")),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.into()],
-        ..Default::default()
-    };
-    ModelProto {
-        ir_version: Some(8),
-        producer_name: Some("cargo-quantize tests".into()),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
-        graph: Some(GraphProto {
-            name: Some("mlp".into()),
-            node: vec![node("MatMul", &["x", "w1"], "h"), node("Relu", &["h"], "r"), node("MatMul", &["r", "w2"], "y")],
-            initializer: vec![w("w1", [32, 64], seed), w("w2", [64, 8], seed + 1)],
-            input: vec![value_info("x", &[-1, 32])],
-            output: vec![value_info("y", &[-1, 8])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    use support::{f32_tensor, graph, model, node, value_info};
+    let g = graph(
+        "mlp",
+        vec![node("MatMul", &["x", "w1"], &["h"]), node("Relu", &["h"], &["r"]), node("MatMul", &["r", "w2"], &["y"])],
+        vec![
+            f32_tensor("w1", &[32, 64], &rand_f32(32 * 64, seed)),
+            f32_tensor("w2", &[64, 8], &rand_f32(64 * 8, seed + 1)),
+        ],
+        vec![value_info("x", dtype::FLOAT, &[-1, 32])],
+        vec![value_info("y", dtype::FLOAT, &[-1, 8])],
+    );
+    model(g, 13)
 }
 
 pub fn write_model(path: &Path, m: &ModelProto) {
@@ -163,20 +107,4 @@ pub fn write_model(path: &Path, m: &ModelProto) {
 pub fn read_model(path: &Path) -> ModelProto {
     use prost::Message;
     ModelProto::decode(std::fs::read(path).expect("read model").as_slice()).expect("decode model")
-}
-
-/// Writes a float32 `.npy` file.
-pub fn write_npy(path: &Path, shape: &[usize], data: &[f32]) {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_txt}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend(data.iter().flat_map(|x| x.to_le_bytes()));
-    std::fs::write(path, bytes).expect("write npy");
 }
