@@ -10,6 +10,8 @@ use quantize_rs::proto::{ModelProto, dtype};
 // The workspace's model builders and .npy writer, shared with the root package's tests.
 #[path = "../../../tests/support/mod.rs"]
 mod support;
+// Each test crate uses its own part of this module.
+#[allow(unused_imports)]
 pub use support::{rand_f32, write_npy};
 
 /// What a run of the binary did.
