@@ -76,6 +76,23 @@ struct ModelResult {
 }
 
 impl ModelResult {
+    /// A result that has failed until the job says otherwise.
+    fn failed(package: &str, name: String, manifest_path: PathBuf, path: PathBuf) -> ModelResult {
+        ModelResult {
+            package: package.to_string(),
+            name,
+            manifest_path,
+            path,
+            status: Status::Failed,
+            key: None,
+            cached_model: None,
+            bytes_before: None,
+            bytes_after: None,
+            seconds: 0.0,
+            error: None,
+        }
+    }
+
     fn line(&self) -> String {
         let who = if self.name.is_empty() {
             format!("package {}", self.package)
@@ -153,17 +170,8 @@ pub(crate) fn build(a: BuildArgs) -> Result<(), Failure> {
                 }
             }
             Err(e) => results.push(ModelResult {
-                package: p.name.to_string(),
-                name: String::new(),
-                manifest_path: manifest,
-                path: PathBuf::new(),
-                status: Status::Failed,
-                key: None,
-                cached_model: None,
-                bytes_before: None,
-                bytes_after: None,
-                seconds: 0.0,
                 error: Some(e.to_string()),
+                ..ModelResult::failed(&p.name, String::new(), manifest, PathBuf::new())
             }),
         }
     }
@@ -217,19 +225,7 @@ pub(crate) fn build(a: BuildArgs) -> Result<(), Failure> {
 
 fn one(package: &str, root: &std::path::Path, model: &DeclaredModel, cache: &Cache, check: bool) -> ModelResult {
     let start = Instant::now();
-    let mut r = ModelResult {
-        package: package.to_string(),
-        name: model.name.clone(),
-        manifest_path: root.join("Cargo.toml"),
-        path: model.path.clone(),
-        status: Status::Failed,
-        key: None,
-        cached_model: None,
-        bytes_before: None,
-        bytes_after: None,
-        seconds: 0.0,
-        error: None,
-    };
+    let mut r = ModelResult::failed(package, model.name.clone(), root.join("Cargo.toml"), model.path.clone());
     let outcome = if check {
         cache::prepare(model, root).and_then(|job| {
             r.key = Some(job.key.clone());
