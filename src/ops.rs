@@ -24,6 +24,30 @@ pub fn default_op_types() -> Vec<String> {
     WEIGHT_OPS.iter().map(|(op, _)| op.to_string()).collect()
 }
 
+/// Ops whose activations static quantization quantizes by default: those ONNX Runtime runs as
+/// integer kernels (QLinearConv, QLinearMatMul, QGemm) between DequantizeLinear and QuantizeLinear.
+pub const DEFAULT_ACTIVATION_OPS: &[&str] = &["Conv", "MatMul", "Gemm"];
+
+/// Ops without weights that ONNX Runtime also runs as integer kernels (QLinearAdd, QLinearMul,
+/// QLinearSigmoid, QLinearConcat) when every input and the output are quantized. Calibration
+/// quantizes them only then: a node whose output is a graph output, or with a constant operand,
+/// stays float (it would get the rounding without the integer kernel).
+pub const ELEMENTWISE_ACTIVATION_OPS: &[&str] = &["Add", "Mul", "Sigmoid", "Concat"];
+
+/// Ops that only move or select values (ONNX Runtime runs them on uint8 directly when their input
+/// and outputs share one scale and zero point). Calibration gives their outputs the range of their
+/// data input, so the values pass through unchanged.
+pub const PASSTHROUGH_ACTIVATION_OPS: &[&str] = &["MaxPool", "Resize", "Split"];
+
+/// Every op type `calibration.op-types` accepts.
+pub fn activation_op_types() -> Vec<&'static str> {
+    let mut all = DEFAULT_ACTIVATION_OPS.to_vec();
+    all.push("ConvTranspose");
+    all.extend(ELEMENTWISE_ACTIVATION_OPS);
+    all.extend(PASSTHROUGH_ACTIVATION_OPS);
+    all
+}
+
 /// The weight role of input `input` of `node` for a weight of rank `rank`, or `None` when that
 /// input is not a weight (a bias, indices, a shape, a scale...) or its rank does not fit.
 pub fn weight_role(node: &NodeProto, input: usize, rank: usize) -> Result<Option<WeightRole>> {

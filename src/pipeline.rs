@@ -89,6 +89,16 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
         }
         _ => None,
     };
+    #[cfg(feature = "tract")]
+    if let Some(cal) = &calibration {
+        // Weights calibration requantized to 7 bits: the weight report says so.
+        for (name, sqnr) in &cal.reduced_range_weights {
+            if let Some(q) = report.quantized.iter_mut().find(|q| &q.name == name) {
+                q.spec.qtype = crate::quant::QType::Int7;
+                q.sqnr_db = *sqnr;
+            }
+        }
+    }
     let bytes_out = prost::Message::encoded_len(&model.proto) as u64;
     let verification = match (&recipe.verify_data, &original) {
         (Some(data), Some(float)) => Some(verify(float, &model, &base_dir.join(data), None)?),

@@ -12,6 +12,10 @@ use serde::Serialize;
 pub enum QType {
     /// Signed 8-bit, -128..=127.
     Int8,
+    /// Signed 7-bit values, -64..=63, stored as int8: the weights of ops that ONNX Runtime runs
+    /// as u8×s8 integer kernels, which on x86 without VNNI add pairs of products in saturating
+    /// 16-bit lanes (255 × 64 × 2 fits, 255 × 127 × 2 does not).
+    Int7,
     /// Unsigned 8-bit, 0..=255.
     Uint8,
     /// Signed 4-bit, -8..=7.
@@ -35,6 +39,7 @@ impl QType {
     pub fn range(self) -> (i32, i32) {
         match self {
             QType::Int8 => (-128, 127),
+            QType::Int7 => (-64, 63),
             QType::Uint8 => (0, 255),
             QType::Int4 => (-8, 7),
             QType::Uint4 => (0, 15),
@@ -43,18 +48,18 @@ impl QType {
     /// Bits per value.
     pub fn bits(self) -> u8 {
         match self {
-            QType::Int8 | QType::Uint8 => 8,
+            QType::Int8 | QType::Int7 | QType::Uint8 => 8,
             QType::Int4 | QType::Uint4 => 4,
         }
     }
     /// Whether the type is signed.
     pub fn signed(self) -> bool {
-        matches!(self, QType::Int8 | QType::Int4)
+        matches!(self, QType::Int8 | QType::Int7 | QType::Int4)
     }
     /// Zero point of the symmetric scheme: 0 for signed types, the middle for unsigned ones.
     pub fn symmetric_zero_point(self) -> i32 {
         match self {
-            QType::Int8 | QType::Int4 => 0,
+            QType::Int8 | QType::Int7 | QType::Int4 => 0,
             QType::Uint8 => 128,
             QType::Uint4 => 8,
         }
@@ -64,7 +69,7 @@ impl QType {
     pub fn onnx_dtype(self, native_int4: bool) -> i32 {
         use crate::proto::dtype;
         match (self, native_int4) {
-            (QType::Int8, _) | (QType::Int4, false) => dtype::INT8,
+            (QType::Int8 | QType::Int7, _) | (QType::Int4, false) => dtype::INT8,
             (QType::Uint8, _) | (QType::Uint4, false) => dtype::UINT8,
             (QType::Int4, true) => dtype::INT4,
             (QType::Uint4, true) => dtype::UINT4,
@@ -273,7 +278,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const ALL: [QType; 4] = [QType::Int8, QType::Uint8, QType::Int4, QType::Uint4];
+    const ALL: [QType; 5] = [QType::Int8, QType::Int7, QType::Uint8, QType::Int4, QType::Uint4];
 
     fn roundtrip_ok(data: &[f32], dims: &[usize], qtype: QType, gran: Granularity, sym: bool) -> Result<(), String> {
         let q = quantize(data, dims, qtype, gran, sym);
@@ -401,7 +406,7 @@ mod tests {
                 let rank = dims.len();
                 (Just(dims), prop::collection::vec(-1e3f32..1e3, n), gran_strategy(rank))
             }),
-            qi in 0usize..4,
+            qi in 0usize..ALL.len(),
             sym in any::<bool>(),
         ) {
             roundtrip_ok(&data, &dims, ALL[qi], gran, sym).map_err(TestCaseError::fail)?;

@@ -551,7 +551,8 @@ impl Report {
                 Granularity::Blocked { block, .. } => format!("blocked({block})"),
             };
             let sym = if q.spec.symmetric { "symmetric" } else { "asymmetric" };
-            *schemes.entry(format!("{} {g} {sym}", q.stored_as)).or_default() += 1;
+            let bits = if q.spec.qtype == QType::Int7 { " (7-bit values)" } else { "" };
+            *schemes.entry(format!("{}{bits} {g} {sym}", q.stored_as)).or_default() += 1;
         }
         for (scheme, n) in schemes {
             let _ = writeln!(s, "  as {scheme}: {n}");

@@ -127,6 +127,13 @@ pub struct Calibration {
     /// Symmetric activation ranges (int8, zero point 0) instead of asymmetric uint8.
     #[serde(default, alias = "symmetric_activations")]
     pub symmetric_activations: bool,
+    /// Keep the full int8 range (-127..127) for the weights of integer-kernel ops. By default
+    /// they get 7 bits (-63..63) so that ONNX Runtime's u8×s8 kernels on x86 without VNNI, which
+    /// add pairs of products in saturating 16-bit lanes, cannot overflow; set this when the model
+    /// only runs where that cannot happen (VNNI or ARM CPUs, tract) for one more bit of weight
+    /// precision.
+    #[serde(default, alias = "full_range_weights")]
+    pub full_range_weights: bool,
     /// Op types whose activations are quantized (default: the ops ONNX Runtime runs as integer kernels).
     #[serde(default, alias = "op_types")]
     pub op_types: Option<Vec<String>>,
@@ -199,6 +206,18 @@ impl Recipe {
         if let Some(c) = &self.calibration {
             if !(0.0 < c.percentile && c.percentile <= 100.0) {
                 return bad("calibration.percentile", format!("expected a value in (0, 100], got {}", c.percentile));
+            }
+            let known = crate::ops::activation_op_types();
+            for op in c.op_types.iter().flatten() {
+                if !known.contains(&op.as_str()) {
+                    return bad(
+                        "calibration.op-types",
+                        format!(
+                            "quantize-rs does not quantize the activations of '{op}'; expected some of {}",
+                            known.join(", ")
+                        ),
+                    );
+                }
             }
             if c.samples == Some(0) {
                 return bad("calibration.samples", "must be at least 1".into());

@@ -49,16 +49,7 @@ fn calibrated(dir: &std::path::Path, method: CalibrationMethod) -> (Outcome, std
     samples(dir, "held_out.npy", 4, 200);
     let recipe = Recipe {
         min_elements: 0,
-        calibration: Some(Calibration {
-            data: "calib.npy".into(),
-            method,
-            percentile: 99.9,
-            samples: None,
-            symmetric_activations: false,
-            op_types: None,
-            target_snr_db: None,
-            image: None,
-        }),
+        calibration: Some(Calibration { method, percentile: 99.9, ..calibration("calib.npy") }),
         verify_data: Some("held_out.npy".into()),
         ..Recipe::default()
     };
@@ -66,6 +57,21 @@ fn calibrated(dir: &std::path::Path, method: CalibrationMethod) -> (Outcome, std
     let out = dir.join(format!("{method:?}.onnx"));
     outcome.model.save(&out, &SaveOptions::default()).unwrap();
     (outcome, out)
+}
+
+/// Minmax calibration on `data` with every other setting at its default.
+fn calibration(data: &str) -> Calibration {
+    Calibration {
+        data: data.into(),
+        method: CalibrationMethod::Minmax,
+        percentile: 99.99,
+        samples: None,
+        symmetric_activations: false,
+        full_range_weights: false,
+        op_types: None,
+        target_snr_db: None,
+        image: None,
+    }
 }
 
 fn count(m: &Model, op: &str) -> usize {
@@ -175,16 +181,7 @@ fn paddle_style_unknown_dims_take_each_sample_size_from_a_folder() {
     }
     let recipe = Recipe {
         min_elements: 0,
-        calibration: Some(Calibration {
-            data: "calib".into(),
-            method: CalibrationMethod::Minmax,
-            percentile: 99.99,
-            samples: None,
-            symmetric_activations: false,
-            op_types: None,
-            target_snr_db: None,
-            image: None,
-        }),
+        calibration: Some(calibration("calib")),
         verify_data: Some("calib/2.npy".into()),
         ..Recipe::default()
     };
@@ -218,16 +215,7 @@ fn with_target(dir: &std::path::Path, target: Option<f64>, verify: bool) -> quan
     let float = dir.join("float.onnx");
     let recipe = Recipe {
         min_elements: 0,
-        calibration: Some(Calibration {
-            data: "calib.npy".into(),
-            method: CalibrationMethod::Minmax,
-            percentile: 99.99,
-            samples: None,
-            symmetric_activations: false,
-            op_types: None,
-            target_snr_db: target,
-            image: None,
-        }),
+        calibration: Some(Calibration { target_snr_db: target, ..calibration("calib.npy") }),
         verify_data: verify.then(|| "held_out.npy".into()),
         ..Recipe::default()
     };
@@ -281,4 +269,142 @@ fn accuracy_target_returns_the_worst_activations_to_float_until_it_holds() {
     assert!(err.contains("target-snr-db") && err.contains("weights alone"), "{err}");
     let err = with_target(dir.path(), Some(30.0), false).unwrap_err().to_string();
     assert!(err.contains("target-snr-db") && err.contains("verify-data"), "{err}");
+}
+
+/// [`cnn`] with its second convolution depthwise (group 8, one input channel per group).
+fn cnn_with_depthwise() -> ModelProto {
+    let mut m = cnn();
+    let g = m.graph.as_mut().unwrap();
+    let conv2 = g.node.iter_mut().find(|n| n.name.as_deref() == Some("conv2")).unwrap();
+    *conv2 = node("Conv", &["r1", "Wd", "B2"], &["c2"]).named("dw").ints("pads", &[1, 1, 1, 1]).int("group", 8);
+    g.initializer.retain(|t| t.name.as_deref() != Some("W2"));
+    g.initializer.push(f32_tensor("Wd", &[8, 1, 3, 3], &rand_f32(72, 3)));
+    m
+}
+
+/// The stored int8 values of weight `w` (the input of its DequantizeLinear).
+fn stored_weight(m: &Model, w: &str) -> Vec<i8> {
+    let g = m.graph();
+    let dq = g.node.iter().find(|n| n.op_type.as_deref() == Some("DequantizeLinear") && n.output[0] == w).unwrap();
+    let t = g.initializer.iter().find(|t| t.name.as_ref() == Some(&dq.input[0])).unwrap();
+    assert_eq!(t.data_type, Some(dtype::INT8), "{w}");
+    t.raw_data.as_ref().unwrap().iter().map(|&b| b as i8).collect()
+}
+
+#[test]
+fn integer_kernel_weights_get_7_bits_that_avx2_pairs_cannot_saturate() {
+    let dir = tempfile::tempdir().unwrap();
+    let float = write(dir.path(), "float.onnx", &cnn_with_depthwise());
+    samples(dir.path(), "calib.npy", 8, 100);
+    samples(dir.path(), "held_out.npy", 4, 200);
+    let run_with = |full_range_weights: bool| {
+        let recipe = Recipe {
+            min_elements: 0,
+            calibration: Some(Calibration { full_range_weights, ..calibration("calib.npy") }),
+            verify_data: Some("held_out.npy".into()),
+            ..Recipe::default()
+        };
+        run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap()
+    };
+    let amax = |v: &[i8]| v.iter().map(|&x| (x as i32).abs()).max().unwrap();
+    let safe = run_with(false);
+    let cal = safe.calibration.as_ref().unwrap();
+    let reduced: Vec<&str> = cal.reduced_range_weights.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(reduced, ["W1", "W3"], "the depthwise weight keeps 8 bits");
+    for w in ["W1", "W3"] {
+        let v = stored_weight(&safe.model, w);
+        // Symmetric 7-bit: every channel's largest weight lands on ±63, and a u8 × s8 pair sum
+        // (what AVX2's vpmaddubsw adds in a saturating int16 lane) stays representable.
+        assert_eq!(amax(&v), 63, "{w}");
+        assert!(2 * 255 * amax(&v) <= i16::MAX as i32);
+        let entry = safe.report.quantized.iter().find(|q| q.name == w).unwrap();
+        assert_eq!(entry.spec.qtype, quantize_rs::quant::QType::Int7);
+        assert!(entry.sqnr_db > 30.0 && entry.sqnr_db.is_finite(), "{w}: {}", entry.sqnr_db);
+    }
+    assert_eq!(amax(&stored_weight(&safe.model, "Wd")), 127);
+    // Biases follow the requantized weight scales: the model still runs close to the float one.
+    let out = dir.path().join("safe.onnx");
+    safe.model.save(&out, &SaveOptions::default()).unwrap();
+    let held_out = dir.path().join("held_out.npy");
+    let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
+    assert!(pooled_snr(&r) > 20.0, "{r}");
+
+    let full = run_with(true);
+    assert!(full.calibration.as_ref().unwrap().reduced_range_weights.is_empty());
+    for w in ["W1", "Wd", "W3"] {
+        assert_eq!(amax(&stored_weight(&full.model, w)), 127, "{w}");
+    }
+}
+
+/// X -> Conv -> SiLU (Sigmoid, Mul) -> MaxPool -> Add(+constant) -> Conv -> Y, plus a shape
+/// computation (Shape, Shape -> Concat) feeding a Reshape of the result.
+fn silu_cnn() -> ModelProto {
+    let g = graph(
+        "silu",
+        vec![
+            node("Conv", &["X", "W1", "B1"], &["c1"]).named("conv1").ints("pads", &[1, 1, 1, 1]),
+            node("Sigmoid", &["c1"], &["s1"]).named("sig"),
+            node("Mul", &["c1", "s1"], &["m1"]).named("silu"),
+            node("MaxPool", &["m1"], &["p1"]).named("pool").ints("kernel_shape", &[2, 2]).ints("strides", &[2, 2]),
+            node("Add", &["p1", "K"], &["a1"]).named("add_const"),
+            node("Conv", &["a1", "W2", "B2"], &["c2"]).named("conv2").ints("pads", &[1, 1, 1, 1]),
+            node("Shape", &["c2"], &["shp"]).named("shape"),
+            node("Shape", &["K"], &["one"]).named("shape_one"),
+            node("Concat", &["shp", "one"], &["shp2"]).named("shape_concat").int("axis", 0),
+            node("Reshape", &["c2", "shp2"], &["Y"]).named("reshape"),
+        ],
+        vec![
+            f32_tensor("W1", &[8, 3, 3, 3], &rand_f32(216, 1).iter().map(|x| x * 0.5).collect::<Vec<_>>()),
+            f32_tensor("B1", &[8], &rand_f32(8, 2).iter().map(|x| x * 0.1).collect::<Vec<_>>()),
+            f32_tensor("W2", &[8, 8, 3, 3], &rand_f32(576, 3).iter().map(|x| x * 0.3).collect::<Vec<_>>()),
+            f32_tensor("B2", &[8], &rand_f32(8, 4).iter().map(|x| x * 0.1).collect::<Vec<_>>()),
+            f32_tensor("K", &[1], &[0.25]),
+        ],
+        vec![value_info("X", dtype::FLOAT, &[-1, 3, 16, 16])],
+        vec![value_info("Y", dtype::FLOAT, &[-1, 8, 8, 8, 1])],
+    );
+    model(g, 13)
+}
+
+#[test]
+fn elementwise_and_pass_through_ops_between_integer_kernels_are_quantized_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let float = write(dir.path(), "float.onnx", &silu_cnn());
+    samples(dir.path(), "calib.npy", 8, 100);
+    samples(dir.path(), "held_out.npy", 4, 200);
+    let recipe = |op_types: Option<Vec<String>>| Recipe {
+        min_elements: 0,
+        calibration: Some(Calibration { op_types, ..calibration("calib.npy") }),
+        verify_data: Some("held_out.npy".into()),
+        ..Recipe::default()
+    };
+    let outcome = run(Model::load(&float).unwrap(), &recipe(None), dir.path()).unwrap();
+    let cal = outcome.calibration.as_ref().unwrap();
+    // conv1, sig, silu, pool, conv2: the SiLU and the pool sit between quantized convs. The Add
+    // of a constant and the shape Concat stay float.
+    assert_eq!(cal.quantized_nodes, 5, "{:?}", cal.activations.iter().map(|a| &a.tensor).collect::<Vec<_>>());
+    let names: Vec<&str> = cal.activations.iter().map(|a| a.tensor.as_str()).collect();
+    assert_eq!(names, ["X", "c1", "s1", "m1", "p1", "a1", "c2"]);
+    // The pool's output shares its input's scale and zero point: ORT runs it on uint8 as is.
+    let (m1, p1) = (&cal.activations[3], &cal.activations[4]);
+    assert_eq!((m1.scale, m1.zero_point), (p1.scale, p1.zero_point));
+    assert!(p1.max <= m1.max);
+    assert!(cal.skipped_nodes.is_empty(), "{:?}", cal.skipped_nodes);
+    let out = dir.path().join("auto.onnx");
+    outcome.model.save(&out, &SaveOptions::default()).unwrap();
+    let held_out = dir.path().join("held_out.npy");
+    let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
+    assert!(pooled_snr(&r) > 20.0, "{r}");
+
+    // Named explicitly, an elementwise op is quantized wherever it can be, and what cannot is
+    // reported: a constant operand, integer (shape) arithmetic.
+    let ops = ["Conv", "Add", "Concat"].map(String::from).to_vec();
+    let outcome = run(Model::load(&float).unwrap(), &recipe(Some(ops)), dir.path()).unwrap();
+    let skipped = &outcome.calibration.as_ref().unwrap().skipped_nodes;
+    let why = |n: &str| skipped.iter().find(|(k, _)| k.contains(n)).map(|(_, w)| w.as_str());
+    assert_eq!(why("add_const"), Some("it has a constant operand"));
+    assert_eq!(why("shape_concat"), Some("it computes on integers (shapes or indices)"));
+    // An op type calibration cannot quantize is a recipe error naming the key.
+    let bad = run(Model::load(&float).unwrap(), &recipe(Some(vec!["Softmax".into()])), dir.path()).unwrap_err();
+    assert!(bad.to_string().contains("calibration.op-types"), "{bad}");
 }

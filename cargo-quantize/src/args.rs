@@ -38,6 +38,14 @@ pub(crate) struct CalibrateArgs {
     /// Symmetric int8 activations instead of asymmetric uint8.
     #[arg(long)]
     pub(crate) symmetric_activations: bool,
+    /// Full int8 range for the weights of integer-kernel ops (default 7 bits, which ONNX Runtime's
+    /// x86 kernels without VNNI cannot saturate); for models that run only on VNNI/ARM or tract.
+    #[arg(long)]
+    pub(crate) full_range_weights: bool,
+    /// Op types whose activations are quantized (default: those of --op-types that have integer
+    /// kernels, i.e. Conv,MatMul,Gemm; Add,Mul,Sigmoid,Concat run as integer kernels too).
+    #[arg(long, value_delimiter = ',', value_name = "A,B")]
+    pub(crate) activation_op_types: Vec<String>,
     /// Held-out samples to measure the result on (same formats as --data).
     #[arg(long)]
     pub(crate) verify_data: Option<PathBuf>,
@@ -101,7 +109,15 @@ impl CalibrateArgs {
                 })
             }
         };
-        let op_types = (!self.recipe.op_types.is_empty()).then(|| self.recipe.op_types.clone());
+        let op_types = if !self.activation_op_types.is_empty() {
+            Some(self.activation_op_types.clone())
+        } else if !self.recipe.op_types.is_empty() {
+            // Only the weight op types that have activation kernels (Gather has none).
+            let known = quantize_rs::ops::activation_op_types();
+            Some(self.recipe.op_types.iter().filter(|o| known.contains(&o.as_str())).cloned().collect())
+        } else {
+            None
+        };
         r.calibration = Some(Calibration {
             data: self.data.clone(),
             method: match self.method {
@@ -113,6 +129,7 @@ impl CalibrateArgs {
             percentile: self.percentile,
             samples: self.samples,
             symmetric_activations: self.symmetric_activations,
+            full_range_weights: self.full_range_weights,
             op_types,
             target_snr_db: self.target_snr_db,
             image,

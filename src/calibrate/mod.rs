@@ -22,9 +22,7 @@ use crate::recipe::{Calibration, CalibrationMethod};
 use crate::run::Runner;
 use observer::Observer;
 
-/// Ops whose activations are quantized by default: those ONNX Runtime runs as integer kernels
-/// when they sit between DequantizeLinear and QuantizeLinear.
-pub const DEFAULT_ACTIVATION_OPS: &[&str] = &["Conv", "MatMul", "Gemm"];
+pub use crate::ops::{DEFAULT_ACTIVATION_OPS, ELEMENTWISE_ACTIVATION_OPS, PASSTHROUGH_ACTIVATION_OPS};
 
 /// The range chosen for one activation tensor.
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +60,9 @@ pub struct CalibrationReport {
     pub quantized_nodes: usize,
     /// Biases rewritten as int32.
     pub int32_biases: usize,
+    /// Weights of integer-kernel ops requantized to 7 bits (int8 storage) with their SQNR (dB),
+    /// unless `full-range-weights`: see [`crate::quant::QType::Int7`].
+    pub reduced_range_weights: Vec<(String, f64)>,
     /// Nodes of the chosen op types left float, with the reason.
     pub skipped_nodes: Vec<(String, String)>,
     /// Seconds spent running samples.
@@ -94,7 +95,33 @@ struct Selection {
     tensors: Vec<String>,
     /// Indices (main graph) of the nodes whose activations are quantized.
     nodes: Vec<usize>,
+    /// The activation tensors of each node of `nodes`.
+    uses: Vec<Vec<String>>,
+    /// (output, input) of pass-through ops: the output takes the input's range.
+    tied: Vec<(String, String)>,
     skipped: Vec<(String, String)>,
+}
+
+impl Selection {
+    /// Leaves float the nodes that touch a tensor of `drop` (with `why`), and every tensor only
+    /// they used. `keep_tensor` says, in `tensors`' order, which tensors remain.
+    fn without(self, drop: &HashSet<&str>, g: &GraphProto, why: &str) -> (Selection, Vec<bool>) {
+        let mut sel = Selection { tensors: vec![], nodes: vec![], uses: vec![], tied: vec![], skipped: self.skipped };
+        for (i, uses) in self.nodes.into_iter().zip(self.uses) {
+            if uses.iter().any(|t| drop.contains(t.as_str())) {
+                sel.skipped.push((node_label(&g.node[i]), why.to_string()));
+            } else {
+                sel.nodes.push(i);
+                sel.uses.push(uses);
+            }
+        }
+        let used: HashSet<&str> = sel.uses.iter().flatten().map(String::as_str).collect();
+        let keep: Vec<bool> = self.tensors.iter().map(|t| used.contains(t.as_str())).collect();
+        sel.tied =
+            self.tied.into_iter().filter(|(o, i)| used.contains(o.as_str()) && used.contains(i.as_str())).collect();
+        sel.tensors = self.tensors.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(t, _)| t).collect();
+        (sel, keep)
+    }
 }
 
 fn dequantized_weights(g: &GraphProto) -> HashMap<&str, &NodeProto> {
@@ -109,7 +136,13 @@ fn dequantized_weights(g: &GraphProto) -> HashMap<&str, &NodeProto> {
         .collect()
 }
 
-fn select(g: &GraphProto, op_types: &[String]) -> Selection {
+/// The nodes of `op_types` whose activations are quantized, and those tensors. With `chain`
+/// (the tensors the weight ops quantize), elementwise and pass-through ops are taken only where
+/// every data input is already quantized: they then run as integer kernels without adding a
+/// conversion, and a chain of them (Conv → Sigmoid → Mul → Concat → Conv) stays in uint8.
+fn select(g: &GraphProto, op_types: &[String], chain: Option<HashSet<String>>) -> Selection {
+    let chained = chain.is_some();
+    let mut quantized = chain.unwrap_or_default();
     let weights = dequantized_weights(g);
     let mut constants: HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
     constants.extend(
@@ -120,6 +153,8 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
     let mut tensors: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut nodes = Vec::new();
+    let mut uses = Vec::new();
+    let mut tied = Vec::new();
     let mut skipped = Vec::new();
     for (i, n) in g.node.iter().enumerate() {
         let op = n.op_type.as_deref().unwrap_or("");
@@ -135,6 +170,65 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
             && !n.input.get(w).is_some_and(|w| weights.contains_key(w.as_str()))
         {
             skipped.push((node_label(n), "its weight is not quantized".to_string()));
+            continue;
+        }
+        if PASSTHROUGH_ACTIVATION_OPS.contains(&op) {
+            // The data input only: the others are sizes, scales or split lengths.
+            let data = n.input.first().map(String::as_str).unwrap_or("");
+            let why = if n.output.iter().any(|o| outputs.contains(o.as_str())) {
+                Some("its output is a graph output")
+            } else if data.is_empty() || constants.contains(data) || weights.contains_key(data) {
+                Some("its input is a constant")
+            } else {
+                None
+            };
+            if chained && (why.is_some() || !quantized.contains(data)) {
+                continue;
+            }
+            if let Some(why) = why {
+                skipped.push((node_label(n), why.to_string()));
+                continue;
+            }
+            let outs: Vec<&str> = n.output.iter().map(String::as_str).filter(|o| !o.is_empty()).collect();
+            for a in std::iter::once(data).chain(outs.iter().copied()) {
+                if seen.insert(a.to_string()) {
+                    tensors.push(a.to_string());
+                }
+            }
+            tied.extend(outs.iter().map(|o| (o.to_string(), data.to_string())));
+            quantized.extend(outs.iter().map(|o| o.to_string()));
+            nodes.push(i);
+            uses.push(std::iter::once(data).chain(outs).map(String::from).collect());
+            continue;
+        }
+        if ELEMENTWISE_ACTIVATION_OPS.contains(&op) {
+            let output = n.output.first().map(String::as_str).unwrap_or("");
+            let why = if outputs.contains(output) {
+                Some("its output is a graph output")
+            } else if n
+                .input
+                .iter()
+                .any(|i| i.is_empty() || constants.contains(i.as_str()) || weights.contains_key(i.as_str()))
+            {
+                Some("it has a constant operand")
+            } else {
+                None
+            };
+            if chained && (why.is_some() || !n.input.iter().all(|i| quantized.contains(i))) {
+                continue;
+            }
+            if let Some(why) = why {
+                skipped.push((node_label(n), why.to_string()));
+                continue;
+            }
+            quantized.insert(output.to_string());
+            for a in n.input.iter().map(String::as_str).chain([output]) {
+                if seen.insert(a.to_string()) {
+                    tensors.push(a.to_string());
+                }
+            }
+            nodes.push(i);
+            uses.push(n.input.iter().cloned().chain([output.to_string()]).collect());
             continue;
         }
         let mut acts: Vec<&str> = Vec::new();
@@ -167,22 +261,30 @@ fn select(g: &GraphProto, op_types: &[String]) -> Selection {
             };
             acts.push(past.unwrap_or(out));
         }
-        for a in acts {
+        for a in &acts {
             if seen.insert(a.to_string()) {
                 tensors.push(a.to_string());
             }
         }
         nodes.push(i);
+        uses.push(acts.iter().map(|a| a.to_string()).collect());
     }
-    Selection { tensors, nodes, skipped }
+    Selection { tensors, nodes, uses, tied, skipped }
 }
 
 /// Runs the float model on `samples` and returns one observer per tensor of `tensors`.
-fn observe(float: &Model, tensors: &[String], samples: &[Vec<Tensor>], progress: bool) -> Result<Vec<Observer>> {
+/// Also says, per tensor, whether it holds floats (shape and index arithmetic does not).
+fn observe(
+    float: &Model,
+    tensors: &[String],
+    samples: &[Vec<Tensor>],
+    progress: bool,
+) -> Result<(Vec<Observer>, Vec<bool>)> {
     let what = float.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the float model".into());
     let mut runner = Runner::for_model(float, tensors, &what);
     let own_outputs = runner.outputs().len() - tensors.len();
     let mut observers = vec![Observer::default(); tensors.len()];
+    let mut is_float = vec![true; tensors.len()];
     let bar = if progress {
         indicatif::ProgressBar::new(samples.len() as u64).with_style(
             indicatif::ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} samples {elapsed}")
@@ -199,8 +301,10 @@ fn observe(float: &Model, tensors: &[String], samples: &[Vec<Tensor>], progress:
         let tensors: Vec<Tensor> = values
             .into_iter()
             .skip(own_outputs)
-            .map(|v| {
+            .zip(is_float.iter_mut())
+            .map(|(v, f)| {
                 let t = v.into_tensor();
+                *f &= t.datum_type().is_float();
                 if t.datum_type() == f32::datum_type() { Ok(t) } else { t.cast_to::<f32>().map(|c| c.into_owned()) }
             })
             .collect::<std::result::Result<_, _>>()
@@ -220,7 +324,7 @@ fn observe(float: &Model, tensors: &[String], samples: &[Vec<Tensor>], progress:
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(observers)
+    Ok((observers, is_float))
 }
 
 /// Calibrates `quantized` (the weight-quantized form of `float`) on `samples` and rewrites its
@@ -238,9 +342,19 @@ pub fn calibrate(
     verify: Option<&[Vec<Tensor>]>,
     progress: bool,
 ) -> Result<CalibrationReport> {
-    let op_types: Vec<String> =
-        cal.op_types.clone().unwrap_or_else(|| DEFAULT_ACTIVATION_OPS.iter().map(|s| s.to_string()).collect());
-    let sel = select(quantized.graph(), &op_types);
+    let to_strings = |ops: &[&str]| ops.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let (op_types, sel) = match &cal.op_types {
+        Some(ops) => (ops.clone(), select(quantized.graph(), ops, None)),
+        None => {
+            // The weight ops, then the elementwise and pass-through ops between them.
+            let core = select(quantized.graph(), &to_strings(DEFAULT_ACTIVATION_OPS), None);
+            let mut all = to_strings(DEFAULT_ACTIVATION_OPS);
+            all.extend(to_strings(ELEMENTWISE_ACTIVATION_OPS));
+            all.extend(to_strings(PASSTHROUGH_ACTIVATION_OPS));
+            let chain = core.tensors.iter().cloned().collect();
+            (all.clone(), select(quantized.graph(), &all, Some(chain)))
+        }
+    };
     if sel.tensors.is_empty() {
         return Err(Error::Option {
             key: "calibration.op-types".into(),
@@ -251,8 +365,16 @@ pub fn calibrate(
         });
     }
     let start = Instant::now();
-    let observers = observe(float, &sel.tensors, samples, progress)?;
+    let (observers, is_float) = observe(float, &sel.tensors, samples, progress)?;
     let run_seconds = start.elapsed().as_secs_f64();
+    // Elementwise ops also compute shapes and indices: only float tensors are quantized.
+    let integers: Vec<String> =
+        sel.tensors.iter().zip(&is_float).filter(|(_, f)| !**f).map(|(t, _)| t.clone()).collect();
+    let integers: HashSet<&str> = integers.iter().map(String::as_str).collect();
+    let (sel, keep) = sel.without(&integers, quantized.graph(), "it computes on integers (shapes or indices)");
+    let observers: Vec<Observer> = observers.into_iter().zip(keep).filter(|(_, k)| *k).map(|(o, _)| o).collect();
+    let reduced_range_weights =
+        if cal.full_range_weights { Vec::new() } else { reduce_weight_ranges(float, quantized, &sel)? };
     let qtype = if cal.symmetric_activations { QType::Int8 } else { QType::Uint8 };
     let mut activations = Vec::new();
     for (t, o) in sel.tensors.iter().zip(&observers) {
@@ -269,6 +391,16 @@ pub fn calibrate(
             zero_point,
             sqnr_db,
         });
+    }
+    // Pass-through outputs take their input's range (graph order, so chains follow): the same
+    // scale and zero point on both sides lets ONNX Runtime run the op on uint8 as it stands.
+    let index: HashMap<String, usize> = sel.tensors.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
+    for (out, inp) in &sel.tied {
+        let (o, i) = (index[out], index[inp]);
+        let src = activations[i].clone();
+        let a = &mut activations[o];
+        (a.lo, a.hi, a.scale, a.zero_point) = (src.lo, src.hi, src.scale, src.zero_point);
+        a.sqnr_db = observers[o].sqnr_db(a.lo, a.hi, a.scale);
     }
     let (sel, activations, target) = match (cal.target_snr_db, verify) {
         (Some(target), Some(held_out)) => {
@@ -292,10 +424,85 @@ pub fn calibrate(
         activations,
         quantized_nodes: sel.nodes.len(),
         int32_biases,
+        reduced_range_weights,
         skipped_nodes: sel.skipped,
         run_seconds,
         target,
     })
+}
+
+/// Requantizes, from the float model's values, the int8 weights of the selected nodes that ONNX
+/// Runtime runs as u8×s8 GEMM kernels (Conv except depthwise, MatMul, Gemm) to 7 bits, keeping
+/// their layout. On x86 without VNNI those kernels add pairs of u8×s8 products in saturating
+/// 16-bit lanes: with 8-bit weights a pair reaches 2 × 255 × 127 and overflows, which cost up to
+/// 13 dB of output SNR on real models (BENCHMARKS.md); with 7 bits it cannot. Depthwise
+/// convolutions use a kernel that accumulates in 32 bits and keep 8 bits. Returns each weight
+/// requantized with its SQNR.
+fn reduce_weight_ranges(float: &Model, quantized: &mut Model, sel: &Selection) -> Result<Vec<(String, f64)>> {
+    use crate::quant::{Granularity, quantize, sqnr_db};
+    let fg = float.graph();
+    let float_tensor = |name: &str| -> Option<&TensorProto> {
+        fg.initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .or_else(|| fg.node.iter().find(|n| n.output.first().is_some_and(|o| o == name)).and_then(constant_value))
+    };
+    let g = quantized.graph_mut();
+    let weights: HashMap<String, NodeProto> =
+        dequantized_weights(g).into_iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mut names: Vec<String> = Vec::new();
+    for &i in &sel.nodes {
+        let n = &g.node[i];
+        if !matches!(n.op_type.as_deref(), Some("Conv" | "Gemm" | "MatMul")) {
+            continue;
+        }
+        {
+            let Some(w) = n.input.get(1).filter(|w| weights.contains_key(w.as_str())) else { continue };
+            let dims = float_tensor(w).map(|t| t.dims.clone()).unwrap_or_default();
+            let depthwise = n.op_type.as_deref() == Some("Conv")
+                && n.attr("group").and_then(|a| a.i).is_some_and(|grp| grp > 1 && dims.first() == Some(&grp))
+                && dims.get(1) == Some(&1);
+            if !depthwise && !names.contains(w) {
+                names.push(w.clone());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for w in names {
+        let dq = &weights[&w];
+        if dq.attr("block_size").is_some() {
+            continue;
+        }
+        let Some(ft) = float_tensor(&w) else { continue };
+        let values = crate::quantize::float_values(ft)?;
+        let dims: Vec<usize> = ft.dims.iter().map(|&d| d as usize).collect();
+        let find =
+            |name: Option<&String>| name.and_then(|n| g.initializer.iter().position(|t| t.name.as_ref() == Some(n)));
+        let (Some(qi), Some(si)) = (find(dq.input.first()), find(dq.input.get(1))) else { continue };
+        if g.initializer[qi].data_type != Some(dtype::INT8) {
+            continue;
+        }
+        let zi = find(dq.input.get(2));
+        let gran = if g.initializer[si].dims.is_empty() {
+            Granularity::PerTensor
+        } else {
+            let axis = dq.attr("axis").and_then(|a| a.i).unwrap_or(1);
+            Granularity::PerAxis { axis: if axis < 0 { axis + dims.len() as i64 } else { axis } as usize }
+        };
+        // The weight pass writes a zero point only for asymmetric weights.
+        let symmetric = zi.is_none();
+        let q = quantize(&values, &dims, QType::Int7, gran, symmetric);
+        let sqnr = sqnr_db(&values, &dims, &q, QType::Int7, gran);
+        g.initializer[qi].raw_data = Some(q.values.into());
+        g.initializer[si].raw_data = Some(q.scales.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into());
+        g.initializer[si].float_data.clear();
+        if let Some(zi) = zi {
+            g.initializer[zi].raw_data = Some(q.zero_points.iter().map(|&z| z as i8 as u8).collect::<Vec<u8>>().into());
+            g.initializer[zi].int32_data.clear();
+        }
+        out.push((w, sqnr));
+    }
+    Ok(out)
 }
 
 /// Output SNR (dB) of `candidate` against the float outputs `reference` on `samples`.
@@ -333,7 +540,13 @@ fn search_target(
     let mut alone = Vec::with_capacity(activations.len());
     for a in activations {
         let mut candidate = weights_only.clone();
-        let one = Selection { tensors: vec![a.tensor.clone()], nodes: sel.nodes.clone(), skipped: vec![] };
+        let one = Selection {
+            tensors: vec![a.tensor.clone()],
+            nodes: sel.nodes.clone(),
+            uses: vec![],
+            tied: vec![],
+            skipped: vec![],
+        };
         rewrite(&mut candidate, &one, std::slice::from_ref(a), qtype);
         alone.push(output_snr(&candidate, &wo_reference, probe)?);
     }
@@ -352,6 +565,8 @@ fn search_target(
         let trial = Selection {
             tensors: keep.iter().map(|a| a.tensor.clone()).collect(),
             nodes: sel.nodes.clone(),
+            uses: vec![],
+            tied: vec![],
             skipped: vec![],
         };
         rewrite(&mut candidate, &trial, &keep, qtype);
