@@ -134,7 +134,10 @@ pub struct Calibration {
     /// precision.
     #[serde(default, alias = "full_range_weights")]
     pub full_range_weights: bool,
-    /// Op types whose activations are quantized (default: the ops ONNX Runtime runs as integer kernels).
+    /// Op types whose activations are quantized, wherever they can be. Default: Conv, MatMul and
+    /// Gemm, plus the elementwise and pass-through ops ONNX Runtime runs as integer kernels
+    /// (Add, Mul, Sigmoid, Concat, MaxPool, Resize, Split) where all their data inputs already are
+    /// quantized, so no conversion is added (see `quantize_rs::ops`).
     #[serde(default, alias = "op_types")]
     pub op_types: Option<Vec<String>>,
     /// Return the tensors that hurt most to float until the output SNR on `verify-data` reaches this.

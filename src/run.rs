@@ -20,6 +20,8 @@ pub struct Runner {
     /// Names of the outputs a run returns: the model's own, then the requested extra tensors.
     outputs: Vec<String>,
     plans: HashMap<Vec<Vec<usize>>, Plan>,
+    /// The model as read, with its outputs selected: parsed once, typed once per input shape.
+    parsed: Option<InferenceModel>,
     what: String,
 }
 
@@ -42,7 +44,7 @@ impl Runner {
         };
         let mut outputs = model_outputs;
         outputs.extend(extra.iter().cloned());
-        Runner { bytes, outputs, plans: HashMap::new(), what: what.to_string() }
+        Runner { bytes, outputs, plans: HashMap::new(), parsed: None, what: what.to_string() }
     }
 
     /// [`Runner::new`] for `model` returning its own outputs plus `extra`.
@@ -62,14 +64,18 @@ impl Runner {
         }
         let what = self.what.clone();
         let err = |e: TractError| tract_error(&what, e);
-        let mut model = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .model_for_read(&mut self.bytes.as_slice())
-            .map_err(err)?;
+        if self.parsed.is_none() {
+            let mut model = tract_onnx::onnx()
+                .with_ignore_output_shapes(true)
+                .model_for_read(&mut self.bytes.as_slice())
+                .map_err(err)?;
+            model.select_outputs_by_name(self.outputs.iter()).map_err(err)?;
+            self.parsed = Some(model);
+        }
+        let mut model = self.parsed.clone().expect("parsed above");
         for (i, t) in inputs.iter().enumerate() {
             model.set_input_fact(i, InferenceFact::dt_shape(t.datum_type(), t.shape())).map_err(err)?;
         }
-        model.select_outputs_by_name(self.outputs.iter()).map_err(err)?;
         let plan = model.into_optimized().map_err(err)?.into_runnable().map_err(err)?;
         self.plans.insert(key, plan.clone());
         Ok(plan)

@@ -272,6 +272,10 @@ fn select(g: &GraphProto, op_types: &[String], chain: Option<HashSet<String>>) -
     Selection { tensors, nodes, uses, tied, skipped }
 }
 
+/// Largest activation bytes per sample for which running the next sample overlaps observing the
+/// last one (two samples alive instead of one; the memory bound wins on large inputs).
+const PIPELINE_BYTES: usize = 128 << 20;
+
 /// Runs the float model on `samples` and returns one observer per tensor of `tensors`.
 /// Also says, per tensor, whether it holds floats (shape and index arithmetic does not).
 fn observe(
@@ -294,21 +298,28 @@ fn observe(
         indicatif::ProgressBar::hidden()
     };
     let tract_err = |e: tract_onnx::prelude::TractError| Error::Tract { what: what.clone(), detail: format!("{e:?}") };
-    for sample in samples {
+    // One sample's requested values as owned f32 tensors (moved out of tract's values, converted
+    // only when not f32), with whether each held floats.
+    let run = |runner: &mut Runner, sample: &Vec<Tensor>| -> Result<(Vec<Tensor>, Vec<bool>)> {
         let values = runner.run(sample)?;
-        // Owned f32 tensors (moved out of tract's values, converted only when not f32), then every
-        // tensor's histogram updated in parallel: observing is most of calibration's time.
-        let tensors: Vec<Tensor> = values
+        let mut floats = Vec::with_capacity(values.len());
+        let tensors = values
             .into_iter()
             .skip(own_outputs)
-            .zip(is_float.iter_mut())
-            .map(|(v, f)| {
+            .map(|v| {
                 let t = v.into_tensor();
-                *f &= t.datum_type().is_float();
+                floats.push(t.datum_type().is_float());
                 if t.datum_type() == f32::datum_type() { Ok(t) } else { t.cast_to::<f32>().map(|c| c.into_owned()) }
             })
-            .collect::<std::result::Result<_, _>>()
+            .collect::<std::result::Result<Vec<Tensor>, _>>()
             .map_err(tract_err)?;
+        Ok((tensors, floats))
+    };
+    // Every tensor's histogram updated in parallel.
+    let mut take = |(tensors, floats): (Vec<Tensor>, Vec<bool>)| -> Result<()> {
+        for (f, g) in is_float.iter_mut().zip(floats) {
+            *f &= g;
+        }
         observers
             .par_iter_mut()
             .zip(tensors.par_iter())
@@ -322,6 +333,32 @@ fn observe(
             })
             .map_err(tract_err)?;
         bar.inc(1);
+        Ok(())
+    };
+    let Some((first, rest)) = samples.split_first() else { return Ok((observers, is_float)) };
+    let values = run(&mut runner, first)?;
+    let bytes: usize = values.0.iter().map(|t| t.len() * 4).sum();
+    take(values)?;
+    if bytes > PIPELINE_BYTES {
+        for sample in rest {
+            take(run(&mut runner, sample)?)?;
+        }
+    } else {
+        // tract runs the next sample on one thread while the others observe the last one (each
+        // takes about half the time); the rendezvous channel keeps at most two samples alive.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(Vec<Tensor>, Vec<bool>)>>(0);
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for sample in rest {
+                    let values = run(&mut runner, sample);
+                    let failed = values.is_err();
+                    if tx.send(values).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            rx.into_iter().try_for_each(|values| take(values?))
+        })?;
     }
     bar.finish_and_clear();
     Ok((observers, is_float))

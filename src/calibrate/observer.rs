@@ -28,27 +28,62 @@ impl Observer {
     /// Adds values (non-finite values are ignored; the data loader already rejects them in
     /// inputs, and an activation that overflows says nothing about a useful range).
     pub fn observe(&mut self, xs: &[f32]) {
-        let mut amax = 0.0f32;
-        for &x in xs.iter().filter(|x| x.is_finite()) {
-            self.min = self.min.min(x);
-            self.max = self.max.max(x);
-            amax = amax.max(x.abs());
+        // One vectorizable pass for the extremes; f32::min/max skip NaN, so the finite check
+        // below only has to look further when an extreme is infinite or a NaN hides.
+        let (mut lo, mut hi, mut nan) = (f32::INFINITY, f32::NEG_INFINITY, 0usize);
+        for &x in xs {
+            lo = lo.min(x);
+            hi = hi.max(x);
+            nan += x.is_nan() as usize;
         }
+        if nan == 0 && lo.is_finite() && hi.is_finite() {
+            return self.observe_finite(xs, lo, hi, xs.len());
+        }
+        // Non-finite values are counted but not binned: they say nothing about a useful range
+        // (the data loader already rejects them in inputs).
+        let finite: Vec<f32> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+        let lo = finite.iter().copied().fold(f32::INFINITY, f32::min);
+        let hi = finite.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        self.observe_finite(&finite, lo, hi, xs.len());
+    }
+
+    /// [`Observer::observe`] for finite values spanning `[lo, hi]`; `counted` is how many values
+    /// the sample held.
+    fn observe_finite(&mut self, xs: &[f32], lo: f32, hi: f32, counted: usize) {
+        if !xs.is_empty() {
+            self.min = self.min.min(lo);
+            self.max = self.max.max(hi);
+        }
+        let amax = if xs.is_empty() { 0.0 } else { lo.abs().max(hi.abs()) };
         if amax > self.range {
             self.grow(amax);
         }
+        self.count += counted as u64;
         if self.range == 0.0 {
-            self.count += xs.len() as u64;
             self.hist[HALF] += xs.len() as u64;
             return;
         }
         let per_unit = HALF as f32 / self.range;
         let last = 2 * HALF - 1;
-        for &x in xs.iter().filter(|x| x.is_finite()) {
-            let b = ((x + self.range) * per_unit) as usize;
-            self.hist[b.min(last)] += 1;
+        // Four interleaved partial histograms: activations pile into a few bins (zeros after a
+        // Relu), and one histogram would make every increment wait for the previous one.
+        let mut part = vec![0u32; 4 * 2 * HALF];
+        let (head, tail) = xs.split_at(xs.len() - xs.len() % 4);
+        for q in head.chunks_exact(4) {
+            for (k, &x) in q.iter().enumerate() {
+                let b = (((x + self.range) * per_unit) as usize).min(last);
+                part[k * 2 * HALF + b] += 1;
+            }
         }
-        self.count += xs.len() as u64;
+        for &x in tail {
+            let b = (((x + self.range) * per_unit) as usize).min(last);
+            part[b] += 1;
+        }
+        for k in 0..4 {
+            for (h, &p) in self.hist.iter_mut().zip(&part[k * 2 * HALF..(k + 1) * 2 * HALF]) {
+                *h += p as u64;
+            }
+        }
     }
 
     /// Widens the histogram to cover `amax` by doubling its range, merging bin pairs exactly.
@@ -338,6 +373,31 @@ mod tests {
             assert_eq!(lo, 0.0, "{m:?}");
             assert!(hi > 1.5, "{m:?}: {hi}");
         }
+    }
+
+    #[test]
+    fn non_finite_values_are_counted_but_never_binned() {
+        let mut o = Observer::default();
+        o.observe(&[1.0, f32::NAN, f32::INFINITY, -2.0, f32::NEG_INFINITY]);
+        assert_eq!((o.min(), o.max(), o.count), (-2.0, 1.0, 5));
+        assert_eq!(o.hist.iter().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn the_histogram_matches_one_binned_value_by_value() {
+        // Odd lengths exercise the tail after the four interleaved partial histograms.
+        let mut o = Observer::default();
+        let mut naive = vec![0u64; 2 * HALF];
+        let xs = gaussian(10_007, 5);
+        o.observe(&xs);
+        let range = o.range;
+        o.observe(&xs[..3]);
+        assert_eq!(o.range, range, "the second call needs no wider range");
+        for &x in xs.iter().chain(&xs[..3]) {
+            let b = (((x + o.range) * (HALF as f32 / o.range)) as usize).min(2 * HALF - 1);
+            naive[b] += 1;
+        }
+        assert_eq!(o.hist, naive);
     }
 
     #[test]
