@@ -46,15 +46,17 @@ METHODS = ["minmax", "percentile", "entropy", "mse"]
 PEER_METHODS = {"minmax", "percentile", "entropy"}
 
 # Regression floors (dB) for quantize-rs rows, per model and method: 1 dB below the values
-# measured on 2026-11-27 (BENCHMARKS.md), so that a regression fails CI. They are not targets:
+# measured on 2026-11-27 (BENCHMARKS.md) with ORT's optimizations on and off (the integer kernels
+# and Q/DQ run as float ops agree to 0.3 dB since weights of u8xs8 kernels get 7 bits, so the
+# floors hold on CPUs with and without VNNI), so that a regression fails CI. They are not targets:
 # the PP-OCR models lose most of their output SNR to uint8 activations with any range method
 # (ONNX Runtime's own quantizer loses more, see BENCHMARKS.md); raising them needs a better
 # method, not a looser check.
 SNR_FLOOR_DB: Dict[str, Dict[str, float]] = {
-    "det": {"minmax": 3.7, "percentile": 3.6, "entropy": 5.2, "mse": 3.9},
-    "rec": {"minmax": 8.2, "percentile": 8.4, "entropy": 5.3, "mse": 9.2},
-    "cls": {"minmax": 4.9, "percentile": 7.2, "entropy": 5.6, "mse": 9.1},
-    "yolo": {"minmax": 20.4, "percentile": 26.2, "entropy": 24.6, "mse": 26.8},
+    "det": {"minmax": 3.6, "percentile": 3.2, "entropy": 3.7, "mse": 3.7},
+    "rec": {"minmax": 7.9, "percentile": 7.9, "entropy": 5.0, "mse": 9.3},
+    "cls": {"minmax": 15.0, "percentile": 14.2, "entropy": 7.7, "mse": 14.2},
+    "yolo": {"minmax": 20.8, "percentile": 33.0, "entropy": 24.4, "mse": 32.5},
 }
 
 
