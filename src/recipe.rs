@@ -106,6 +106,9 @@ fn default_channels() -> String {
 fn default_scale() -> f32 {
     1.0 / 255.0
 }
+fn default_true() -> bool {
+    true
+}
 fn default_percentile() -> f64 {
     99.99
 }
@@ -134,6 +137,10 @@ pub struct Calibration {
     /// precision.
     #[serde(default, alias = "full_range_weights")]
     pub full_range_weights: bool,
+    /// With MinMax ranges, correct each Conv/Gemm bias for the mean shift its quantized weight
+    /// causes, using the per-channel input means measured during calibration (default on).
+    #[serde(default = "default_true", alias = "bias_correction")]
+    pub bias_correction: bool,
     /// Op types whose activations are quantized, wherever they can be. Default: Conv, MatMul and
     /// Gemm, plus the elementwise and pass-through ops ONNX Runtime runs as integer kernels
     /// (Add, Mul, Sigmoid, Concat, MaxPool, Resize, Split) where all their data inputs already are

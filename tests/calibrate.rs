@@ -68,6 +68,7 @@ fn calibration(data: &str) -> Calibration {
         samples: None,
         symmetric_activations: false,
         full_range_weights: false,
+        bias_correction: true,
         op_types: None,
         target_snr_db: None,
         image: None,
@@ -329,6 +330,12 @@ fn integer_kernel_weights_get_7_bits_that_avx2_pairs_cannot_saturate() {
     let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
     assert!(pooled_snr(&r) > 20.0, "{r}");
 
+    // 4-bit weights (widened to int8 bytes) cannot saturate and keep what the recipe asked for.
+    let recipe = Recipe { bits: 4, min_elements: 0, calibration: Some(calibration("calib.npy")), ..Recipe::default() };
+    let four = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap();
+    assert!(four.calibration.as_ref().unwrap().reduced_range_weights.is_empty());
+    assert_eq!(amax(&stored_weight(&four.model, "W1")), 7);
+
     let full = run_with(true);
     assert!(full.calibration.as_ref().unwrap().reduced_range_weights.is_empty());
     for w in ["W1", "Wd", "W3"] {
@@ -407,4 +414,48 @@ fn elementwise_and_pass_through_ops_between_integer_kernels_are_quantized_by_def
     // An op type calibration cannot quantize is a recipe error naming the key.
     let bad = run(Model::load(&float).unwrap(), &recipe(Some(vec!["Softmax".into()])), dir.path()).unwrap_err();
     assert!(bad.to_string().contains("calibration.op-types"), "{bad}");
+}
+
+#[test]
+fn bias_correction_removes_the_mean_shift_of_quantized_weights() {
+    // Inputs far from zero (mean 3 per feature): a weight's rounding error times that mean shifts
+    // every output by the same amount, which the corrected bias absorbs.
+    let dir = tempfile::tempdir().unwrap();
+    let g = graph(
+        "fc",
+        vec![node("Gemm", &["X", "W", "B"], &["Y"]).named("fc").int("transB", 1)],
+        vec![f32_tensor("W", &[8, 64], &rand_f32(512, 7)), f32_tensor("B", &[8], &rand_f32(8, 8))],
+        vec![value_info("X", dtype::FLOAT, &[-1, 64])],
+        vec![value_info("Y", dtype::FLOAT, &[-1, 8])],
+    );
+    let float = write(dir.path(), "float.onnx", &model(g, 13));
+    let offset = |seed| rand_f32(32 * 64, seed).iter().map(|x| 3.0 + 0.3 * x).collect::<Vec<_>>();
+    write_npy(&dir.path().join("calib.npy"), &[32, 64], &offset(1));
+    write_npy(&dir.path().join("held_out.npy"), &[32, 64], &offset(2));
+    let mean_error = |bias_correction: bool| {
+        let recipe = Recipe {
+            min_elements: 0,
+            calibration: Some(Calibration { bias_correction, ..calibration("calib.npy") }),
+            ..Recipe::default()
+        };
+        let outcome = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap();
+        let corrected = outcome.calibration.as_ref().unwrap().bias_corrected;
+        let f = Model::load(&float).unwrap();
+        let samples = quantize_rs::data::load_for_model(&f, &dir.path().join("held_out.npy"), None, None).unwrap();
+        let mut a = quantize_rs::run::Runner::for_model(&f, &[], "float");
+        let mut b = quantize_rs::run::Runner::for_model(&outcome.model, &[], "quantized");
+        let mut shift = [0.0f64; 8];
+        for s in &samples {
+            let (ya, yb) = (a.run_f32(s).unwrap(), b.run_f32(s).unwrap());
+            for (k, (p, q)) in ya[0].iter().zip(&yb[0]).enumerate() {
+                shift[k % 8] += (*q - *p) as f64 / samples.len() as f64;
+            }
+        }
+        (corrected, shift.iter().map(|d| d.abs()).sum::<f64>() / 8.0)
+    };
+    let (n_on, with) = mean_error(true);
+    let (n_off, without) = mean_error(false);
+    assert_eq!((n_on, n_off), (1, 0));
+    assert!(without > 0.02, "the uncorrected model has a real shift: {without}");
+    assert!(with < 0.3 * without, "mean output shift {with} with correction vs {without} without");
 }

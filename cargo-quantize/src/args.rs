@@ -42,8 +42,12 @@ pub(crate) struct CalibrateArgs {
     /// x86 kernels without VNNI cannot saturate); for models that run only on VNNI/ARM or tract.
     #[arg(long)]
     pub(crate) full_range_weights: bool,
-    /// Op types whose activations are quantized (default: those of --op-types that have integer
-    /// kernels, i.e. Conv,MatMul,Gemm; Add,Mul,Sigmoid,Concat run as integer kernels too).
+    /// Leave biases as they are (by default MinMax calibration corrects them for the mean shift
+    /// the quantized weights cause).
+    #[arg(long)]
+    pub(crate) no_bias_correction: bool,
+    /// Op types whose activations are quantized wherever they can be (default: Conv,MatMul,Gemm,
+    /// plus Add,Mul,Sigmoid,Concat,MaxPool,Resize,Split where their inputs already are).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
     pub(crate) activation_op_types: Vec<String>,
     /// Held-out samples to measure the result on (same formats as --data).
@@ -109,15 +113,9 @@ impl CalibrateArgs {
                 })
             }
         };
-        let op_types = if !self.activation_op_types.is_empty() {
-            Some(self.activation_op_types.clone())
-        } else if !self.recipe.op_types.is_empty() {
-            // Only the weight op types that have activation kernels (Gather has none).
-            let known = quantize_rs::ops::activation_op_types();
-            Some(self.recipe.op_types.iter().filter(|o| known.contains(&o.as_str())).cloned().collect())
-        } else {
-            None
-        };
+        // Without --activation-op-types the default chain applies; it already leaves float the
+        // nodes whose weights --op-types left float.
+        let op_types = (!self.activation_op_types.is_empty()).then(|| self.activation_op_types.clone());
         r.calibration = Some(Calibration {
             data: self.data.clone(),
             method: match self.method {
@@ -130,6 +128,7 @@ impl CalibrateArgs {
             samples: self.samples,
             symmetric_activations: self.symmetric_activations,
             full_range_weights: self.full_range_weights,
+            bias_correction: !self.no_bias_correction,
             op_types,
             target_snr_db: self.target_snr_db,
             image,

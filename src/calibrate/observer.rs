@@ -207,6 +207,49 @@ impl Observer {
     }
 }
 
+/// Streaming per-channel means along one axis of a tensor (what bias correction needs).
+#[derive(Debug, Clone)]
+pub struct ChannelMeans {
+    axis: usize,
+    sums: Vec<f64>,
+    count: u64,
+    /// Set when a sample disagreed on the channel count or held a non-finite value.
+    unusable: bool,
+}
+
+impl ChannelMeans {
+    /// Means along `axis`.
+    pub fn new(axis: usize) -> ChannelMeans {
+        ChannelMeans { axis, sums: Vec::new(), count: 0, unusable: false }
+    }
+
+    /// Adds one sample of shape `shape` (row-major values `xs`).
+    pub fn add(&mut self, xs: &[f32], shape: &[usize]) {
+        let Some(&c) = shape.get(self.axis) else {
+            self.unusable = true;
+            return;
+        };
+        let inner: usize = shape[self.axis + 1..].iter().product();
+        if c == 0 || inner == 0 || (!self.sums.is_empty() && self.sums.len() != c) {
+            self.unusable = true;
+            return;
+        }
+        if self.sums.is_empty() {
+            self.sums = vec![0.0; c];
+        }
+        for (i, block) in xs.chunks_exact(inner).enumerate() {
+            self.sums[i % c] += block.iter().map(|&x| x as f64).sum::<f64>();
+        }
+        self.count += (xs.len() / c) as u64;
+    }
+
+    /// The mean of every channel, if every sample was usable.
+    pub fn means(&self) -> Option<Vec<f64>> {
+        let means: Vec<f64> = self.sums.iter().map(|s| s / self.count as f64).collect();
+        (!self.unusable && self.count > 0 && means.iter().all(|m| m.is_finite())).then_some(means)
+    }
+}
+
 fn sym(mn: f32, mx: f32) -> (f32, f32) {
     let a = mn.abs().max(mx.abs());
     (-a, a)
@@ -398,6 +441,21 @@ mod tests {
             naive[b] += 1;
         }
         assert_eq!(o.hist, naive);
+    }
+
+    #[test]
+    fn channel_means_follow_the_axis_across_samples() {
+        // Shape [2, 3, 2]: channel c holds c + 10 * batch + position.
+        let mut m = ChannelMeans::new(1);
+        let xs: Vec<f32> = (0..12).map(|i| ((i / 2) % 3) as f32 + 10.0 * (i / 6) as f32 + (i % 2) as f32).collect();
+        m.add(&xs, &[2, 3, 2]);
+        m.add(&[0.5; 6], &[1, 3, 2]);
+        // Channel 0: (0 + 1 + 10 + 11 + 0.5 * 2) / 6 = 23 / 6.
+        let means = m.means().unwrap();
+        assert!((means[0] - 23.0 / 6.0).abs() < 1e-12, "{means:?}");
+        assert!((means[2] - (2.0 + 3.0 + 12.0 + 13.0 + 1.0) / 6.0).abs() < 1e-12);
+        m.add(&[1.0; 4], &[1, 4, 1]);
+        assert!(m.means().is_none(), "a different channel count makes the means unusable");
     }
 
     #[test]

@@ -74,6 +74,12 @@ fn run_job(
                     c.run_seconds,
                     c.int32_biases
                 );
+                if c.bias_corrected > 0 {
+                    eprintln!(
+                        "  {} bias(es) corrected for the mean shift of their quantized weights",
+                        c.bias_corrected
+                    );
+                }
                 if !c.reduced_range_weights.is_empty() {
                     eprintln!(
                         "  {} integer-kernel weight(s) kept to 7 bits so x86 kernels without VNNI cannot saturate (--full-range-weights to keep 8)",
