@@ -452,22 +452,18 @@ pub fn calibrate(
         0
     };
     let qtype = if cal.symmetric_activations { QType::Int8 } else { QType::Uint8 };
-    let mut activations = Vec::new();
-    for (t, o) in sel.tensors.iter().zip(&observers) {
-        let (lo, hi) = o.range(cal.method, cal.percentile, cal.symmetric_activations);
-        let (scale, zero_point) = params_for_range(lo, hi, qtype, cal.symmetric_activations);
-        let sqnr_db = o.sqnr_db(lo, hi, scale);
-        activations.push(ActivationRange {
-            tensor: t.clone(),
-            min: o.min(),
-            max: o.max(),
-            lo,
-            hi,
-            scale,
-            zero_point,
-            sqnr_db,
-        });
-    }
+    // The threshold searches (entropy, mse) are independent per tensor: run them in parallel.
+    let mut activations: Vec<ActivationRange> = sel
+        .tensors
+        .par_iter()
+        .zip(observers.par_iter())
+        .map(|(t, o)| {
+            let (lo, hi) = o.range(cal.method, cal.percentile, cal.symmetric_activations);
+            let (scale, zero_point) = params_for_range(lo, hi, qtype, cal.symmetric_activations);
+            let sqnr_db = o.sqnr_db(lo, hi, scale);
+            ActivationRange { tensor: t.clone(), min: o.min(), max: o.max(), lo, hi, scale, zero_point, sqnr_db }
+        })
+        .collect();
     // Pass-through outputs take their input's range (graph order, so chains follow): the same
     // scale and zero point on both sides lets ONNX Runtime run the op on uint8 as it stands.
     let index: HashMap<String, usize> = sel.tensors.iter().enumerate().map(|(i, t)| (t.clone(), i)).collect();
