@@ -265,6 +265,16 @@ fn accuracy_target_returns_the_worst_activations_to_float_until_it_holds() {
             "{name} is still quantized"
         );
     }
+    // A weight op whose input went back to float runs as a float op, which cannot saturate: its
+    // weight has its 8 bits back; the ones still fused keep 7.
+    let weight_ops: Vec<&quantize_rs::proto::NodeProto> =
+        outcome.model.graph().node.iter().filter(|n| matches!(n.op_type.as_deref(), Some("Conv" | "Gemm"))).collect();
+    assert!(weight_ops.iter().any(|n| !n.input[0].ends_with("_dequantized")), "one runs float here");
+    for n in weight_ops {
+        let fused = n.input[0].ends_with("_dequantized");
+        let entry = outcome.report.quantized.iter().find(|q| q.name == n.input[1]).unwrap();
+        assert_eq!(entry.spec.qtype == quantize_rs::quant::QType::Int7, fused, "{}: {:?}", n.input[1], entry.spec);
+    }
     // A target the weights alone cannot reach, and a target without held-out data, are errors.
     let err = with_target(dir.path(), Some(weight_only + 20.0), true).unwrap_err().to_string();
     assert!(err.contains("target-snr-db") && err.contains("weights alone"), "{err}");

@@ -442,7 +442,9 @@ pub fn calibrate(
     let integers: HashSet<&str> = integers.iter().map(String::as_str).collect();
     let (sel, keep) = sel.without(&integers, quantized.graph(), "it computes on integers (shapes or indices)");
     let observers: Vec<Observer> = observers.into_iter().zip(keep).filter(|(_, k)| *k).map(|(o, _)| o).collect();
-    let reduced_range_weights =
+    // The accuracy-target search may return nodes to float: it needs the weights as they were.
+    let saved = cal.target_snr_db.is_some().then(|| quantized.clone());
+    let mut reduced_range_weights =
         if cal.full_range_weights { Vec::new() } else { reduce_weight_ranges(float, quantized, &sel)? };
     // Bias correction assumes each layer's input keeps its float mean: true for MinMax ranges,
     // not for methods that clip (their shift measured 0.2-1.1 dB worse on real models).
@@ -476,8 +478,20 @@ pub fn calibrate(
     }
     let (sel, activations, target) = match (cal.target_snr_db, verify) {
         (Some(target), Some(held_out)) => {
-            let (keep, search) = search_target(float, quantized, &sel, &activations, qtype, held_out, target)?;
+            let (keep, mut search) = search_target(float, quantized, &sel, &activations, qtype, held_out, target)?;
             let sel = Selection { tensors: keep.iter().map(|a| a.tensor.clone()).collect(), ..sel };
+            let corrected = bias_corrected > 0;
+            if let Some(saved) = &saved
+                && restore_float_nodes(float, quantized, saved, &sel, &means, corrected, &mut reduced_range_weights)?
+            {
+                // The report describes the model written: measure it again.
+                let mut candidate = quantized.clone();
+                rewrite(&mut candidate, &sel, &keep, qtype);
+                let mut runner = Runner::for_model(float, &[], "the float model");
+                let reference: Vec<Vec<Vec<f32>>> =
+                    held_out.iter().map(|s| runner.run_f32(s)).collect::<Result<_>>()?;
+                search.reached_db = output_snr(&candidate, &reference, held_out)?;
+            }
             (sel, keep, Some(search))
         }
         (Some(_), None) => {
@@ -769,6 +783,86 @@ fn correct_biases(
         corrected += 1;
     }
     Ok(corrected)
+}
+
+/// After the accuracy-target search, the weight ops whose input went back to float run as float
+/// ops, where nothing saturates: their weights get their 8 bits back from `saved` (the model before
+/// the reduction), and with bias correction their biases are corrected again for those weights.
+/// Returns whether any weight was restored.
+fn restore_float_nodes(
+    float: &Model,
+    quantized: &mut Model,
+    saved: &Model,
+    sel: &Selection,
+    means: &HashMap<String, Vec<f64>>,
+    corrected: bool,
+    reduced: &mut Vec<(String, f64)>,
+) -> Result<bool> {
+    let kept: HashSet<&str> = sel.tensors.iter().map(String::as_str).collect();
+    let reduced_names: HashSet<&str> = reduced.iter().map(|(n, _)| n.as_str()).collect();
+    let g = quantized.graph();
+    // For each reduced weight: whether every selected node using it now has a float input.
+    let mut all_float: BTreeMap<String, (bool, Vec<usize>)> = BTreeMap::new();
+    for &i in &sel.nodes {
+        let n = &g.node[i];
+        if !matches!(n.op_type.as_deref(), Some("Conv" | "Gemm" | "MatMul")) {
+            continue;
+        }
+        let Some(w) = n.input.get(1).filter(|w| reduced_names.contains(w.as_str())) else { continue };
+        let float_input = n.input.first().is_none_or(|x| !kept.contains(x.as_str()));
+        let e = all_float.entry(w.clone()).or_insert((true, Vec::new()));
+        e.0 &= float_input;
+        e.1.push(i);
+    }
+    let restore: Vec<(String, Vec<usize>)> =
+        all_float.into_iter().filter(|(_, (f, _))| *f).map(|(w, (_, nodes))| (w, nodes)).collect();
+    if restore.is_empty() {
+        return Ok(false);
+    }
+    let weights: HashMap<String, NodeProto> =
+        dequantized_weights(g).into_iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let sg = saved.graph();
+    let saved_init = |name: &str| sg.initializer.iter().find(|t| t.name.as_deref() == Some(name));
+    let saved_constant = |name: &str| {
+        sg.node.iter().find(|n| n.output.first().is_some_and(|o| o == name) && constant_value(n).is_some())
+    };
+    let gm = quantized.graph_mut();
+    let mut nodes = Vec::new();
+    for (w, users) in &restore {
+        for name in &weights[w].input {
+            if let (Some(t), Some(slot)) =
+                (saved_init(name), gm.initializer.iter_mut().find(|t| t.name.as_ref() == Some(name)))
+            {
+                *slot = t.clone();
+            }
+        }
+        if corrected {
+            // The bias as it was before the correction; one the correction added goes back to 0.
+            for &i in users {
+                let Some(b) = gm.node[i].input.get(2).filter(|b| !b.is_empty()).cloned() else { continue };
+                if let Some(t) = saved_init(&b) {
+                    if let Some(slot) = gm.initializer.iter_mut().find(|t| t.name.as_ref() == Some(&b)) {
+                        *slot = t.clone();
+                    }
+                } else if let Some(c) = saved_constant(&b) {
+                    if let Some(slot) = gm.node.iter_mut().find(|n| n.output.first() == Some(&b)) {
+                        slot.attribute = c.attribute.clone();
+                    }
+                } else if let Some(slot) = gm.initializer.iter_mut().find(|t| t.name.as_ref() == Some(&b)) {
+                    let n = slot.dims.iter().product::<i64>().max(0) as usize;
+                    slot.raw_data = Some(vec![0u8; n * 4].into());
+                    slot.float_data.clear();
+                }
+            }
+        }
+        nodes.extend(users.iter().copied());
+    }
+    if corrected {
+        let again = Selection { tensors: vec![], nodes, uses: vec![], tied: vec![], skipped: vec![] };
+        correct_biases(float, quantized, &again, means)?;
+    }
+    reduced.retain(|(n, _)| !restore.iter().any(|(w, _)| w == n));
+    Ok(true)
 }
 
 /// Output SNR (dB) of `candidate` against the float outputs `reference` on `samples`.
