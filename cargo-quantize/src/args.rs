@@ -135,9 +135,27 @@ impl CalibrateArgs {
         });
         r.verify_data = self.verify_data.clone();
         r.min_snr_db = self.min_snr_db;
-        r.validate("--")?;
+        r.validate("--").map_err(|e| match e {
+            quantize_rs::Error::Option { key, message } => {
+                quantize_rs::Error::Option { key: calibrate_flag(&key), message }
+            }
+            other => other,
+        })?;
         Ok(r)
     }
+}
+
+/// The `calibrate` flag behind a recipe key path such as `--calibration.op-types`.
+fn calibrate_flag(key: &str) -> String {
+    let flag = match key.strip_prefix("--calibration.") {
+        Some("op-types") => "activation-op-types",
+        Some("image.size") => "image-size",
+        Some("image.layout") => "image-layout",
+        Some("image.channels") => "image-channels",
+        Some(rest) => rest,
+        None => return key.to_string(),
+    };
+    format!("--{flag}")
 }
 
 /// Output format.

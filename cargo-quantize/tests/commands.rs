@@ -68,6 +68,22 @@ fn user_mistakes_are_one_line_errors_without_output() {
     assert!(r.stderr.contains("--bits: expected 4 or 8, got 6"), "{}", r.stderr);
     assert!(!d.join("out.onnx").exists());
 
+    // Calibration options are named by the flag that was given.
+    let r = quantize_rs(
+        d,
+        &["calibrate", "m.onnx", "--data", "x.npy", "-o", "out.onnx", "--activation-op-types", "Softmax"],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("error: --activation-op-types: quantize-rs does not quantize the activations of 'Softmax'"),
+        "{}",
+        r.stderr
+    );
+    let r = quantize_rs(d, &["calibrate", "m.onnx", "--data", "x.npy", "-o", "out.onnx", "--percentile", "0"]);
+    assert!(r.stderr.starts_with("error: --percentile: expected a value in (0, 100]"), "{}", r.stderr);
+    assert!(!d.join("out.onnx").exists());
+
     // --format json still gives one JSON document on stdout.
     let r = quantize_rs(d, &["info", "truncated.onnx", "--format", "json"]);
     assert_eq!(r.code, 1);
