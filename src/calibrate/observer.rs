@@ -164,7 +164,17 @@ impl Observer {
             CalibrationMethod::Mse => mse_threshold(&self.folded(), levels) as f32 * bin,
         };
         let t = t.min(mn.abs().max(mx));
-        if symmetric { (-t, t) } else { (mn.max(-t), mx.min(t)) }
+        let clipped = if symmetric { (-t, t) } else { (mn.max(-t), mx.min(t)) };
+        if method == CalibrationMethod::Entropy {
+            // The KL criterion matches distribution shapes, not values: on long-tailed tensors it
+            // can clip so hard that the estimated error exceeds MinMax's. Never worse than MinMax.
+            let full = if symmetric { sym(mn, mx) } else { (mn, mx) };
+            let step = |(lo, hi): (f32, f32)| (hi - lo) / if symmetric { 254.0 } else { 255.0 };
+            if self.sqnr_db(clipped.0, clipped.1, step(clipped)) < self.sqnr_db(full.0, full.1, step(full)) {
+                return full;
+            }
+        }
+        clipped
     }
 
     /// Estimated signal-to-quantization-noise ratio (dB) of quantizing the observed values to
@@ -456,6 +466,19 @@ mod tests {
         assert!((means[2] - (2.0 + 3.0 + 12.0 + 13.0 + 1.0) / 6.0).abs() < 1e-12);
         m.add(&[1.0; 4], &[1, 4, 1]);
         assert!(m.means().is_none(), "a different channel count makes the means unusable");
+    }
+
+    #[test]
+    fn entropy_never_clips_to_an_error_worse_than_minmax() {
+        // A narrow bulk plus a rare cluster far out: KL matches the bulk's shape and clips the
+        // cluster (0.01% of the mass), whose clipping error (10 × 9²) is far more than MinMax's
+        // coarser steps cost (100,000 × (20/254)² / 12).
+        let mut xs: Vec<f32> = gaussian(100_000, 9).iter().map(|x| x * 0.1).collect();
+        xs.extend(std::iter::repeat_n(10.0, 10));
+        let mut o = Observer::default();
+        o.observe(&xs);
+        assert_eq!(o.range(Entropy, 99.99, false), o.range(Minmax, 99.99, false));
+        assert_eq!(o.range(Entropy, 99.99, true), o.range(Minmax, 99.99, true));
     }
 
     #[test]
