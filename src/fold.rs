@@ -27,17 +27,6 @@ struct Affine {
     add: Vec<f32>,
 }
 
-fn constant_tensors(g: &GraphProto) -> HashMap<&str, &TensorProto> {
-    let mut out: HashMap<&str, &TensorProto> =
-        g.initializer.iter().filter_map(|t| t.name.as_deref().map(|n| (n, t))).collect();
-    for n in &g.node {
-        if let (Some(t), Some(o)) = (constant_value(n), n.output.first()) {
-            out.insert(o.as_str(), t);
-        }
-    }
-    out
-}
-
 /// Values of a float32 constant that applies per output channel of an NCHW-like tensor of rank
 /// `rank`: one value, or `channels` values laid out along axis 1 (`[C,1,1]`, `[1,C,1,1]`).
 fn per_channel(t: &TensorProto, channels: usize, rank: usize) -> Option<Vec<f32>> {
@@ -130,7 +119,7 @@ fn fold_one_round(g: &mut GraphProto, names: &mut Names) -> usize {
     let readers = crate::graph::readers(g);
     let mut plans: Vec<(usize, usize, Affine)> = Vec::new();
     {
-        let consts = constant_tensors(g);
+        let consts = crate::graph::constants(g);
         let mut taken = HashSet::new();
         for (i, n) in g.node.iter().enumerate() {
             if n.op_type.as_deref() != Some("Conv") || !node_domain(n).is_empty() || n.output.len() != 1 {
@@ -167,7 +156,7 @@ fn fold_one_round(g: &mut GraphProto, names: &mut Names) -> usize {
     let mut new_inits = Vec::new();
     let mut dead = HashSet::new();
     for (i, r, aff) in &plans {
-        let consts = constant_tensors(g);
+        let consts = crate::graph::constants(g);
         let n = &g.node[*i];
         let w = consts[n.input[1].as_str()];
         let c = w.dims[0] as usize;
@@ -269,7 +258,7 @@ mod tests {
         let ops: Vec<_> = g.node.iter().map(|n| n.op_type.clone().unwrap()).collect();
         assert_eq!(ops, ["Conv", "Relu"]);
         assert_eq!(g.node[0].output, ["y"]);
-        let consts = constant_tensors(&g);
+        let consts = crate::graph::constants(&g);
         let w = float_values(consts[g.node[0].input[1].as_str()]).unwrap();
         let b = float_values(consts[g.node[0].input[2].as_str()]).unwrap();
         assert_eq!(w, [10.0, 20.0, -3.0, -4.0]);
@@ -300,7 +289,7 @@ mod tests {
         let mut names = Names::of_graph(&g);
         assert_eq!(fold_conv_affine(&mut g, &mut names), 1);
         assert_eq!(g.node.len(), 3);
-        let consts = constant_tensors(&g);
+        let consts = crate::graph::constants(&g);
         let w = float_values(consts[g.node[0].input[1].as_str()]).unwrap();
         let b = float_values(consts[g.node[0].input[2].as_str()]).unwrap();
         // scale 2/sqrt(4) = 1 and 1/sqrt(1) = 1; bias (1 - 1)*1 + 0 = 0 and (1 - 0)*1 + 3 = 4.

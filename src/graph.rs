@@ -53,6 +53,18 @@ pub fn walk_graphs<'a>(root: &'a GraphProto, f: &mut dyn FnMut(&GraphPath, &'a G
 /// A reader in [`readers`] that sits inside a subgraph: it cannot be rewired from the outer graph.
 pub const SUBGRAPH_READER: usize = usize::MAX;
 
+/// Every constant tensor of `g` by name: its initializers and the values of its `Constant` nodes.
+pub fn constants(g: &GraphProto) -> HashMap<&str, &TensorProto> {
+    let mut out: HashMap<&str, &TensorProto> =
+        g.initializer.iter().filter_map(|t| t.name.as_deref().map(|n| (n, t))).collect();
+    for n in &g.node {
+        if let (Some(t), Some(o)) = (crate::analyse::constant_value(n), n.output.first()) {
+            out.insert(o.as_str(), t);
+        }
+    }
+    out
+}
+
 /// Who reads each tensor in `g`: the indices of `g`'s own nodes that take it as an input, and
 /// [`SUBGRAPH_READER`] once for each read from inside one of their subgraphs (at any depth).
 pub fn readers(g: &GraphProto) -> HashMap<String, Vec<usize>> {

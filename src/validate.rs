@@ -835,29 +835,12 @@ fn weight_errors(original: &Model, quantized: &Model) -> Vec<WeightComparison> {
                 continue;
             };
             let Some(reference) = float.get(name).and_then(|t| f32_data(t)) else { continue };
-            let zp = n.input.get(2).filter(|z| !z.is_empty()).and_then(|z| consts.get(z));
-            let (Ok(q), Some(scales), Ok(layout)) = (int_data(x), f32_data(scale), layout_of(n, x, scale)) else {
-                continue;
-            };
-            let zps = match zp.map(|z| int_data(z)) {
-                None => vec![0; scales.len()],
-                Some(Ok(z)) if z.len() == scales.len() => z,
-                Some(_) => continue,
-            };
-            if q.len() != reference.len() {
+            let zp = n.input.get(2).filter(|z| !z.is_empty()).and_then(|z| consts.get(z)).copied();
+            let (Some(deq), Ok(layout)) = (dequantized(n, x, scale, zp), layout_of(n, x, scale)) else { continue };
+            if deq.len() != reference.len() {
                 continue;
             }
-            let dims: Vec<usize> = x.dims.iter().map(|&d| d.max(0) as usize).collect();
-            let group = group_index(&dims, layout);
             let mut c = Comparison::default();
-            let deq: Vec<f32> = q
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| {
-                    let gi = group(i).min(scales.len() - 1);
-                    (v - zps[gi]) as f32 * scales[gi]
-                })
-                .collect();
             c.add(&reference, &deq);
             let v = c.finish(1);
             out.push(WeightComparison {
@@ -869,13 +852,44 @@ fn weight_errors(original: &Model, quantized: &Model) -> Vec<WeightComparison> {
                     Layout::Blocked(..) => "blocked",
                 }
                 .into(),
-                elements: q.len(),
+                elements: deq.len(),
                 snr_db: v.snr_db,
                 max_abs: v.max_abs,
             });
         }
     });
     out
+}
+
+/// The float values of the DequantizeLinear `n` of constants `x`, `scale` and `zero_point`
+/// (any layout, 4-bit unpacked), or `None` when its data or layout is broken (the type check
+/// names it).
+pub(crate) fn dequantized(
+    n: &NodeProto,
+    x: &TensorProto,
+    scale: &TensorProto,
+    zero_point: Option<&TensorProto>,
+) -> Option<Vec<f32>> {
+    let (q, scales, layout) = (int_data(x).ok()?, f32_data(scale)?, layout_of(n, x, scale).ok()?);
+    let zps = match zero_point.map(int_data) {
+        None => vec![0; scales.len()],
+        Some(Ok(z)) if z.len() == scales.len() => z,
+        Some(_) => return None,
+    };
+    if scales.is_empty() {
+        return None;
+    }
+    let dims: Vec<usize> = x.dims.iter().map(|&d| d.max(0) as usize).collect();
+    let group = group_index(&dims, layout);
+    Some(
+        q.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let gi = group(i).min(scales.len() - 1);
+                (v - zps[gi]) as f32 * scales[gi]
+            })
+            .collect(),
+    )
 }
 
 /// Loads both models and validates; a model that cannot be read is an `Err`.

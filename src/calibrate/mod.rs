@@ -107,10 +107,10 @@ struct Selection {
 impl Selection {
     /// Leaves float the nodes that touch a tensor of `drop` (with `why`), and every tensor only
     /// they used. `keep_tensor` says, in `tensors`' order, which tensors remain.
-    fn without(self, drop: &HashSet<&str>, g: &GraphProto, why: &str) -> (Selection, Vec<bool>) {
+    fn without(self, drop: &HashSet<String>, g: &GraphProto, why: &str) -> (Selection, Vec<bool>) {
         let mut sel = Selection { tensors: vec![], nodes: vec![], uses: vec![], tied: vec![], skipped: self.skipped };
         for (i, uses) in self.nodes.into_iter().zip(self.uses) {
-            if uses.iter().any(|t| drop.contains(t.as_str())) {
+            if uses.iter().any(|t| drop.contains(t)) {
                 sel.skipped.push((node_label(&g.node[i]), why.to_string()));
             } else {
                 sel.nodes.push(i);
@@ -126,7 +126,8 @@ impl Selection {
     }
 }
 
-fn dequantized_weights(g: &GraphProto) -> HashMap<&str, &NodeProto> {
+/// The DequantizeLinear node of each quantized weight, by the weight's name (its output).
+fn dequantized_weights(g: &GraphProto) -> HashMap<String, NodeProto> {
     let inits: HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
     g.node
         .iter()
@@ -134,7 +135,7 @@ fn dequantized_weights(g: &GraphProto) -> HashMap<&str, &NodeProto> {
             n.op_type.as_deref() == Some("DequantizeLinear")
                 && n.input.first().is_some_and(|i| inits.contains(i.as_str()))
         })
-        .filter_map(|n| n.output.first().map(|o| (o.as_str(), n)))
+        .filter_map(|n| n.output.first().map(|o| (o.clone(), n.clone())))
         .collect()
 }
 
@@ -146,10 +147,7 @@ fn select(g: &GraphProto, op_types: &[String], chain: Option<HashSet<String>>) -
     let chained = chain.is_some();
     let mut quantized = chain.unwrap_or_default();
     let weights = dequantized_weights(g);
-    let mut constants: HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
-    constants.extend(
-        g.node.iter().filter(|n| constant_value(n).is_some()).flat_map(|n| n.output.iter().map(String::as_str)),
-    );
+    let constants: HashSet<&str> = crate::graph::constants(g).into_keys().collect();
     let outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
     let readers = crate::graph::readers(g);
     let mut tensors: Vec<String> = Vec::new();
@@ -431,28 +429,25 @@ pub fn calibrate(
         });
     }
     let start = Instant::now();
-    let axes = channel_axes(quantized.graph(), &sel);
+    // Bias correction assumes each layer's input keeps its float mean: true for MinMax ranges,
+    // not for methods that clip (their shift measured 0.2-1.1 dB worse on real models). Only then
+    // are per-channel means worth observing.
+    let bias_correction = cal.bias_correction && cal.method == CalibrationMethod::Minmax;
+    let axes = if bias_correction { channel_axes(quantized.graph(), &sel) } else { vec![None; sel.tensors.len()] };
     let Observed { observers, is_float, means } = observe(float, &sel.tensors, &axes, samples, progress)?;
     let means: HashMap<String, Vec<f64>> =
         sel.tensors.iter().zip(means).filter_map(|(t, m)| m.and_then(|m| m.means()).map(|v| (t.clone(), v))).collect();
     let run_seconds = start.elapsed().as_secs_f64();
     // Elementwise ops also compute shapes and indices: only float tensors are quantized.
-    let integers: Vec<String> =
+    let integers: HashSet<String> =
         sel.tensors.iter().zip(&is_float).filter(|(_, f)| !**f).map(|(t, _)| t.clone()).collect();
-    let integers: HashSet<&str> = integers.iter().map(String::as_str).collect();
     let (sel, keep) = sel.without(&integers, quantized.graph(), "it computes on integers (shapes or indices)");
     let observers: Vec<Observer> = observers.into_iter().zip(keep).filter(|(_, k)| *k).map(|(o, _)| o).collect();
     // The accuracy-target search may return nodes to float: it needs the weights as they were.
     let saved = cal.target_snr_db.is_some().then(|| quantized.clone());
     let mut reduced_range_weights =
         if cal.full_range_weights { Vec::new() } else { reduce_weight_ranges(float, quantized, &sel)? };
-    // Bias correction assumes each layer's input keeps its float mean: true for MinMax ranges,
-    // not for methods that clip (their shift measured 0.2-1.1 dB worse on real models).
-    let bias_corrected = if cal.bias_correction && cal.method == CalibrationMethod::Minmax {
-        correct_biases(float, quantized, &sel, &means)?
-    } else {
-        0
-    };
+    let bias_corrected = if bias_correction { correct_biases(float, quantized, &sel, &means)? } else { 0 };
     let qtype = if cal.symmetric_activations { QType::Int8 } else { QType::Uint8 };
     // The threshold searches (entropy, mse) are independent per tensor: run them in parallel.
     let mut activations: Vec<ActivationRange> = sel
@@ -527,16 +522,10 @@ pub fn calibrate(
 /// requantized with its SQNR.
 fn reduce_weight_ranges(float: &Model, quantized: &mut Model, sel: &Selection) -> Result<Vec<(String, f64)>> {
     use crate::quant::{Granularity, quantize, sqnr_db};
-    let fg = float.graph();
-    let float_tensor = |name: &str| -> Option<&TensorProto> {
-        fg.initializer
-            .iter()
-            .find(|t| t.name.as_deref() == Some(name))
-            .or_else(|| fg.node.iter().find(|n| n.output.first().is_some_and(|o| o == name)).and_then(constant_value))
-    };
+    let float_consts = crate::graph::constants(float.graph());
+    let float_tensor = |name: &str| float_consts.get(name).copied();
     let g = quantized.graph_mut();
-    let weights: HashMap<String, NodeProto> =
-        dequantized_weights(g).into_iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let weights = dequantized_weights(g);
     let mut names: Vec<String> = Vec::new();
     for &i in &sel.nodes {
         let n = &g.node[i];
@@ -615,48 +604,54 @@ fn channel_axes(g: &GraphProto, sel: &Selection) -> Vec<Option<usize>> {
     sel.tensors.iter().map(|t| axis_of.get(t.as_str()).copied()).collect()
 }
 
-/// The dequantized values of the weight `dq` (int8/uint8 values, per tensor or per axis), or
-/// `None` for a layout bias correction does not handle (blocks, packed 4-bit).
-fn dequantized_values(g: &GraphProto, dq: &NodeProto) -> Option<Vec<f32>> {
-    let init = |i: usize| dq.input.get(i).and_then(|n| g.initializer.iter().find(|t| t.name.as_ref() == Some(n)));
-    if dq.attr("block_size").is_some() {
-        return None;
-    }
-    let (q, s) = (init(0)?, init(1)?);
-    let signed = match q.data_type? {
-        dtype::INT8 => true,
-        dtype::UINT8 => false,
+/// Σ (W_q − W)·E[x] per output channel of Conv/Gemm `n`: the mean shift of its output that
+/// quantizing its weight (float `wf`, dequantized `wq`, shape `dims`) causes for input means `m`.
+fn weight_shift(n: &NodeProto, wf: &[f32], wq: &[f32], dims: &[usize], m: &[f64]) -> Option<Vec<f64>> {
+    Some(match n.op_type.as_deref().unwrap_or("") {
+        "Conv" => {
+            let groups = n.attr("group").and_then(|a| a.i).unwrap_or(1).max(1) as usize;
+            let (cout, cg) = (dims[0], dims.get(1).copied().unwrap_or(0));
+            let k: usize = dims[2..].iter().product::<usize>().max(1);
+            if cout % groups != 0 || m.len() != cg * groups {
+                return None;
+            }
+            (0..cout)
+                .map(|o| {
+                    let base = (o / (cout / groups)) * cg;
+                    (0..cg)
+                        .map(|c| {
+                            let start = (o * cg + c) * k;
+                            let dw: f64 = (start..start + k).map(|j| wq[j] as f64 - wf[j] as f64).sum();
+                            dw * m[base + c]
+                        })
+                        .sum()
+                })
+                .collect()
+        }
+        "Gemm" => {
+            let alpha = n.attr("alpha").and_then(|a| a.f).unwrap_or(1.0);
+            let beta = n.attr("beta").and_then(|a| a.f).unwrap_or(1.0);
+            let trans_b = n.attr("transB").and_then(|a| a.i).unwrap_or(0) == 1;
+            if dims.len() != 2 || alpha != 1.0 || beta != 1.0 {
+                return None;
+            }
+            let (kk, nn) = if trans_b { (dims[1], dims[0]) } else { (dims[0], dims[1]) };
+            if m.len() != kk {
+                return None;
+            }
+            (0..nn)
+                .map(|o| {
+                    (0..kk)
+                        .map(|k| {
+                            let j = if trans_b { o * kk + k } else { k * nn + o };
+                            (wq[j] as f64 - wf[j] as f64) * m[k]
+                        })
+                        .sum()
+                })
+                .collect()
+        }
         _ => return None,
-    };
-    let decode = |b: u8| if signed { b as i8 as f32 } else { b as f32 };
-    let raw = q.raw_data.as_ref()?;
-    let scales = crate::quantize::float_values(s).ok()?;
-    let zps: Vec<f32> = match init(2) {
-        Some(z) => z.raw_data.as_ref()?.iter().map(|&b| decode(b)).collect(),
-        None => vec![0.0; scales.len()],
-    };
-    let n: usize = q.dims.iter().map(|&d| d as usize).product();
-    if raw.len() != n || zps.len() != scales.len() {
-        return None;
-    }
-    let (channels, inner) = if scales.len() == 1 {
-        (1, n)
-    } else {
-        let rank = q.dims.len() as i64;
-        let axis = dq.attr("axis").and_then(|a| a.i).unwrap_or(1);
-        let axis = if axis < 0 { axis + rank } else { axis } as usize;
-        let inner: usize = q.dims.get(axis + 1..)?.iter().map(|&d| d as usize).product();
-        (scales.len(), inner.max(1))
-    };
-    Some(
-        raw.iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                let c = (i / inner) % channels;
-                (decode(b) - zps[c]) * scales[c]
-            })
-            .collect(),
-    )
+    })
 }
 
 /// Bias correction: quantizing a weight moves each output channel's mean by
@@ -669,83 +664,37 @@ fn correct_biases(
     sel: &Selection,
     means: &HashMap<String, Vec<f64>>,
 ) -> Result<usize> {
-    let fg = float.graph();
-    let float_tensor = |name: &str| -> Option<&TensorProto> {
-        fg.initializer
+    let float_consts = crate::graph::constants(float.graph());
+    // First every node's shift, from the graph as it is; then the biases change.
+    let shifts: Vec<(usize, Vec<f64>)> = {
+        let g = quantized.graph();
+        let weights = dequantized_weights(g);
+        let consts = crate::graph::constants(g);
+        sel.nodes
             .iter()
-            .find(|t| t.name.as_deref() == Some(name))
-            .or_else(|| fg.node.iter().find(|n| n.output.first().is_some_and(|o| o == name)).and_then(constant_value))
+            .filter_map(|&i| {
+                let n = &g.node[i];
+                let (x, w) = (n.input.first()?, n.input.get(1)?);
+                let (m, dq, ft) = (means.get(x)?, weights.get(w)?, float_consts.get(w.as_str())?);
+                let wf = crate::quantize::float_values(ft).ok()?;
+                let input =
+                    |k: usize| dq.input.get(k).filter(|i| !i.is_empty()).and_then(|i| consts.get(i.as_str()).copied());
+                let wq = crate::validate::dequantized(dq, input(0)?, input(1)?, input(2))?;
+                let dims: Vec<usize> = ft.dims.iter().map(|&d| d as usize).collect();
+                (wq.len() == wf.len()).then(|| weight_shift(n, &wf, &wq, &dims, m)).flatten().map(|c| (i, c))
+            })
+            .collect()
     };
     let mut names = Names::of_graph(quantized.graph());
     let g = quantized.graph_mut();
-    let weights: HashMap<String, NodeProto> =
-        dequantized_weights(g).into_iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
     let readers = crate::graph::readers(g);
-    let readers: HashMap<String, usize> = readers.iter().map(|(k, v)| (k.to_string(), v.len())).collect();
     let mut corrected = 0;
-    for &i in &sel.nodes {
-        let n = &g.node[i];
-        let op = n.op_type.as_deref().unwrap_or("");
-        if !matches!(op, "Conv" | "Gemm") {
-            continue;
-        }
-        let (Some(x), Some(w)) = (n.input.first(), n.input.get(1)) else { continue };
-        let (Some(m), Some(dq)) = (means.get(x), weights.get(w)) else { continue };
-        let Some(ft) = float_tensor(w) else { continue };
-        let Ok(wf) = crate::quantize::float_values(ft) else { continue };
-        let Some(wq) = dequantized_values(g, dq) else { continue };
-        if wq.len() != wf.len() {
-            continue;
-        }
-        let dims: Vec<usize> = ft.dims.iter().map(|&d| d as usize).collect();
-        let corr: Vec<f64> = match op {
-            "Conv" => {
-                let groups = n.attr("group").and_then(|a| a.i).unwrap_or(1).max(1) as usize;
-                let (cout, cg) = (dims[0], dims.get(1).copied().unwrap_or(0));
-                let k: usize = dims[2..].iter().product::<usize>().max(1);
-                if cout % groups != 0 || m.len() != cg * groups {
-                    continue;
-                }
-                (0..cout)
-                    .map(|o| {
-                        let base = (o / (cout / groups)) * cg;
-                        (0..cg)
-                            .map(|c| {
-                                let start = (o * cg + c) * k;
-                                let dw: f64 = (start..start + k).map(|j| wq[j] as f64 - wf[j] as f64).sum();
-                                dw * m[base + c]
-                            })
-                            .sum()
-                    })
-                    .collect()
-            }
-            _ => {
-                let alpha = n.attr("alpha").and_then(|a| a.f).unwrap_or(1.0);
-                let beta = n.attr("beta").and_then(|a| a.f).unwrap_or(1.0);
-                let trans_b = n.attr("transB").and_then(|a| a.i).unwrap_or(0) == 1;
-                if dims.len() != 2 || alpha != 1.0 || beta != 1.0 {
-                    continue;
-                }
-                let (kk, nn) = if trans_b { (dims[1], dims[0]) } else { (dims[0], dims[1]) };
-                if m.len() != kk {
-                    continue;
-                }
-                (0..nn)
-                    .map(|o| {
-                        (0..kk)
-                            .map(|k| {
-                                let j = if trans_b { o * kk + k } else { k * nn + o };
-                                (wq[j] as f64 - wf[j] as f64) * m[k]
-                            })
-                            .sum()
-                    })
-                    .collect()
-            }
-        };
+    for (i, corr) in shifts {
+        let w = g.node[i].input[1].clone();
         // The bias: an initializer or Constant read by this node alone, or a new one.
-        let b = n.input.get(2).filter(|b| !b.is_empty()).cloned();
+        let b = g.node[i].input.get(2).filter(|b| !b.is_empty()).cloned();
         let slot = match &b {
-            Some(b) if readers.get(b) == Some(&1) => {
+            Some(b) if readers.get(b).map(Vec::len) == Some(1) => {
                 if let Some(t) = g.initializer.iter_mut().find(|t| t.name.as_ref() == Some(b)) {
                     Some(t)
                 } else {
@@ -819,8 +768,7 @@ fn restore_float_nodes(
     if restore.is_empty() {
         return Ok(false);
     }
-    let weights: HashMap<String, NodeProto> =
-        dequantized_weights(g).into_iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let weights = dequantized_weights(g);
     let sg = saved.graph();
     let saved_init = |name: &str| sg.initializer.iter().find(|t| t.name.as_deref() == Some(name));
     let saved_constant = |name: &str| {
@@ -1062,8 +1010,7 @@ fn quantize_biases(
     names: &mut Names,
     new_inits: &mut Vec<TensorProto>,
 ) -> usize {
-    let weights: HashMap<String, NodeProto> =
-        dequantized_weights(g).into_iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let weights = dequantized_weights(g);
     let inits: HashMap<String, usize> =
         g.initializer.iter().enumerate().filter_map(|(i, t)| t.name.clone().map(|n| (n, i))).collect();
     let mut count = 0;
