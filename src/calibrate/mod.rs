@@ -406,6 +406,12 @@ pub fn calibrate(
     verify: Option<&[Vec<Tensor>]>,
     progress: bool,
 ) -> Result<CalibrationReport> {
+    if cal.target_snr_db.is_some() && verify.is_none() {
+        return Err(Error::Option {
+            key: "calibration.target-snr-db".into(),
+            message: "needs verify-data: held-out samples to measure the output SNR on".into(),
+        });
+    }
     let to_strings = |ops: &[&str]| ops.iter().map(|s| s.to_string()).collect::<Vec<String>>();
     let (op_types, sel) = match &cal.op_types {
         Some(ops) => (ops.clone(), select(quantized.graph(), ops, None)),
@@ -443,11 +449,12 @@ pub fn calibrate(
         sel.tensors.iter().zip(&is_float).filter(|(_, f)| !**f).map(|(t, _)| t.clone()).collect();
     let (sel, keep) = sel.without(&integers, quantized.graph(), "it computes on integers (shapes or indices)");
     let observers: Vec<Observer> = observers.into_iter().zip(keep).filter(|(_, k)| *k).map(|(o, _)| o).collect();
-    // The accuracy-target search may return nodes to float: it needs the weights as they were.
-    let saved = cal.target_snr_db.is_some().then(|| quantized.clone());
-    let mut reduced_range_weights =
-        if cal.full_range_weights { Vec::new() } else { reduce_weight_ranges(float, quantized, &sel)? };
-    let bias_corrected = if bias_correction { correct_biases(float, quantized, &sel, &means)? } else { 0 };
+    // The weights as the integer kernels of `sel` get them: 7 bits, corrected biases.
+    let finish_weights = |m: &mut Model, sel: &Selection| -> Result<(Vec<(String, f64)>, usize)> {
+        let reduced = if cal.full_range_weights { Vec::new() } else { reduce_weight_ranges(float, m, sel)? };
+        let corrected = if bias_correction { correct_biases(float, m, sel, &means)? } else { 0 };
+        Ok((reduced, corrected))
+    };
     let qtype = if cal.symmetric_activations { QType::Int8 } else { QType::Uint8 };
     // The threshold searches (entropy, mse) are independent per tensor: run them in parallel.
     let mut activations: Vec<ActivationRange> = sel
@@ -471,33 +478,32 @@ pub fn calibrate(
         (a.lo, a.hi, a.scale, a.zero_point) = (src.lo, src.hi, src.scale, src.zero_point);
         a.sqnr_db = observers[o].sqnr_db(a.lo, a.hi, a.scale);
     }
-    let (sel, activations, target) = match (cal.target_snr_db, verify) {
-        (Some(target), Some(held_out)) => {
-            let (keep, mut search) = search_target(float, quantized, &sel, &activations, qtype, held_out, target)?;
-            let sel = Selection { tensors: keep.iter().map(|a| a.tensor.clone()).collect(), ..sel };
-            let corrected = bias_corrected > 0;
-            if let Some(saved) = &saved
-                && restore_float_nodes(float, quantized, saved, &sel, &means, corrected, &mut reduced_range_weights)?
-            {
-                // The report describes the model written: measure it again.
-                let mut candidate = quantized.clone();
-                rewrite(&mut candidate, &sel, &keep, qtype);
+    let (sel, activations, target, reduced_range_weights, bias_corrected, int32_biases) =
+        match (cal.target_snr_db, verify) {
+            (Some(target), Some(held_out)) => {
                 let mut runner = Runner::for_model(float, &[], "the float model");
                 let reference: Vec<Vec<Vec<f32>>> =
                     held_out.iter().map(|s| runner.run_f32(s)).collect::<Result<_>>()?;
-                search.reached_db = output_snr(&candidate, &reference, held_out)?;
+                // The search runs on the weights every activation being quantized would get; the
+                // model written gets them for the activations it keeps, so a weight op whose input
+                // went back to float (a float op: nothing saturates) keeps its 8 bits.
+                let mut trial = quantized.clone();
+                finish_weights(&mut trial, &sel)?;
+                let (keep, mut search) =
+                    search_target(&trial, &sel, &activations, qtype, held_out, &reference, target)?;
+                let sel = Selection { tensors: keep.iter().map(|a| a.tensor.clone()).collect(), ..sel };
+                let (reduced, corrected) = finish_weights(quantized, &sel)?;
+                let biases = rewrite(quantized, &sel, &keep, qtype);
+                // The report describes the model written.
+                search.reached_db = output_snr(quantized, &reference, held_out)?;
+                (sel, keep, Some(search), reduced, corrected, biases)
             }
-            (sel, keep, Some(search))
-        }
-        (Some(_), None) => {
-            return Err(Error::Option {
-                key: "calibration.target-snr-db".into(),
-                message: "needs verify-data: held-out samples to measure the output SNR on".into(),
-            });
-        }
-        _ => (sel, activations, None),
-    };
-    let int32_biases = rewrite(quantized, &sel, &activations, qtype);
+            _ => {
+                let (reduced, corrected) = finish_weights(quantized, &sel)?;
+                let biases = rewrite(quantized, &sel, &activations, qtype);
+                (sel, activations, None, reduced, corrected, biases)
+            }
+        };
     Ok(CalibrationReport {
         method: cal.method,
         samples: samples.len(),
@@ -526,21 +532,23 @@ fn reduce_weight_ranges(float: &Model, quantized: &mut Model, sel: &Selection) -
     let float_tensor = |name: &str| float_consts.get(name).copied();
     let g = quantized.graph_mut();
     let weights = dequantized_weights(g);
+    let quantized_inputs: HashSet<&str> = sel.tensors.iter().map(String::as_str).collect();
     let mut names: Vec<String> = Vec::new();
     for &i in &sel.nodes {
         let n = &g.node[i];
-        if !matches!(n.op_type.as_deref(), Some("Conv" | "Gemm" | "MatMul")) {
+        // Only ops whose input is quantized run as integer kernels.
+        if !matches!(n.op_type.as_deref(), Some("Conv" | "Gemm" | "MatMul"))
+            || !n.input.first().is_some_and(|x| quantized_inputs.contains(x.as_str()))
+        {
             continue;
         }
-        {
-            let Some(w) = n.input.get(1).filter(|w| weights.contains_key(w.as_str())) else { continue };
-            let dims = float_tensor(w).map(|t| t.dims.clone()).unwrap_or_default();
-            let depthwise = n.op_type.as_deref() == Some("Conv")
-                && n.attr("group").and_then(|a| a.i).is_some_and(|grp| grp > 1 && dims.first() == Some(&grp))
-                && dims.get(1) == Some(&1);
-            if !depthwise && !names.contains(w) {
-                names.push(w.clone());
-            }
+        let Some(w) = n.input.get(1).filter(|w| weights.contains_key(w.as_str())) else { continue };
+        let dims = float_tensor(w).map(|t| t.dims.clone()).unwrap_or_default();
+        let depthwise = n.op_type.as_deref() == Some("Conv")
+            && n.attr("group").and_then(|a| a.i).is_some_and(|grp| grp > 1 && dims.first() == Some(&grp))
+            && dims.get(1) == Some(&1);
+        if !depthwise && !names.contains(w) {
+            names.push(w.clone());
         }
     }
     let mut out = Vec::new();
@@ -734,85 +742,6 @@ fn correct_biases(
     Ok(corrected)
 }
 
-/// After the accuracy-target search, the weight ops whose input went back to float run as float
-/// ops, where nothing saturates: their weights get their 8 bits back from `saved` (the model before
-/// the reduction), and with bias correction their biases are corrected again for those weights.
-/// Returns whether any weight was restored.
-fn restore_float_nodes(
-    float: &Model,
-    quantized: &mut Model,
-    saved: &Model,
-    sel: &Selection,
-    means: &HashMap<String, Vec<f64>>,
-    corrected: bool,
-    reduced: &mut Vec<(String, f64)>,
-) -> Result<bool> {
-    let kept: HashSet<&str> = sel.tensors.iter().map(String::as_str).collect();
-    let reduced_names: HashSet<&str> = reduced.iter().map(|(n, _)| n.as_str()).collect();
-    let g = quantized.graph();
-    // For each reduced weight: whether every selected node using it now has a float input.
-    let mut all_float: BTreeMap<String, (bool, Vec<usize>)> = BTreeMap::new();
-    for &i in &sel.nodes {
-        let n = &g.node[i];
-        if !matches!(n.op_type.as_deref(), Some("Conv" | "Gemm" | "MatMul")) {
-            continue;
-        }
-        let Some(w) = n.input.get(1).filter(|w| reduced_names.contains(w.as_str())) else { continue };
-        let float_input = n.input.first().is_none_or(|x| !kept.contains(x.as_str()));
-        let e = all_float.entry(w.clone()).or_insert((true, Vec::new()));
-        e.0 &= float_input;
-        e.1.push(i);
-    }
-    let restore: Vec<(String, Vec<usize>)> =
-        all_float.into_iter().filter(|(_, (f, _))| *f).map(|(w, (_, nodes))| (w, nodes)).collect();
-    if restore.is_empty() {
-        return Ok(false);
-    }
-    let weights = dequantized_weights(g);
-    let sg = saved.graph();
-    let saved_init = |name: &str| sg.initializer.iter().find(|t| t.name.as_deref() == Some(name));
-    let saved_constant = |name: &str| {
-        sg.node.iter().find(|n| n.output.first().is_some_and(|o| o == name) && constant_value(n).is_some())
-    };
-    let gm = quantized.graph_mut();
-    let mut nodes = Vec::new();
-    for (w, users) in &restore {
-        for name in &weights[w].input {
-            if let (Some(t), Some(slot)) =
-                (saved_init(name), gm.initializer.iter_mut().find(|t| t.name.as_ref() == Some(name)))
-            {
-                *slot = t.clone();
-            }
-        }
-        if corrected {
-            // The bias as it was before the correction; one the correction added goes back to 0.
-            for &i in users {
-                let Some(b) = gm.node[i].input.get(2).filter(|b| !b.is_empty()).cloned() else { continue };
-                if let Some(t) = saved_init(&b) {
-                    if let Some(slot) = gm.initializer.iter_mut().find(|t| t.name.as_ref() == Some(&b)) {
-                        *slot = t.clone();
-                    }
-                } else if let Some(c) = saved_constant(&b) {
-                    if let Some(slot) = gm.node.iter_mut().find(|n| n.output.first() == Some(&b)) {
-                        slot.attribute = c.attribute.clone();
-                    }
-                } else if let Some(slot) = gm.initializer.iter_mut().find(|t| t.name.as_ref() == Some(&b)) {
-                    let n = slot.dims.iter().product::<i64>().max(0) as usize;
-                    slot.raw_data = Some(vec![0u8; n * 4].into());
-                    slot.float_data.clear();
-                }
-            }
-        }
-        nodes.extend(users.iter().copied());
-    }
-    if corrected {
-        let again = Selection { tensors: vec![], nodes, uses: vec![], tied: vec![], skipped: vec![] };
-        correct_biases(float, quantized, &again, means)?;
-    }
-    reduced.retain(|(n, _)| !restore.iter().any(|(w, _)| w == n));
-    Ok(true)
-}
-
 /// Output SNR (dB) of `candidate` against the float outputs `reference` on `samples`.
 fn output_snr(candidate: &Model, reference: &[Vec<Vec<f32>>], samples: &[Vec<Tensor>]) -> Result<f64> {
     let mut runner = Runner::for_model(candidate, &[], "the quantized model");
@@ -829,17 +758,16 @@ fn output_snr(candidate: &Model, reference: &[Vec<Vec<f32>>], samples: &[Vec<Ten
 const PROBE_SAMPLES: usize = 2;
 
 /// The accuracy-target search: returns the activations to keep quantized and what it did.
+/// `reference` holds the float model's outputs on `held_out`.
 fn search_target(
-    float: &Model,
     weights_only: &Model,
     sel: &Selection,
     activations: &[ActivationRange],
     qtype: QType,
     held_out: &[Vec<Tensor>],
+    reference: &[Vec<Vec<f32>>],
     target: f64,
 ) -> Result<(Vec<ActivationRange>, TargetSearch)> {
-    let mut runner = Runner::for_model(float, &[], "the float model");
-    let reference: Vec<Vec<Vec<f32>>> = held_out.iter().map(|s| runner.run_f32(s)).collect::<Result<_>>()?;
     // Each activation's own contribution to the output error: the weight-only model with that one
     // activation quantized, against the weight-only model, on a few held-out samples.
     let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
@@ -878,7 +806,7 @@ fn search_target(
             skipped: vec![],
         };
         rewrite(&mut candidate, &trial, &keep, qtype);
-        let snr = output_snr(&candidate, &reference, held_out)?;
+        let snr = output_snr(&candidate, reference, held_out)?;
         trials.push((k, snr));
         Ok(snr)
     };
