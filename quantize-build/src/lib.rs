@@ -74,8 +74,11 @@
 //! [`quantize_rs::Recipe`]: `bits`, `unsigned`, `per-channel`, `symmetric`, `block-size`,
 //! `native-int4`, `exclude`, `include`, `op-types`, `min-elements`, `layer-bits`,
 //! `allow-empty`, `calibration = { data = "...", method = "entropy", ... }`, `verify-data`,
-//! `min-snr-db`, `max-size-ratio`. Keys set in `[package.metadata.quantize]` itself are
-//! defaults for every model; tables such as `calibration` merge key by key.
+//! `min-snr-db`, `max-size-ratio`. `calibration` takes `data`, `method`, `percentile`,
+//! `samples`, `symmetric-activations`, `full-range-weights`, `bias-correction`, `op-types`,
+//! `target-snr-db` and `image` ([`quantize_rs::recipe::Calibration`]). Keys set in
+//! `[package.metadata.quantize]` itself are defaults for every model; tables such as
+//! `calibration` merge key by key.
 //!
 //! A mistake stops the build with the key's full path and what is accepted:
 //!
