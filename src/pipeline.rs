@@ -73,16 +73,46 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     // would have to cover channels the batch norm scaled apart.
     let fold = recipe.calibration.is_some() || recipe.per_channel || recipe.block_size.is_some();
     let mut folded = 0;
+    let mut fused = 0;
+    let mut early_upgrade = None;
+    if recipe.calibration.is_some()
+        && model.opset().is_some_and(|v| v < 14)
+        && crate::fold::hard_swish_chains(model.graph()) > 0
+    {
+        // HardSwish (opset 14) is one float op where `x * HardSigmoid(x)` is two, and ONNX
+        // Runtime gives each float reader of a quantized tensor its own DequantizeLinear: worth
+        // raising the opset for. If the model cannot be raised, the two-op form is used.
+        let mut raised = model.proto.clone();
+        if let Ok(up) = crate::opset::upgrade(&mut raised, 14) {
+            model.proto = raised;
+            early_upgrade = Some(up);
+        }
+    }
     if fold {
         let mut names = crate::graph::Names::of_graph(model.graph());
         folded = crate::fold::fold_conv_affine(model.graph_mut(), &mut names);
-        if folded > 0 {
+        // Static quantization also folds the affine ops after an activation into the convolution
+        // that reads them, and writes hard-swish as one op: fewer float passes between the
+        // integer kernels (see `fold`). Weight-only models keep their float graph as it is.
+        if recipe.calibration.is_some() {
+            let opset = model.opset().unwrap_or(1);
+            fused = crate::fold::fuse_hard_swish(model.graph_mut(), &mut names, opset);
+            folded += crate::fold::fold_affine_into_conv(model.graph_mut(), &mut names);
+        }
+        if folded + fused > 0 {
             crate::fold::drop_unused(model.graph_mut());
         }
     }
     let folded_float = recipe.calibration.as_ref().map(|_| model.clone());
     let mut report = quantize_model(&mut model, recipe)?;
     report.folded_nodes = folded;
+    report.fused_hard_swish = fused;
+    if let Some(up) = early_upgrade {
+        report.opset_before = up.from;
+        for (op, n) in up.rewritten {
+            *report.upgraded_ops.entry(op).or_default() += n;
+        }
+    }
     let calibration = match (&recipe.calibration, &folded_float) {
         (Some(cal), Some(float)) => {
             Some(calibrate(float, &mut model, cal, base_dir, opts, recipe.verify_data.as_deref())?)

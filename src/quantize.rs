@@ -106,8 +106,11 @@ pub struct Report {
     /// Their bytes after.
     pub weight_bytes_after: u64,
     /// BatchNormalization / per-channel Mul and Add nodes folded into the convolution before them
-    /// (by `pipeline::run`, before quantizing).
+    /// or, for static quantization, after them (by `pipeline::run`, before quantizing).
     pub folded_nodes: usize,
+    /// Spelled-out hard-swish chains (`x * Clip(x + 3, 0, 6) / 6`) rewritten as one op (by
+    /// `pipeline::run`, for static quantization).
+    pub fused_hard_swish: usize,
 }
 
 impl Report {
@@ -615,9 +618,12 @@ impl Report {
         if self.folded_nodes > 0 {
             let _ = writeln!(
                 s,
-                "folded {} BatchNormalization / per-channel Mul / Add node(s) into the convolutions before them",
+                "folded {} BatchNormalization / per-channel Mul / Add node(s) into adjacent convolutions",
                 self.folded_nodes
             );
+        }
+        if self.fused_hard_swish > 0 {
+            let _ = writeln!(s, "rewrote {} hard-swish chain(s) x*Clip(x+3,0,6)/6 as one op", self.fused_hard_swish);
         }
         s
     }

@@ -469,3 +469,121 @@ fn bias_correction_removes_the_mean_shift_of_quantized_weights() {
     assert!(without > 0.02, "the uncorrected model has a real shift: {without}");
     assert!(with < 0.3 * without, "mean output shift {with} with correction vs {without} without");
 }
+
+/// PP-LCNet-style blocks as paddle2onnx writes them, at `opset` (Clip bounds are attributes
+/// before 11, inputs after):
+/// X -> Conv(3x3, pads 1) -> x*Clip(x+3,0,6)/6 -> Mul(per channel) -> Add(per channel)
+///   -> Conv(1x1, group 2) -> x*(Clip(3+x,0,6)*(1/6)) -> Mul(scalar) -> Add(per channel)
+///   -> Conv(3x3, pads 1) -> Y.
+fn hard_swish_cnn(opset: i64) -> ModelProto {
+    let clip = |x: &str, y: &str| {
+        if opset < 11 {
+            node("Clip", &[x], &[y]).float("min", 0.0).float("max", 6.0)
+        } else {
+            node("Clip", &[x, "zero", "six"], &[y])
+        }
+    };
+    let scaled = |seed, k: f32| rand_f32(8, seed).iter().map(|x| 1.0 + k * x).collect::<Vec<_>>();
+    let g = graph(
+        "hswish",
+        vec![
+            node("Conv", &["X", "W1", "B1"], &["c1"]).ints("pads", &[1, 1, 1, 1]),
+            node("Add", &["c1", "three"], &["a1"]),
+            clip("a1", "k1"),
+            node("Mul", &["c1", "k1"], &["m1"]),
+            node("Div", &["m1", "six"], &["h1"]),
+            node("Mul", &["S1", "h1"], &["s1"]),
+            node("Add", &["s1", "T1"], &["t1"]),
+            node("Conv", &["t1", "W2", "B2"], &["c2"]).int("group", 2),
+            node("Add", &["three", "c2"], &["a2"]),
+            clip("a2", "k2"),
+            node("Mul", &["k2", "sixth"], &["d2"]),
+            node("Mul", &["c2", "d2"], &["h2"]),
+            node("Mul", &["h2", "S2"], &["s2"]),
+            node("Add", &["s2", "T2"], &["t2"]),
+            node("Conv", &["t2", "W3"], &["Y"]).ints("pads", &[1, 1, 1, 1]),
+        ],
+        vec![
+            f32_tensor("W1", &[8, 3, 3, 3], &rand_f32(216, 1).iter().map(|x| x * 2.0).collect::<Vec<_>>()),
+            f32_tensor("B1", &[8], &rand_f32(8, 2)),
+            f32_tensor("S1", &[1, 8, 1, 1], &scaled(3, 0.5)),
+            f32_tensor("T1", &[8, 1, 1], &rand_f32(8, 4)),
+            f32_tensor("W2", &[8, 4, 1, 1], &rand_f32(32, 5)),
+            f32_tensor("B2", &[8], &rand_f32(8, 6)),
+            f32_tensor("S2", &[1], &[0.75]),
+            f32_tensor("T2", &[1, 8, 1, 1], &rand_f32(8, 7)),
+            f32_tensor("W3", &[4, 8, 3, 3], &rand_f32(288, 8).iter().map(|x| x * 0.3).collect::<Vec<_>>()),
+            f32_tensor("three", &[], &[3.0]),
+            f32_tensor("zero", &[], &[0.0]),
+            f32_tensor("six", &[], &[6.0]),
+            f32_tensor("sixth", &[], &[1.0 / 6.0]),
+        ],
+        vec![value_info("X", dtype::FLOAT, &[-1, 3, 12, 12])],
+        vec![value_info("Y", dtype::FLOAT, &[-1, 4, 12, 12])],
+    );
+    model(g, opset)
+}
+
+#[test]
+fn hard_swish_chains_fuse_and_affine_ops_fold_into_the_next_conv_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (opset, fused_op) in [(10, "HardSigmoid"), (13, "HardSigmoid"), (14, "HardSwish")] {
+        let float = write(dir.path(), &format!("float{opset}.onnx"), &hard_swish_cnn(opset));
+        let mut m = Model::load(&float).unwrap();
+        let mut names = quantize_rs::graph::Names::of_graph(m.graph());
+        assert_eq!(quantize_rs::fold::fuse_hard_swish(m.graph_mut(), &mut names, opset), 2, "opset {opset}");
+        // Into the 1x1 convolution: its scale and shift. The padded 3x3 one cannot take a shift
+        // (its zero padding would become the shift): Mul(s) -> Add(t) becomes Add(t / s) and
+        // only the scale folds.
+        assert_eq!(quantize_rs::fold::fold_affine_into_conv(m.graph_mut(), &mut names), 3, "opset {opset}");
+        quantize_rs::fold::drop_unused(m.graph_mut());
+        assert_eq!((count(&m, "Clip"), count(&m, "Div"), count(&m, fused_op)), (0, 0, 2), "opset {opset}");
+        let muls = if fused_op == "HardSwish" { 0 } else { 2 };
+        assert_eq!((count(&m, "Mul"), count(&m, "Add")), (muls, 1), "opset {opset}");
+        let out = dir.path().join(format!("fused{opset}.onnx"));
+        m.save(&out, &SaveOptions::default()).unwrap();
+        assert_same_outputs(&float, &out, &Compare::samples(3), 1e-4);
+    }
+    // Any other bound, or a second reader of an intermediate tensor, leaves the chain alone.
+    let mut changed = hard_swish_cnn(13);
+    let g = changed.graph.as_mut().unwrap();
+    g.initializer.iter_mut().find(|t| t.name.as_deref() == Some("six")).unwrap().raw_data =
+        Some(5.0f32.to_le_bytes().to_vec().into());
+    let mut m = Model { proto: changed, path: None };
+    let mut names = quantize_rs::graph::Names::of_graph(m.graph());
+    assert_eq!(quantize_rs::fold::fuse_hard_swish(m.graph_mut(), &mut names, 13), 0);
+    let mut shared = hard_swish_cnn(13);
+    shared.graph.as_mut().unwrap().output.push(value_info("k2", dtype::FLOAT, &[-1, 8, 12, 12]));
+    let mut m = Model { proto: shared, path: None };
+    assert_eq!(quantize_rs::fold::fuse_hard_swish(m.graph_mut(), &mut names, 13), 1);
+}
+
+#[test]
+fn calibration_runs_the_fused_hard_swish_model_and_ort_runs_the_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let float = write(dir.path(), "float.onnx", &hard_swish_cnn(13));
+    write_npy(&dir.path().join("calib.npy"), &[8, 3, 12, 12], &rand_f32(8 * 432, 100));
+    let held_out = dir.path().join("held_out.npy");
+    write_npy(&held_out, &[4, 3, 12, 12], &rand_f32(4 * 432, 200));
+    let recipe = Recipe {
+        min_elements: 0,
+        calibration: Some(calibration("calib.npy")),
+        verify_data: Some("held_out.npy".into()),
+        ..Recipe::default()
+    };
+    let outcome = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap();
+    assert_eq!((outcome.report.fused_hard_swish, outcome.report.folded_nodes), (2, 3));
+    let m = &outcome.model;
+    // Opset 13 is raised to 14 for the one-op HardSwish.
+    assert_eq!((outcome.report.opset_before, outcome.report.opset_after), (13, 14));
+    assert_eq!((count(m, "Clip"), count(m, "Div"), count(m, "HardSwish")), (0, 0, 2));
+    assert_eq!(count(m, "Conv"), 3);
+    let out = dir.path().join("q.onnx");
+    m.save(&out, &SaveOptions::default()).unwrap();
+    let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
+    assert!(pooled_snr(&r) > 25.0, "{r}");
+    // Weight-only quantization keeps the float graph's ops.
+    let weights_only = run(Model::load(&float).unwrap(), &Recipe { min_elements: 0, ..Recipe::default() }, dir.path());
+    let w = weights_only.unwrap();
+    assert_eq!((w.report.fused_hard_swish, count(&w.model, "Clip")), (0, 2));
+}
