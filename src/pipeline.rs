@@ -74,6 +74,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let fold = recipe.calibration.is_some() || recipe.per_channel || recipe.block_size.is_some();
     let mut folded = 0;
     let mut fused = 0;
+    let mut decomposed = 0;
     let mut early_upgrade = None;
     if recipe.calibration.is_some()
         && model.opset().is_some_and(|v| v < 14)
@@ -92,11 +93,13 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
         let mut names = crate::graph::Names::of_graph(model.graph());
         folded = crate::fold::fold_conv_affine(model.graph_mut(), &mut names);
         // Static quantization also folds the affine ops after an activation into the convolution
-        // that reads them, and writes hard-swish as one op: fewer float passes between the
-        // integer kernels (see `fold`). Weight-only models keep their float graph as it is.
+        // that reads them, writes hard-swish as one op and a softmax over a middle axis as
+        // elementwise ops: fewer and faster float passes between the integer kernels (see
+        // `fold`). Weight-only models keep their float graph as it is.
         if recipe.calibration.is_some() {
             let opset = model.opset().unwrap_or(1);
             fused = crate::fold::fuse_hard_swish(model.graph_mut(), &mut names, opset);
+            decomposed = crate::fold::decompose_softmax(model.graph_mut(), &mut names, opset);
             folded += crate::fold::fold_affine_into_conv(model.graph_mut(), &mut names);
         }
         if folded + fused > 0 {
@@ -107,6 +110,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let mut report = quantize_model(&mut model, recipe)?;
     report.folded_nodes = folded;
     report.fused_hard_swish = fused;
+    report.decomposed_softmax = decomposed;
     if let Some(up) = early_upgrade {
         report.opset_before = up.from;
         for (op, n) in up.rewritten {

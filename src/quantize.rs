@@ -111,6 +111,9 @@ pub struct Report {
     /// Spelled-out hard-swish chains (`x * Clip(x + 3, 0, 6) / 6`) rewritten as one op (by
     /// `pipeline::run`, for static quantization).
     pub fused_hard_swish: usize,
+    /// Softmax nodes over a non-last axis written as Exp / ReduceSum (by `pipeline::run`, for
+    /// static quantization).
+    pub decomposed_softmax: usize,
 }
 
 impl Report {
@@ -624,6 +627,13 @@ impl Report {
         }
         if self.fused_hard_swish > 0 {
             let _ = writeln!(s, "rewrote {} hard-swish chain(s) x*Clip(x+3,0,6)/6 as one op", self.fused_hard_swish);
+        }
+        if self.decomposed_softmax > 0 {
+            let _ = writeln!(
+                s,
+                "rewrote {} Softmax over a non-last axis as Exp / ReduceSum (ONNX Runtime transposes it twice)",
+                self.decomposed_softmax
+            );
         }
         s
     }

@@ -587,3 +587,55 @@ fn calibration_runs_the_fused_hard_swish_model_and_ort_runs_the_result() {
     let w = weights_only.unwrap();
     assert_eq!((w.report.fused_hard_swish, count(&w.model, "Clip")), (0, 2));
 }
+
+/// X[N,3,8,8] -> Conv(16, 1x1) -> c -> Softmax(axis 1) -> s -> Transpose(0,2,1,3) ->
+/// Softmax(axis -1) -> Y, plus Z = Softmax(axis 1) of Relu(X), whose rank nothing declares.
+fn softmax_model(opset: i64) -> ModelProto {
+    ModelBuilder::new(opset)
+        .input("X", dtype::FLOAT, &[-1, 3, 8, 8])
+        .output("Y", dtype::FLOAT)
+        .output("Z", dtype::FLOAT)
+        .value_info("c", dtype::FLOAT, &[-1, 16, 8, 8])
+        .init_f32("W", &[16, 3, 1, 1], &rand_f32(48, 1).iter().map(|x| x * 3.0).collect::<Vec<_>>())
+        .node(node("Conv", &["X", "W"], &["c"]))
+        .node(node("Softmax", &["c"], &["s"]).int("axis", 1))
+        .node(node("Transpose", &["s"], &["t"]).ints("perm", &[0, 2, 1, 3]))
+        .node(node("Softmax", &["t"], &["Y"]).int("axis", -1))
+        .node(node("Relu", &["X"], &["r"]))
+        .node(node("Softmax", &["r"], &["Z"]).int("axis", 1))
+        .build()
+}
+
+#[test]
+fn softmax_over_a_middle_axis_becomes_elementwise_ops_with_the_same_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    // ReduceMax takes axes as an attribute before opset 18 and as an input from 18.
+    for opset in [13, 18] {
+        let float = write(dir.path(), &format!("float{opset}.onnx"), &softmax_model(opset));
+        let mut m = Model::load(&float).unwrap();
+        let mut names = quantize_rs::graph::Names::of_graph(m.graph());
+        assert_eq!(quantize_rs::fold::decompose_softmax(m.graph_mut(), &mut names, opset), 1, "opset {opset}");
+        // The last-axis softmax and the one of unknown rank stay.
+        assert_eq!((count(&m, "Softmax"), count(&m, "ReduceMax"), count(&m, "Exp")), (2, 1, 1));
+        let out = dir.path().join(format!("decomposed{opset}.onnx"));
+        m.save(&out, &SaveOptions::default()).unwrap();
+        assert_same_outputs(&float, &out, &Compare::samples(3), 1e-6);
+    }
+    // Before opset 13 Softmax normalizes over all the axes from `axis` on: left alone.
+    let mut m = Model { proto: softmax_model(11), path: None };
+    let mut names = quantize_rs::graph::Names::of_graph(m.graph());
+    assert_eq!(quantize_rs::fold::decompose_softmax(m.graph_mut(), &mut names, 11), 0);
+
+    // Static quantization applies it; tract calibrates the result and ORT runs it.
+    let float = dir.path().join("float13.onnx");
+    write_npy(&dir.path().join("calib.npy"), &[4, 3, 8, 8], &rand_f32(4 * 192, 100));
+    let recipe = Recipe { min_elements: 0, calibration: Some(calibration("calib.npy")), ..Recipe::default() };
+    let outcome = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap();
+    assert_eq!(outcome.report.decomposed_softmax, 1);
+    let out = dir.path().join("q.onnx");
+    outcome.model.save(&out, &SaveOptions::default()).unwrap();
+    let held_out = dir.path().join("held_out.npy");
+    write_npy(&held_out, &[3, 3, 8, 8], &rand_f32(3 * 192, 200));
+    let r = ort_compare(&float, &out, &Compare::samples(3).inputs(&held_out));
+    assert!(pooled_snr(&r) > 25.0, "{r}");
+}
