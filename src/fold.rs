@@ -14,7 +14,7 @@
 //! weight and bias initializers, when the convolution's output has that one reader and is not a
 //! graph output. The folded `Conv` takes over the last absorbed node's output name.
 //!
-//! Before static quantization two more rewrites run, both exact up to float rounding:
+//! Before static quantization three more rewrites run, all exact up to float rounding:
 //! - [`fold_affine_into_conv`] folds a per-channel `Mul`/`Add`/`BatchNormalization` that feeds a
 //!   `Conv` into that convolution (the scale into the weight's input channels, the shift into the
 //!   bias, the latter only when the convolution does not pad: padded zeros would become the
@@ -26,13 +26,17 @@
 //!   `Exp(x - ReduceMax(x)) / ReduceSum(...)`, which ONNX Runtime runs six times faster.
 //!
 //! In a quantized model the float ops between a DequantizeLinear and the next QuantizeLinear
-//! each make a full pass over an f32 tensor; on PP-OCRv4 these two rewrites take six of them
-//! down to one or two per block.
+//! each make a full pass over an f32 tensor; on PP-OCRv4 the first two rewrites take six of
+//! them down to one or two per block.
+//!
+//! Every rewrite reads only constants that cannot change at run time: an initializer that is
+//! also a graph input (IR 4 and later) may be fed by the caller, so it is not folded.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::analyse::constant_value;
 use crate::graph::{Names, NodeExt, node_domain};
+use crate::model::Model;
 use crate::proto::{GraphProto, NodeProto, TensorProto, dtype};
 use crate::quantize::float_values;
 
@@ -66,22 +70,14 @@ fn affine_of(n: &NodeProto, x: &str, consts: &HashMap<&str, &TensorProto>, c: us
         return None;
     }
     let op = n.op_type.as_deref()?;
-    let other = |n: &NodeProto| -> Option<Vec<f32>> {
-        let [a, b] = n.input.as_slice() else { return None };
-        let other = if a == x && b != x {
-            b
-        } else if b == x && a != x {
-            a
-        } else {
-            return None;
-        };
-        per_channel(consts.get(other.as_str())?, c, rank)
-    };
+    let other = |n: &NodeProto| per_channel(consts.get(other_input(n, x)?)?, c, rank);
     match op {
         "Mul" => Some(Affine { mul: other(n)?, add: vec![0.0; c] }),
         "Add" => Some(Affine { mul: vec![1.0; c], add: other(n)? }),
         "BatchNormalization" => {
-            if n.input.first().map(String::as_str) != Some(x) || n.input.len() != 5 {
+            // In training mode the batch's own statistics are used, not the stored ones.
+            let training = n.attr_int("training_mode").ok().flatten().unwrap_or(0) != 0;
+            if n.input.first().map(String::as_str) != Some(x) || n.input.len() != 5 || training {
                 return None;
             }
             let eps =
@@ -115,13 +111,98 @@ fn float_tensor(name: String, dims: Vec<i64>, values: &[f32]) -> TensorProto {
     }
 }
 
-/// Folds per-channel affine ops into the `Conv` before them in the main graph of `g` (see the
-/// module docs). Returns the number of nodes absorbed. Unused constants are left for the caller
-/// to drop.
-pub fn fold_conv_affine(g: &mut GraphProto, names: &mut Names) -> usize {
+/// The constants of `model`'s main graph that the rewrites may read: initializers and Constant
+/// nodes, without the initializers that are also graph inputs from IR 4 on (a caller may feed
+/// those at run time; before IR 4 every initializer had to be listed as an input).
+fn fixed_constants(model: &Model) -> HashMap<&str, &TensorProto> {
+    let g = model.graph();
+    let mut consts = crate::graph::constants(g);
+    if model.proto.ir_version.unwrap_or(0) >= 4 {
+        for i in &g.input {
+            if let Some(name) = i.name.as_deref() {
+                consts.remove(name);
+            }
+        }
+    }
+    consts
+}
+
+/// Removes the nodes at the indices in `dead`.
+fn remove_nodes(g: &mut GraphProto, dead: &HashSet<usize>) {
+    let mut k = 0;
+    g.node.retain(|_| {
+        let keep = !dead.contains(&k);
+        k += 1;
+        keep
+    });
+}
+
+/// A float `Conv` with constant weight `[cout, cin / group, k...]` and constant (or no) bias, as
+/// values to rewrite.
+struct ConvParams {
+    weight: Vec<f32>,
+    dims: Vec<i64>,
+    bias: Vec<f32>,
+    group: usize,
+}
+
+impl ConvParams {
+    fn of(n: &NodeProto, consts: &HashMap<&str, &TensorProto>) -> Option<ConvParams> {
+        if n.op_type.as_deref() != Some("Conv") || !node_domain(n).is_empty() || n.output.len() != 1 {
+            return None;
+        }
+        let w = consts.get(n.input.get(1)?.as_str())?;
+        if w.data_type != Some(dtype::FLOAT) || w.dims.len() < 3 || w.dims.iter().any(|&d| d <= 0) {
+            return None;
+        }
+        let weight = float_values(w).ok()?;
+        let cout = w.dims[0] as usize;
+        let group = n.attr_int("group").ok().flatten().unwrap_or(1);
+        if group < 1 || !cout.is_multiple_of(group as usize) {
+            return None;
+        }
+        let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => {
+                let t = consts.get(b.as_str())?;
+                let v = (t.data_type == Some(dtype::FLOAT)).then(|| float_values(t).ok()).flatten()?;
+                (v.len() == cout).then_some(v)?
+            }
+            None => vec![0.0; cout],
+        };
+        Some(ConvParams { weight, dims: w.dims.clone(), bias, group: group as usize })
+    }
+
+    fn cout(&self) -> usize {
+        self.dims[0] as usize
+    }
+
+    /// Input channels (all groups).
+    fn cin(&self) -> usize {
+        self.dims[1] as usize * self.group
+    }
+
+    /// Writes the values as new initializers and points conv `i` of `g` at them.
+    fn store(self, g: &mut GraphProto, i: usize, names: &mut Names) {
+        let n = &g.node[i];
+        let base = n.name.clone().unwrap_or_else(|| n.output[0].clone());
+        let (wn, bn) = (names.fresh(&format!("{base}_W")), names.fresh(&format!("{base}_B")));
+        let cout = self.cout() as i64;
+        g.initializer.push(float_tensor(wn.clone(), self.dims, &self.weight));
+        g.initializer.push(float_tensor(bn.clone(), vec![cout], &self.bias));
+        let conv = &mut g.node[i];
+        conv.input.truncate(1);
+        conv.input.push(wn);
+        conv.input.push(bn);
+    }
+}
+
+/// Folds per-channel affine ops into the `Conv` before them in the main graph of `model` (see
+/// the module docs). Returns the number of nodes absorbed. Unused constants are left for the
+/// caller to drop.
+pub fn fold_conv_affine(model: &mut Model, names: &mut Names) -> usize {
     let mut absorbed = 0;
     loop {
-        let step = fold_one_round(g, names);
+        let step = fold_one_round(model, names);
         if step == 0 {
             return absorbed;
         }
@@ -129,90 +210,46 @@ pub fn fold_conv_affine(g: &mut GraphProto, names: &mut Names) -> usize {
     }
 }
 
-fn fold_one_round(g: &mut GraphProto, names: &mut Names) -> usize {
-    let graph_outputs: HashSet<String> = g.output.iter().filter_map(|v| v.name.clone()).collect();
-    let readers = crate::graph::readers(g);
-    let mut plans: Vec<(usize, usize, Affine)> = Vec::new();
+fn fold_one_round(model: &mut Model, names: &mut Names) -> usize {
+    let mut plans: Vec<(usize, usize, ConvParams)> = Vec::new();
     {
-        let consts = crate::graph::constants(g);
+        let g = model.graph();
+        let graph_outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
+        let readers = crate::graph::readers(g);
+        let consts = fixed_constants(model);
         let mut taken = HashSet::new();
         for (i, n) in g.node.iter().enumerate() {
-            if n.op_type.as_deref() != Some("Conv") || !node_domain(n).is_empty() || n.output.len() != 1 {
-                continue;
-            }
-            let Some(w) = n.input.get(1).and_then(|w| consts.get(w.as_str())) else { continue };
-            if w.data_type != Some(dtype::FLOAT) || w.dims.len() < 3 {
-                continue;
-            }
-            if n.input.get(2).is_some_and(|b| !b.is_empty() && !consts.contains_key(b.as_str())) {
-                continue;
-            }
+            let Some(mut conv) = ConvParams::of(n, &consts) else { continue };
             let y = &n.output[0];
-            if graph_outputs.contains(y) {
+            if graph_outputs.contains(y.as_str()) {
                 continue;
             }
             let Some(&[r]) = readers.get(y).map(Vec::as_slice) else { continue };
-            if r == crate::graph::SUBGRAPH_READER {
+            if r == crate::graph::SUBGRAPH_READER || taken.contains(&r) {
                 continue;
             }
-            if taken.contains(&r) {
-                continue;
+            let c = conv.cout();
+            let Some(aff) = affine_of(&g.node[r], y, &consts, c, conv.dims.len()) else { continue };
+            let per = conv.weight.len() / c;
+            for o in 0..c {
+                for v in &mut conv.weight[o * per..(o + 1) * per] {
+                    *v *= aff.mul[o];
+                }
+                conv.bias[o] = conv.bias[o] * aff.mul[o] + aff.add[o];
             }
-            let c = w.dims[0] as usize;
-            if let Some(aff) = affine_of(&g.node[r], y, &consts, c, w.dims.len()) {
-                taken.insert(r);
-                plans.push((i, r, aff));
-            }
+            taken.insert(r);
+            plans.push((i, r, conv));
         }
     }
-    if plans.is_empty() {
-        return 0;
-    }
-    let mut new_inits = Vec::new();
+    let g = model.graph_mut();
     let mut dead = HashSet::new();
-    for (i, r, aff) in &plans {
-        let consts = crate::graph::constants(g);
-        let n = &g.node[*i];
-        let w = consts[n.input[1].as_str()];
-        let c = w.dims[0] as usize;
-        let Ok(mut wv) = float_values(w) else { continue };
-        let per = wv.len() / c.max(1);
-        let mut bv = match n.input.get(2).filter(|b| !b.is_empty()) {
-            Some(b) => match float_values(consts[b.as_str()]) {
-                Ok(v) if v.len() == c => v,
-                _ => continue,
-            },
-            None => vec![0.0; c],
-        };
-        for o in 0..c {
-            for v in &mut wv[o * per..(o + 1) * per] {
-                *v *= aff.mul[o];
-            }
-            bv[o] = bv[o] * aff.mul[o] + aff.add[o];
-        }
-        let w_dims = w.dims.clone();
-        let base = n.name.clone().unwrap_or_else(|| n.output[0].clone());
-        let wn = names.fresh(&format!("{base}_W"));
-        let bn = names.fresh(&format!("{base}_B"));
-        new_inits.push(float_tensor(wn.clone(), w_dims, &wv));
-        new_inits.push(float_tensor(bn.clone(), vec![c as i64], &bv));
-        let out = g.node[*r].output[0].clone();
-        let conv = &mut g.node[*i];
-        conv.input.truncate(1);
-        conv.input.push(wn);
-        conv.input.push(bn);
-        conv.output[0] = out;
-        dead.insert(*r);
+    for (i, r, conv) in plans {
+        conv.store(g, i, names);
+        g.node[i].output[0] = g.node[r].output[0].clone();
+        dead.insert(r);
     }
-    let count = dead.len();
-    let mut k = 0;
-    g.node.retain(|_| {
-        let keep = !dead.contains(&k);
-        k += 1;
-        keep
-    });
-    g.initializer.extend(new_inits);
-    count
+    remove_nodes(g, &dead);
+    dead.len()
 }
 
 /// Whether a `Conv` node pads its input (explicit non-zero `pads`, or `SAME_*` auto padding).
@@ -224,22 +261,86 @@ fn pads(n: &NodeProto) -> bool {
     })
 }
 
-fn int_attr(n: &NodeProto, name: &str) -> Option<i64> {
-    n.attribute.iter().find(|a| a.name.as_deref() == Some(name)).and_then(|a| a.i)
-}
-
 /// Index of the node in `g` that produces each tensor.
 fn producers(g: &GraphProto) -> HashMap<&str, usize> {
     g.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect()
 }
 
+/// Ops whose output has their first input's shape.
+const SAME_SHAPE: &[&str] = &[
+    "Relu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Clip",
+    "Tanh",
+    "LeakyRelu",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "Mish",
+    "Gelu",
+    "Identity",
+    "Exp",
+    "Neg",
+    "Abs",
+    "BatchNormalization",
+];
+
+/// The size of axis 1 (channels) of tensor `t`, where it is declared or follows from the ops
+/// that produce it: a `Conv`'s weight, shape-preserving ops, and elementwise ops whose operands
+/// all have known channels. `None` when unknown.
+fn channels(
+    g: &GraphProto,
+    scope: &crate::opset::facts::Scope,
+    producer: &HashMap<&str, usize>,
+    consts: &HashMap<&str, &TensorProto>,
+    t: &str,
+    depth: usize,
+) -> Option<usize> {
+    if let Some(Some(c)) = scope.dims(t).and_then(|d| d.get(1).copied()) {
+        return usize::try_from(c).ok();
+    }
+    if depth == 0 {
+        return None;
+    }
+    let n = &g.node[*producer.get(t)?];
+    if !node_domain(n).is_empty() {
+        return None;
+    }
+    let op = n.op_type.as_deref()?;
+    let rank = scope.rank(t)?;
+    match op {
+        "Conv" => consts.get(n.input.get(1)?.as_str()).map(|w| w.dims[0] as usize),
+        _ if SAME_SHAPE.contains(&op) => channels(g, scope, producer, consts, &n.input[0], depth - 1),
+        "Mul" | "Add" | "Sub" | "Div" => {
+            let mut c = 1;
+            for i in &n.input {
+                let ci = match consts.get(i.as_str()) {
+                    // Right-aligned broadcasting: a constant's axis 1 of `rank`, if it has one.
+                    Some(k) => {
+                        let at = (k.dims.len() + 1).checked_sub(rank);
+                        at.and_then(|a| k.dims.get(a)).map_or(1, |&d| d as usize)
+                    }
+                    None => channels(g, scope, producer, consts, i, depth - 1)?,
+                };
+                c = c.max(ci);
+            }
+            Some(c)
+        }
+        _ => None,
+    }
+}
+
 /// Folds per-channel affine ops (`Mul`/`Add` of a constant, `BatchNormalization`) into the `Conv`
-/// that alone reads their output, in the main graph of `g` (see the module docs). Returns the
-/// number of nodes absorbed. Unused constants are left for the caller to drop.
-pub fn fold_affine_into_conv(g: &mut GraphProto, names: &mut Names) -> usize {
+/// that alone reads their output, in the main graph of `model` (see the module docs). The affine
+/// op's input must be known to have the convolution's rank and input channels (a per-channel
+/// constant could otherwise broadcast a one-channel tensor to many). Returns the number of nodes
+/// absorbed. Unused constants are left for the caller to drop.
+pub fn fold_affine_into_conv(model: &mut Model, names: &mut Names) -> usize {
     let mut absorbed = 0;
     loop {
-        let (step, swapped) = fold_into_conv_round(g, names);
+        let (step, swapped) = fold_into_conv_round(model, names);
         if step + swapped == 0 {
             return absorbed;
         }
@@ -259,29 +360,37 @@ struct Swap {
 }
 
 /// One pass over the convolutions: (nodes absorbed, `Mul` → `Add` pairs reordered for the next).
-fn fold_into_conv_round(g: &mut GraphProto, names: &mut Names) -> (usize, usize) {
-    let graph_outputs: HashSet<String> = g.output.iter().filter_map(|v| v.name.clone()).collect();
-    let readers = crate::graph::readers(g);
-    // (conv, absorbed node, the absorbed node's data input, what it did)
-    let mut plans: Vec<(usize, usize, String, Affine)> = Vec::new();
+fn fold_into_conv_round(model: &mut Model, names: &mut Names) -> (usize, usize) {
+    // (conv, its new values, the absorbed node, the absorbed node's data input)
+    let mut plans: Vec<(usize, ConvParams, usize, String)> = Vec::new();
     let mut swaps: Vec<Swap> = Vec::new();
     {
-        let consts = crate::graph::constants(g);
+        let g = model.graph();
+        let graph_outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
+        let readers = crate::graph::readers(g);
+        let consts = fixed_constants(model);
         let producer = producers(g);
+        let scope = crate::opset::facts::Scope::of_graph(g, None);
+        let only_reader =
+            |t: &str, r: usize| !graph_outputs.contains(t) && readers.get(t).map(Vec::as_slice) == Some(&[r][..]);
+        let data_input = |n: &NodeProto| -> Option<String> {
+            match n.op_type.as_deref() {
+                Some("Mul" | "Add") => {
+                    let mut vars = n.input.iter().filter(|s| !consts.contains_key(s.as_str()));
+                    match (vars.next(), vars.next()) {
+                        (Some(d), None) => Some(d.clone()),
+                        _ => None,
+                    }
+                }
+                Some("BatchNormalization") => n.input.first().cloned(),
+                _ => None,
+            }
+        };
         let mut taken = HashSet::new();
         for (i, n) in g.node.iter().enumerate() {
-            if n.op_type.as_deref() != Some("Conv") || !node_domain(n).is_empty() || n.output.len() != 1 {
-                continue;
-            }
-            let Some(w) = n.input.get(1).and_then(|w| consts.get(w.as_str())) else { continue };
-            if w.data_type != Some(dtype::FLOAT) || w.dims.len() < 3 || w.dims.iter().any(|&d| d <= 0) {
-                continue;
-            }
-            if n.input.get(2).is_some_and(|b| !b.is_empty() && !consts.contains_key(b.as_str())) {
-                continue;
-            }
+            let Some(mut conv) = ConvParams::of(n, &consts) else { continue };
             let x = &n.input[0];
-            if graph_outputs.contains(x) || readers.get(x).map(Vec::as_slice) != Some(&[i]) {
+            if !only_reader(x, i) {
                 continue;
             }
             let Some(&p) = producer.get(x.as_str()) else { continue };
@@ -289,133 +398,93 @@ fn fold_into_conv_round(g: &mut GraphProto, names: &mut Names) -> (usize, usize)
                 continue;
             }
             let pn = &g.node[p];
-            let data = match pn.op_type.as_deref() {
-                Some("Mul" | "Add") => {
-                    let mut vars = pn.input.iter().filter(|s| !consts.contains_key(s.as_str()));
-                    match (vars.next(), vars.next()) {
-                        (Some(d), None) => d.clone(),
-                        _ => continue,
-                    }
-                }
-                Some("BatchNormalization") => pn.input[0].clone(),
-                _ => continue,
-            };
-            let group = int_attr(n, "group").unwrap_or(1).max(1) as usize;
-            let cin = w.dims[1] as usize * group;
-            if !(w.dims[0] as usize).is_multiple_of(group) {
+            let Some(data) = data_input(pn) else { continue };
+            let (cin, rank) = (conv.cin(), conv.dims.len());
+            if scope.rank(&data) != Some(rank) || channels(g, &scope, &producer, &consts, &data, 8) != Some(cin) {
                 continue;
             }
-            let Some(aff) = affine_of(pn, &data, &consts, cin, w.dims.len()) else { continue };
+            let Some(aff) = affine_of(pn, &data, &consts, cin, rank) else { continue };
             if pads(n) && aff.add.iter().any(|&a| a != 0.0) {
                 // A padded convolution cannot take a shift, but it can take the scale of a
                 // `Mul(s)` before the `Add(t)`: written as `Add(t / s)` then `Mul(s)`, the scale
                 // folds next round and one float op is left instead of two.
-                if pn.op_type.as_deref() != Some("Add")
-                    || readers.get(&data).map(Vec::as_slice).is_none_or(|r| r.len() != 1)
-                {
+                if pn.op_type.as_deref() != Some("Add") || !only_reader(&data, p) {
                     continue;
                 }
                 let Some(&mi) = producer.get(data.as_str()) else { continue };
                 let mn = &g.node[mi];
-                if graph_outputs.contains(&data) || taken.contains(&mi) || mn.op_type.as_deref() != Some("Mul") {
+                if taken.contains(&mi) || mn.op_type.as_deref() != Some("Mul") {
                     continue;
                 }
-                let mut vars = mn.input.iter().filter(|s| !consts.contains_key(s.as_str()));
-                let (Some(x), None) = (vars.next(), vars.next()) else { continue };
-                let Some(scale) = affine_of(mn, x, &consts, cin, w.dims.len()) else { continue };
-                if scale.mul.iter().any(|&m| m == 0.0 || !m.is_finite()) {
+                let Some(x) = data_input(mn) else { continue };
+                if scope.rank(&x) != Some(rank) || channels(g, &scope, &producer, &consts, &x, 8) != Some(cin) {
                     continue;
                 }
+                let Some(scale) = affine_of(mn, &x, &consts, cin, rank) else { continue };
                 let shift: Vec<f32> = aff.add.iter().zip(&scale.mul).map(|(t, m)| t / m).collect();
+                if shift.iter().any(|v| !v.is_finite()) {
+                    continue;
+                }
                 taken.extend([i, p, mi]);
-                swaps.push(Swap { mul: mi, add: p, x: x.clone(), shift, scale: scale.mul, rank: w.dims.len() });
+                swaps.push(Swap { mul: mi, add: p, x, shift, scale: scale.mul, rank });
                 continue;
+            }
+            // Conv(x * mul + add): weight[o, j] takes mul of input channel c(o, j); bias[o] gains
+            // Σ weight[o, j, k] * add[c(o, j)] (from the weight before scaling).
+            let (cout, cin_g) = (conv.cout(), conv.dims[1] as usize);
+            let per = conv.weight.len() / (cout * cin_g);
+            let per_group = cout / conv.group;
+            for o in 0..cout {
+                let first = (o / per_group) * cin_g;
+                let mut shift = 0f64;
+                for j in 0..cin_g {
+                    let c = first + j;
+                    for v in &mut conv.weight[(o * cin_g + j) * per..(o * cin_g + j + 1) * per] {
+                        shift += *v as f64 * aff.add[c] as f64;
+                        *v *= aff.mul[c];
+                    }
+                }
+                conv.bias[o] += shift as f32;
             }
             taken.insert(i);
             taken.insert(p);
-            plans.push((i, p, data, aff));
+            plans.push((i, conv, p, data));
         }
     }
+    let g = model.graph_mut();
     let swapped = swaps.len();
-    for Swap { mul: mi, add: ai, x, shift, scale: mul, rank } in swaps {
+    for Swap { mul: mi, add: ai, x, shift, scale, rank } in swaps {
         let dims: Vec<i64> = std::iter::once(shift.len() as i64).chain(std::iter::repeat_n(1, rank - 2)).collect();
         let base = g.node[ai].name.clone().unwrap_or_else(|| g.node[ai].output[0].clone());
         let (tn, sn) = (names.fresh(&format!("{base}_shift")), names.fresh(&format!("{base}_scale")));
         g.initializer.push(float_tensor(tn.clone(), dims.clone(), &shift));
-        g.initializer.push(float_tensor(sn.clone(), dims, &mul));
+        g.initializer.push(float_tensor(sn.clone(), dims, &scale));
         // The Mul's slot now computes x + t / s into its old output; the Add's slot scales that.
         let u = g.node[mi].output[0].clone();
         let first = &mut g.node[mi];
         first.op_type = Some("Add".into());
         first.input = vec![x, tn];
+        first.name = Some(names.fresh(&format!("{base}_add")));
         let second = &mut g.node[ai];
         second.op_type = Some("Mul".into());
         second.input = vec![u, sn];
+        second.name = Some(names.fresh(&format!("{base}_mul")));
     }
-    if plans.is_empty() {
-        return (0, swapped);
-    }
-    let mut new_inits = Vec::new();
     let mut dead = HashSet::new();
-    for (i, p, data, aff) in plans {
-        let consts = crate::graph::constants(g);
-        let n = &g.node[i];
-        let w = consts[n.input[1].as_str()];
-        let cout = w.dims[0] as usize;
-        let cin_g = w.dims[1] as usize;
-        let Ok(mut wv) = float_values(w) else { continue };
-        let per = wv.len() / (cout * cin_g).max(1);
-        let mut bv = match n.input.get(2).filter(|b| !b.is_empty()) {
-            Some(b) => match float_values(consts[b.as_str()]) {
-                Ok(v) if v.len() == cout => v,
-                _ => continue,
-            },
-            None => vec![0.0; cout],
-        };
-        let group = int_attr(n, "group").unwrap_or(1).max(1) as usize;
-        let per_group = cout / group;
-        // Conv(x * mul + add): weight[o, j] takes mul of input channel c(o, j); bias[o] gains
-        // Σ weight[o, j, k] * add[c(o, j)] (from the weight before scaling).
-        for o in 0..cout {
-            let first = (o / per_group) * cin_g;
-            let mut shift = 0f64;
-            for j in 0..cin_g {
-                let c = first + j;
-                for v in &mut wv[(o * cin_g + j) * per..(o * cin_g + j + 1) * per] {
-                    shift += *v as f64 * aff.add[c] as f64;
-                    *v *= aff.mul[c];
-                }
-            }
-            bv[o] += shift as f32;
-        }
-        let w_dims = w.dims.clone();
-        let base = n.name.clone().unwrap_or_else(|| n.output[0].clone());
-        let wn = names.fresh(&format!("{base}_W"));
-        let bn = names.fresh(&format!("{base}_B"));
-        new_inits.push(float_tensor(wn.clone(), w_dims, &wv));
-        new_inits.push(float_tensor(bn.clone(), vec![cout as i64], &bv));
-        let conv = &mut g.node[i];
-        conv.input.truncate(1);
-        conv.input[0] = data;
-        conv.input.push(wn);
-        conv.input.push(bn);
+    for (i, conv, p, data) in plans {
+        conv.store(g, i, names);
+        g.node[i].input[0] = data;
         dead.insert(p);
     }
-    let count = dead.len();
-    let mut k = 0;
-    g.node.retain(|_| {
-        let keep = !dead.contains(&k);
-        k += 1;
-        keep
-    });
-    g.initializer.extend(new_inits);
-    (count, swapped)
+    remove_nodes(g, &dead);
+    (dead.len(), swapped)
 }
 
-/// The value of a one-element float32 constant.
-fn scalar(consts: &HashMap<&str, &TensorProto>, name: &str) -> Option<f32> {
+/// The value of a float32 constant with one element and at most `rank` dimensions (so that it
+/// cannot raise the rank of what it is combined with).
+fn scalar(consts: &HashMap<&str, &TensorProto>, name: &str, rank: Option<usize>) -> Option<f32> {
     let t = consts.get(name)?;
-    if t.data_type != Some(dtype::FLOAT) {
+    if t.data_type != Some(dtype::FLOAT) || t.dims.len() > rank.unwrap_or(1).max(1) {
         return None;
     }
     match float_values(t).ok()?.as_slice() {
@@ -448,40 +517,25 @@ struct HardSwishChain {
     scale_first: bool,
 }
 
-/// How many `x * Clip(x + 3, 0, 6) / 6` chains [`fuse_hard_swish`] would rewrite in `g`.
-pub fn hard_swish_chains(g: &GraphProto) -> usize {
-    find_hard_swish(g).len()
+/// How many `x * Clip(x + 3, 0, 6) / 6` chains [`fuse_hard_swish`] would rewrite in `model`.
+pub fn hard_swish_chains(model: &Model) -> usize {
+    find_hard_swish(model).len()
 }
 
-fn find_hard_swish(g: &GraphProto) -> Vec<HardSwishChain> {
-    let graph_outputs: HashSet<String> = g.output.iter().filter_map(|v| v.name.clone()).collect();
+fn find_hard_swish(model: &Model) -> Vec<HardSwishChain> {
+    let g = model.graph();
+    let graph_outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
     let readers = crate::graph::readers(g);
     let only_reader = |t: &str| match readers.get(t).map(Vec::as_slice) {
         Some(&[r]) if r != crate::graph::SUBGRAPH_READER && !graph_outputs.contains(t) => Some(r),
         _ => None,
     };
-    let consts = crate::graph::constants(g);
+    let consts = fixed_constants(model);
     let producer = producers(g);
-    let is_sixth = |n: &NodeProto, v: &str| match n.op_type.as_deref() {
-        Some("Div") if n.input.first().map(String::as_str) == Some(v) => {
-            n.input.get(1).and_then(|d| scalar(&consts, d)) == Some(6.0)
-        }
-        Some("Mul") => {
-            other_input(n, v).and_then(|c| scalar(&consts, c)).is_some_and(|c| (c - 1.0 / 6.0).abs() < 1e-6)
-        }
-        _ => false,
-    } && node_domain(n).is_empty()
-        && n.output.len() == 1;
+    let scope = crate::opset::facts::Scope::of_graph(g, None);
     let mut chains = Vec::new();
     for (ci, clip) in g.node.iter().enumerate() {
         if !is_op(clip, "Clip") {
-            continue;
-        }
-        let bound = |k: usize, attr: &str| match clip.input.get(k).filter(|s| !s.is_empty()) {
-            Some(name) => scalar(&consts, name),
-            None => clip.attribute.iter().find(|a| a.name.as_deref() == Some(attr)).and_then(|a| a.f),
-        };
-        if bound(1, "min") != Some(0.0) || bound(2, "max") != Some(6.0) {
             continue;
         }
         let Some(&ai) = producer.get(clip.input[0].as_str()) else { continue };
@@ -490,9 +544,31 @@ fn find_hard_swish(g: &GraphProto) -> Vec<HardSwishChain> {
             continue;
         }
         let x = match add.input.as_slice() {
-            [a, b] if scalar(&consts, b) == Some(3.0) && !consts.contains_key(a.as_str()) => a,
-            [a, b] if scalar(&consts, a) == Some(3.0) && !consts.contains_key(b.as_str()) => b,
+            [a, b] if !consts.contains_key(a.as_str()) && consts.contains_key(b.as_str()) => a,
+            [a, b] if consts.contains_key(a.as_str()) && !consts.contains_key(b.as_str()) => b,
             _ => continue,
+        };
+        // Constants no wider than x, so that the rewrite keeps the output's shape.
+        let rank = scope.rank(x);
+        let three = other_input(add, x).and_then(|c| scalar(&consts, c, rank));
+        let bound = |k: usize, attr: &str| match clip.input.get(k).filter(|s| !s.is_empty()) {
+            Some(name) => scalar(&consts, name, rank),
+            None => clip.attr_float(attr).ok().flatten(),
+        };
+        if three != Some(3.0) || bound(1, "min") != Some(0.0) || bound(2, "max") != Some(6.0) {
+            continue;
+        }
+        let is_sixth = |n: &NodeProto, v: &str| {
+            is_op(n, n.op_type.as_deref().unwrap_or(""))
+                && match n.op_type.as_deref() {
+                    Some("Div") if n.input.first().map(String::as_str) == Some(v) => {
+                        n.input.get(1).and_then(|d| scalar(&consts, d, rank)) == Some(6.0)
+                    }
+                    Some("Mul") => other_input(n, v)
+                        .and_then(|c| scalar(&consts, c, rank))
+                        .is_some_and(|c| (c - 1.0 / 6.0).abs() < 1e-6),
+                    _ => false,
+                }
         };
         let Some(ri) = only_reader(&clip.output[0]) else { continue };
         let r = &g.node[ri];
@@ -520,12 +596,15 @@ fn find_hard_swish(g: &GraphProto) -> Vec<HardSwishChain> {
     chains
 }
 
-/// Rewrites every `x * Clip(x + 3, 0, 6) / 6` in the main graph of `g` (the division may also
-/// be a multiplication by 1/6, before or after the product) into `HardSwish(x)` when `opset` is
-/// 14 or later, else into `x * HardSigmoid(x, alpha = 1/6, beta = 0.5)`. The intermediate
-/// tensors must have no other reader and not be graph outputs. Returns the number rewritten.
-pub fn fuse_hard_swish(g: &mut GraphProto, names: &mut Names, opset: i64) -> usize {
-    let plans = find_hard_swish(g);
+/// Rewrites every `x * Clip(x + 3, 0, 6) / 6` in the main graph of `model` (the division may
+/// also be a multiplication by 1/6, before or after the product) into `HardSwish(x)` when its
+/// opset is 14 or later, else into `x * HardSigmoid(x, alpha = 1/6, beta = 0.5)`. The
+/// intermediate tensors must have no other reader and not be graph outputs. Returns the number
+/// rewritten.
+pub fn fuse_hard_swish(model: &mut Model, names: &mut Names) -> usize {
+    let plans = find_hard_swish(model);
+    let opset = model.opset().unwrap_or(1);
+    let g = model.graph_mut();
     let mut dead = HashSet::new();
     for p in &plans {
         // The chain's result: the output of whichever of the product and the scaling comes last.
@@ -543,75 +622,47 @@ pub fn fuse_hard_swish(g: &mut GraphProto, names: &mut Names, opset: i64) -> usi
             dead.extend([p.clip, p.scale, p.product]);
         } else {
             let h = names.fresh(&format!("{y}_hardsigmoid"));
-            let attr = |name: &str, v: f32| crate::proto::AttributeProto {
-                name: Some(name.into()),
-                f: Some(v),
-                r#type: Some(crate::proto::attribute_proto::AttributeType::Float as i32),
-                ..Default::default()
-            };
-            g.node[p.add] = NodeProto {
+            let mut hs = NodeProto {
                 op_type: Some("HardSigmoid".into()),
                 name: Some(names.fresh(&format!("{base}_hardsigmoid"))),
                 input: vec![p.x.clone()],
                 output: vec![h.clone()],
-                attribute: vec![attr("alpha", 1.0 / 6.0), attr("beta", 0.5)],
                 ..Default::default()
             };
+            hs.set_attr_float("alpha", 1.0 / 6.0);
+            hs.set_attr_float("beta", 0.5);
+            g.node[p.add] = hs;
             let product = &mut g.node[p.product];
             product.input = vec![p.x.clone(), h];
             product.output = vec![y];
             dead.extend([p.clip, p.scale]);
         }
     }
-    let mut k = 0;
-    g.node.retain(|_| {
-        let keep = !dead.contains(&k);
-        k += 1;
-        keep
-    });
+    remove_nodes(g, &dead);
     plans.len()
-}
-
-/// The rank of tensor `t` in `g`, where it is declared (graph inputs, outputs, value_info) or
-/// follows from its producer (`Transpose`'s permutation, `Reshape` to a constant shape).
-fn known_rank(g: &GraphProto, t: &str, consts: &HashMap<&str, &TensorProto>) -> Option<usize> {
-    use crate::proto::type_proto::Value;
-    let declared = g.input.iter().chain(&g.output).chain(&g.value_info).find(|v| v.name.as_deref() == Some(t));
-    if let Some(Value::TensorType(tt)) = declared.and_then(|v| v.r#type.as_ref()).and_then(|ty| ty.value.as_ref())
-        && let Some(shape) = &tt.shape
-    {
-        return Some(shape.dim.len());
-    }
-    let p = g.node.iter().find(|n| n.output.first().map(String::as_str) == Some(t))?;
-    if !node_domain(p).is_empty() {
-        return None;
-    }
-    match p.op_type.as_deref()? {
-        "Transpose" => p.attr_ints("perm").ok().flatten().map(|perm| perm.len()),
-        "Reshape" => consts.get(p.input.get(1)?.as_str()).and_then(|s| (s.dims.len() == 1).then(|| s.dims[0] as usize)),
-        _ => None,
-    }
 }
 
 /// Rewrites each `Softmax` over an axis that is not the last (opset 13 and later, where it
 /// normalizes that one axis) as `Exp(x - ReduceMax(x)) / ReduceSum(...)` along that axis, in the
-/// main graph of `g`. ONNX Runtime computes such a softmax by transposing the axis to the end and
-/// back, about six times slower than the five elementwise and reducing ops (YOLOv8's DFL head:
-/// 6.8 ms against 1.1 ms on its [1,16,4,8400] tensor). Exact up to float rounding. Returns the
-/// number rewritten.
-pub fn decompose_softmax(g: &mut GraphProto, names: &mut Names, opset: i64) -> usize {
+/// main graph of `model`, where the input's rank is known. ONNX Runtime computes such a softmax
+/// by transposing the axis to the end and back, about six times slower than these five ops
+/// (YOLOv8's DFL head: 6.8 ms against 1.1 ms on its [1,16,4,8400] tensor). Exact up to float
+/// rounding. Returns the number rewritten.
+pub fn decompose_softmax(model: &mut Model, names: &mut Names) -> usize {
+    let opset = model.opset().unwrap_or(1);
     if opset < 13 {
         return 0;
     }
     let mut plans = Vec::new();
     {
-        let consts = crate::graph::constants(g);
+        let g = model.graph();
+        let scope = crate::opset::facts::Scope::of_graph(g, None);
         for (i, n) in g.node.iter().enumerate() {
             if !is_op(n, "Softmax") || n.input.len() != 1 {
                 continue;
             }
             let axis = n.attr_int("axis").ok().flatten().unwrap_or(-1);
-            let Some(rank) = known_rank(g, &n.input[0], &consts) else { continue };
+            let Some(rank) = scope.rank(&n.input[0]) else { continue };
             let axis = if axis < 0 { axis + rank as i64 } else { axis };
             if axis < 0 || axis + 1 >= rank as i64 {
                 continue;
@@ -619,38 +670,39 @@ pub fn decompose_softmax(g: &mut GraphProto, names: &mut Names, opset: i64) -> u
             plans.push((i, axis));
         }
     }
+    let g = model.graph_mut();
     let count = plans.len();
     // Back to front, so that the indices still to come stay valid.
     for (i, axis) in plans.into_iter().rev() {
         let old = g.node[i].clone();
         let (x, y) = (old.input[0].clone(), old.output[0].clone());
         let base = old.name.clone().unwrap_or_else(|| y.clone());
-        let name = |names: &mut Names, what: &str| names.fresh(&format!("{base}_{what}"));
+        let mut fresh = |what: &str| names.fresh(&format!("{base}_{what}"));
         let (max, shifted, exp, sum, axes) =
-            (name(names, "max"), name(names, "shifted"), name(names, "exp"), name(names, "sum"), name(names, "axes"));
-        let node = |names: &mut Names, op: &str, input: Vec<String>, output: &str| NodeProto {
+            (fresh("max"), fresh("shifted"), fresh("exp"), fresh("sum"), fresh("axes"));
+        let mut node = |op: &str, input: Vec<String>, output: &str| NodeProto {
             op_type: Some(op.into()),
-            name: Some(names.fresh(&format!("{base}_{}", op.to_lowercase()))),
+            name: Some(fresh(&op.to_lowercase())),
             input,
             output: vec![output.to_string()],
             ..Default::default()
         };
         // ReduceMax takes its axes as an attribute before opset 18, ReduceSum before 13.
-        let mut reduce_max = node(names, "ReduceMax", vec![x.clone()], &max);
+        let mut reduce_max = node("ReduceMax", vec![x.clone()], &max);
         if opset < 18 {
             reduce_max.set_attr_ints("axes", vec![axis]);
         } else {
             reduce_max.input.push(axes.clone());
         }
         reduce_max.set_attr_int("keepdims", 1);
-        let mut reduce_sum = node(names, "ReduceSum", vec![exp.clone(), axes.clone()], &sum);
+        let mut reduce_sum = node("ReduceSum", vec![exp.clone(), axes.clone()], &sum);
         reduce_sum.set_attr_int("keepdims", 1);
         let rewritten = [
             reduce_max,
-            node(names, "Sub", vec![x, max], &shifted),
-            node(names, "Exp", vec![shifted], &exp),
+            node("Sub", vec![x, max], &shifted),
+            node("Exp", vec![shifted], &exp),
             reduce_sum,
-            node(names, "Div", vec![exp.clone(), sum], &y),
+            node("Div", vec![exp.clone(), sum], &y),
         ];
         g.initializer.push(TensorProto {
             name: Some(axes),
@@ -691,6 +743,17 @@ mod tests {
         float_tensor(name.into(), dims.to_vec(), v)
     }
 
+    fn model_of(g: GraphProto) -> Model {
+        let opset = crate::proto::OperatorSetIdProto { domain: Some(String::new()), version: Some(13) };
+        let proto = crate::proto::ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![opset],
+            graph: Some(g),
+            ..Default::default()
+        };
+        Model { proto, path: None }
+    }
+
     fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
         NodeProto {
             op_type: Some(op.into()),
@@ -703,7 +766,7 @@ mod tests {
 
     #[test]
     fn conv_mul_add_becomes_one_conv_with_scaled_weight_and_shifted_bias() {
-        let mut g = GraphProto {
+        let g = GraphProto {
             node: vec![
                 node("Conv", &["x", "w"], "c"),
                 node("Mul", &["c", "s"], "m"),
@@ -717,12 +780,14 @@ mod tests {
             ],
             ..Default::default()
         };
-        let mut names = Names::of_graph(&g);
-        assert_eq!(fold_conv_affine(&mut g, &mut names), 2);
+        let mut m = model_of(g);
+        let mut names = Names::of_graph(m.graph());
+        assert_eq!(fold_conv_affine(&mut m, &mut names), 2);
+        let g = m.graph();
         let ops: Vec<_> = g.node.iter().map(|n| n.op_type.clone().unwrap()).collect();
         assert_eq!(ops, ["Conv", "Relu"]);
         assert_eq!(g.node[0].output, ["y"]);
-        let consts = crate::graph::constants(&g);
+        let consts = crate::graph::constants(g);
         let w = float_values(consts[g.node[0].input[1].as_str()]).unwrap();
         let b = float_values(consts[g.node[0].input[2].as_str()]).unwrap();
         assert_eq!(w, [10.0, 20.0, -3.0, -4.0]);
@@ -731,7 +796,7 @@ mod tests {
 
     #[test]
     fn batch_norm_folds_and_shared_or_non_channel_constants_do_not() {
-        let mut g = GraphProto {
+        let g = GraphProto {
             node: vec![
                 node("Conv", &["x", "w", "b"], "c"),
                 node("BatchNormalization", &["c", "g", "beta", "mean", "var"], "y"),
@@ -750,10 +815,12 @@ mod tests {
             ],
             ..Default::default()
         };
-        let mut names = Names::of_graph(&g);
-        assert_eq!(fold_conv_affine(&mut g, &mut names), 1);
+        let mut m = model_of(g);
+        let mut names = Names::of_graph(m.graph());
+        assert_eq!(fold_conv_affine(&mut m, &mut names), 1);
+        let g = m.graph();
         assert_eq!(g.node.len(), 3);
-        let consts = crate::graph::constants(&g);
+        let consts = crate::graph::constants(g);
         let w = float_values(consts[g.node[0].input[1].as_str()]).unwrap();
         let b = float_values(consts[g.node[0].input[2].as_str()]).unwrap();
         // scale 2/sqrt(4) = 1 and 1/sqrt(1) = 1; bias (1 - 1)*1 + 0 = 0 and (1 - 0)*1 + 3 = 4.

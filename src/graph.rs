@@ -197,6 +197,8 @@ pub trait NodeExt {
     fn set_attr_int(&mut self, name: &str, v: i64);
     /// Sets (or replaces) a list-of-integers attribute.
     fn set_attr_ints(&mut self, name: &str, v: Vec<i64>);
+    /// Sets (or replaces) a float attribute.
+    fn set_attr_float(&mut self, name: &str, v: f32);
     /// Sets (or replaces) a string attribute.
     fn set_attr_string(&mut self, name: &str, v: &str);
     /// An error about attribute `attr` of this node.
@@ -261,6 +263,15 @@ impl NodeExt for NodeProto {
             name: Some(name.into()),
             r#type: Some(AttributeType::Ints as i32),
             ints: v,
+            ..Default::default()
+        });
+    }
+    fn set_attr_float(&mut self, name: &str, v: f32) {
+        self.take_attr(name);
+        self.attribute.push(AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Float as i32),
+            f: Some(v),
             ..Default::default()
         });
     }

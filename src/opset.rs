@@ -18,7 +18,7 @@
 
 mod adapters;
 mod context;
-mod facts;
+pub(crate) mod facts;
 mod history;
 mod transforms;
 

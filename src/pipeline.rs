@@ -78,31 +78,29 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let mut early_upgrade = None;
     if recipe.calibration.is_some()
         && model.opset().is_some_and(|v| v < 14)
-        && crate::fold::hard_swish_chains(model.graph()) > 0
+        && crate::fold::hard_swish_chains(&model) > 0
     {
         // HardSwish (opset 14) is one float op where `x * HardSigmoid(x)` is two, and ONNX
         // Runtime gives each float reader of a quantized tensor its own DequantizeLinear: worth
-        // raising the opset for. If the model cannot be raised, the two-op form is used.
-        let mut raised = model.proto.clone();
-        if let Ok(up) = crate::opset::upgrade(&mut raised, 14) {
-            model.proto = raised;
-            early_upgrade = Some(up);
-        }
+        // raising the opset for. A model that cannot be raised is left as it is (the upgrade
+        // changes nothing when it fails) and gets the two-op form.
+        early_upgrade = crate::opset::upgrade(&mut model.proto, 14).ok();
     }
     if fold {
         let mut names = crate::graph::Names::of_graph(model.graph());
-        folded = crate::fold::fold_conv_affine(model.graph_mut(), &mut names);
+        folded = crate::fold::fold_conv_affine(&mut model, &mut names);
         // Static quantization also folds the affine ops after an activation into the convolution
         // that reads them, writes hard-swish as one op and a softmax over a middle axis as
         // elementwise ops: fewer and faster float passes between the integer kernels (see
         // `fold`). Weight-only models keep their float graph as it is.
         if recipe.calibration.is_some() {
-            let opset = model.opset().unwrap_or(1);
-            fused = crate::fold::fuse_hard_swish(model.graph_mut(), &mut names, opset);
-            decomposed = crate::fold::decompose_softmax(model.graph_mut(), &mut names, opset);
-            folded += crate::fold::fold_affine_into_conv(model.graph_mut(), &mut names);
+            fused = crate::fold::fuse_hard_swish(&mut model, &mut names);
+            decomposed = crate::fold::decompose_softmax(&mut model, &mut names);
+            folded += crate::fold::fold_affine_into_conv(&mut model, &mut names);
         }
-        if folded + fused > 0 {
+        // Constants the rewrites replaced (a Mul/Add reordering replaces some without folding,
+        // and calibration drops unused constants anyway).
+        if folded > 0 || recipe.calibration.is_some() {
             crate::fold::drop_unused(model.graph_mut());
         }
     }

@@ -473,8 +473,8 @@ fn bias_correction_removes_the_mean_shift_of_quantized_weights() {
 /// PP-LCNet-style blocks as paddle2onnx writes them, at `opset` (Clip bounds are attributes
 /// before 11, inputs after):
 /// X -> Conv(3x3, pads 1) -> x*Clip(x+3,0,6)/6 -> Mul(per channel) -> Add(per channel)
-///   -> Conv(1x1, group 2) -> x*(Clip(3+x,0,6)*(1/6)) -> Mul(scalar) -> Add(per channel)
-///   -> Conv(3x3, pads 1) -> Y.
+///   -> Conv(3x3, group 2, no padding) -> x*(Clip(3+x,0,6)*(1/6)) -> Mul(per channel)
+///   -> Add(per channel) -> Conv(3x3, pads 1) -> Relu -> BatchNormalization -> Conv(1x1) -> Y.
 fn hard_swish_cnn(opset: i64) -> ModelProto {
     let clip = |x: &str, y: &str| {
         if opset < 11 {
@@ -483,7 +483,7 @@ fn hard_swish_cnn(opset: i64) -> ModelProto {
             node("Clip", &[x, "zero", "six"], &[y])
         }
     };
-    let scaled = |seed, k: f32| rand_f32(8, seed).iter().map(|x| 1.0 + k * x).collect::<Vec<_>>();
+    let around_one = |n, seed, k: f32| rand_f32(n, seed).iter().map(|x| 1.0 + k * x).collect::<Vec<_>>();
     let g = graph(
         "hswish",
         vec![
@@ -501,27 +501,44 @@ fn hard_swish_cnn(opset: i64) -> ModelProto {
             node("Mul", &["c2", "d2"], &["h2"]),
             node("Mul", &["h2", "S2"], &["s2"]),
             node("Add", &["s2", "T2"], &["t2"]),
-            node("Conv", &["t2", "W3"], &["Y"]).ints("pads", &[1, 1, 1, 1]),
+            node("Conv", &["t2", "W3"], &["c3"]).ints("pads", &[1, 1, 1, 1]),
+            node("Relu", &["c3"], &["r3"]),
+            node("BatchNormalization", &["r3", "G", "Beta", "Mean", "Var"], &["b3"]),
+            node("Conv", &["b3", "W4"], &["Y"]),
         ],
         vec![
             f32_tensor("W1", &[8, 3, 3, 3], &rand_f32(216, 1).iter().map(|x| x * 2.0).collect::<Vec<_>>()),
             f32_tensor("B1", &[8], &rand_f32(8, 2)),
-            f32_tensor("S1", &[1, 8, 1, 1], &scaled(3, 0.5)),
+            f32_tensor("S1", &[1, 8, 1, 1], &around_one(8, 3, 0.5)),
             f32_tensor("T1", &[8, 1, 1], &rand_f32(8, 4)),
-            f32_tensor("W2", &[8, 4, 1, 1], &rand_f32(32, 5)),
+            f32_tensor("W2", &[8, 4, 3, 3], &rand_f32(288, 5).iter().map(|x| x * 0.5).collect::<Vec<_>>()),
             f32_tensor("B2", &[8], &rand_f32(8, 6)),
-            f32_tensor("S2", &[1], &[0.75]),
+            f32_tensor("S2", &[8, 1, 1], &around_one(8, 9, 0.5)),
             f32_tensor("T2", &[1, 8, 1, 1], &rand_f32(8, 7)),
             f32_tensor("W3", &[4, 8, 3, 3], &rand_f32(288, 8).iter().map(|x| x * 0.3).collect::<Vec<_>>()),
+            f32_tensor("G", &[4], &around_one(4, 10, 0.3)),
+            f32_tensor("Beta", &[4], &rand_f32(4, 11)),
+            f32_tensor("Mean", &[4], &rand_f32(4, 12)),
+            f32_tensor("Var", &[4], &around_one(4, 13, 0.5)),
+            f32_tensor("W4", &[2, 4, 1, 1], &rand_f32(8, 14)),
             f32_tensor("three", &[], &[3.0]),
             f32_tensor("zero", &[], &[0.0]),
             f32_tensor("six", &[], &[6.0]),
             f32_tensor("sixth", &[], &[1.0 / 6.0]),
         ],
         vec![value_info("X", dtype::FLOAT, &[-1, 3, 12, 12])],
-        vec![value_info("Y", dtype::FLOAT, &[-1, 4, 12, 12])],
+        vec![value_info("Y", dtype::FLOAT, &[-1, 2, 10, 10])],
     );
     model(g, opset)
+}
+
+/// The rewrites static quantization runs before calibrating, in the pipeline's order.
+fn rewrite(m: &mut Model) -> (usize, usize) {
+    let mut names = quantize_rs::graph::Names::of_graph(m.graph());
+    let fused = quantize_rs::fold::fuse_hard_swish(m, &mut names);
+    let folded = quantize_rs::fold::fold_affine_into_conv(m, &mut names);
+    quantize_rs::fold::drop_unused(m.graph_mut());
+    (fused, folded)
 }
 
 #[test]
@@ -530,32 +547,46 @@ fn hard_swish_chains_fuse_and_affine_ops_fold_into_the_next_conv_exactly() {
     for (opset, fused_op) in [(10, "HardSigmoid"), (13, "HardSigmoid"), (14, "HardSwish")] {
         let float = write(dir.path(), &format!("float{opset}.onnx"), &hard_swish_cnn(opset));
         let mut m = Model::load(&float).unwrap();
-        let mut names = quantize_rs::graph::Names::of_graph(m.graph());
-        assert_eq!(quantize_rs::fold::fuse_hard_swish(m.graph_mut(), &mut names, opset), 2, "opset {opset}");
-        // Into the 1x1 convolution: its scale and shift. The padded 3x3 one cannot take a shift
-        // (its zero padding would become the shift): Mul(s) -> Add(t) becomes Add(t / s) and
-        // only the scale folds.
-        assert_eq!(quantize_rs::fold::fold_affine_into_conv(m.graph_mut(), &mut names), 3, "opset {opset}");
-        quantize_rs::fold::drop_unused(m.graph_mut());
+        // Folded: the first Mul and Add into the unpadded grouped 3x3 convolution (its bias
+        // gains the shift summed over all taps), the batch norm into the 1x1 one, and the
+        // second Mul into the padded convolution, which cannot take a shift (its zero padding
+        // would become it): Mul(s) -> Add(t) becomes Add(t / s), and only that Add stays.
+        assert_eq!(rewrite(&mut m), (2, 4), "opset {opset}");
         assert_eq!((count(&m, "Clip"), count(&m, "Div"), count(&m, fused_op)), (0, 0, 2), "opset {opset}");
         let muls = if fused_op == "HardSwish" { 0 } else { 2 };
-        assert_eq!((count(&m, "Mul"), count(&m, "Add")), (muls, 1), "opset {opset}");
+        assert_eq!((count(&m, "Mul"), count(&m, "Add"), count(&m, "BatchNormalization")), (muls, 1, 0));
         let out = dir.path().join(format!("fused{opset}.onnx"));
         m.save(&out, &SaveOptions::default()).unwrap();
         assert_same_outputs(&float, &out, &Compare::samples(3), 1e-4);
     }
-    // Any other bound, or a second reader of an intermediate tensor, leaves the chain alone.
-    let mut changed = hard_swish_cnn(13);
-    let g = changed.graph.as_mut().unwrap();
+    let unchanged = |proto: ModelProto| {
+        let mut m = Model { proto, path: None };
+        rewrite(&mut m)
+    };
+    // Any other bound leaves a chain alone; so does a second reader of an intermediate tensor.
+    let mut other_bound = hard_swish_cnn(13);
+    let g = other_bound.graph.as_mut().unwrap();
     g.initializer.iter_mut().find(|t| t.name.as_deref() == Some("six")).unwrap().raw_data =
         Some(5.0f32.to_le_bytes().to_vec().into());
-    let mut m = Model { proto: changed, path: None };
-    let mut names = quantize_rs::graph::Names::of_graph(m.graph());
-    assert_eq!(quantize_rs::fold::fuse_hard_swish(m.graph_mut(), &mut names, 13), 0);
+    assert_eq!(unchanged(other_bound).0, 0);
     let mut shared = hard_swish_cnn(13);
-    shared.graph.as_mut().unwrap().output.push(value_info("k2", dtype::FLOAT, &[-1, 8, 12, 12]));
-    let mut m = Model { proto: shared, path: None };
-    assert_eq!(quantize_rs::fold::fuse_hard_swish(m.graph_mut(), &mut names, 13), 1);
+    shared.graph.as_mut().unwrap().output.push(value_info("k2", dtype::FLOAT, &[-1, 8, 10, 10]));
+    assert_eq!(unchanged(shared).0, 1);
+    // A constant the caller may feed (an initializer that is also a graph input) is not folded.
+    let mut fed = hard_swish_cnn(13);
+    fed.graph.as_mut().unwrap().input.push(value_info("S1", dtype::FLOAT, &[1, 8, 1, 1]));
+    assert_eq!(unchanged(fed), (2, 3));
+    // A per-channel constant that widens a one-channel input to the convolution's channels
+    // cannot move into the weight.
+    let widening = ModelBuilder::new(13)
+        .input("X", dtype::FLOAT, &[-1, 1, 4, 4])
+        .output("Y", dtype::FLOAT)
+        .init_f32("S", &[1, 3, 1, 1], &[1.0, 2.0, 3.0])
+        .init_f32("W", &[2, 3, 1, 1], &[1.0; 6])
+        .node(node("Mul", &["X", "S"], &["s"]))
+        .node(node("Conv", &["s", "W"], &["Y"]))
+        .build();
+    assert_eq!(unchanged(widening), (0, 0));
 }
 
 #[test]
@@ -572,66 +603,74 @@ fn calibration_runs_the_fused_hard_swish_model_and_ort_runs_the_result() {
         ..Recipe::default()
     };
     let outcome = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap();
-    assert_eq!((outcome.report.fused_hard_swish, outcome.report.folded_nodes), (2, 3));
+    assert_eq!((outcome.report.fused_hard_swish, outcome.report.folded_nodes), (2, 4));
     let m = &outcome.model;
     // Opset 13 is raised to 14 for the one-op HardSwish.
     assert_eq!((outcome.report.opset_before, outcome.report.opset_after), (13, 14));
     assert_eq!((count(m, "Clip"), count(m, "Div"), count(m, "HardSwish")), (0, 0, 2));
-    assert_eq!(count(m, "Conv"), 3);
+    assert_eq!(count(m, "Conv"), 4);
     let out = dir.path().join("q.onnx");
     m.save(&out, &SaveOptions::default()).unwrap();
     let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
     assert!(pooled_snr(&r) > 25.0, "{r}");
-    // Weight-only quantization keeps the float graph's ops.
+    // Weight-only quantization keeps the float graph's ops and opset.
     let weights_only = run(Model::load(&float).unwrap(), &Recipe { min_elements: 0, ..Recipe::default() }, dir.path());
     let w = weights_only.unwrap();
-    assert_eq!((w.report.fused_hard_swish, count(&w.model, "Clip")), (0, 2));
+    assert_eq!((w.report.fused_hard_swish, w.report.folded_nodes, w.report.opset_after), (0, 0, 13));
+    let kept = ["Clip", "Div", "Mul", "Add", "BatchNormalization"].map(|op| count(&w.model, op));
+    assert_eq!(kept, [2, 1, 5, 4, 1]);
 }
 
-/// X[N,3,8,8] -> Conv(16, 1x1) -> c -> Softmax(axis 1) -> s -> Transpose(0,2,1,3) ->
-/// Softmax(axis -1) -> Y, plus Z = Softmax(axis 1) of Relu(X), whose rank nothing declares.
+/// X[N,3,8,8] -> Conv(16, 1x1) -> Softmax(axis 1) -> Transpose(0,2,1,3) -> Softmax(axis -1)
+/// -> Y; Z = Softmax(axis -3) of Relu(X). Ranks follow from X's declared shape.
 fn softmax_model(opset: i64) -> ModelProto {
     ModelBuilder::new(opset)
         .input("X", dtype::FLOAT, &[-1, 3, 8, 8])
         .output("Y", dtype::FLOAT)
         .output("Z", dtype::FLOAT)
-        .value_info("c", dtype::FLOAT, &[-1, 16, 8, 8])
         .init_f32("W", &[16, 3, 1, 1], &rand_f32(48, 1).iter().map(|x| x * 3.0).collect::<Vec<_>>())
         .node(node("Conv", &["X", "W"], &["c"]))
         .node(node("Softmax", &["c"], &["s"]).int("axis", 1))
         .node(node("Transpose", &["s"], &["t"]).ints("perm", &[0, 2, 1, 3]))
         .node(node("Softmax", &["t"], &["Y"]).int("axis", -1))
         .node(node("Relu", &["X"], &["r"]))
-        .node(node("Softmax", &["r"], &["Z"]).int("axis", 1))
+        .node(node("Softmax", &["r"], &["Z"]).int("axis", -3))
         .build()
 }
 
 #[test]
 fn softmax_over_a_middle_axis_becomes_elementwise_ops_with_the_same_outputs() {
     let dir = tempfile::tempdir().unwrap();
+    let decompose = |m: &mut Model| {
+        let mut names = quantize_rs::graph::Names::of_graph(m.graph());
+        quantize_rs::fold::decompose_softmax(m, &mut names)
+    };
     // ReduceMax takes axes as an attribute before opset 18 and as an input from 18.
     for opset in [13, 18] {
         let float = write(dir.path(), &format!("float{opset}.onnx"), &softmax_model(opset));
         let mut m = Model::load(&float).unwrap();
-        let mut names = quantize_rs::graph::Names::of_graph(m.graph());
-        assert_eq!(quantize_rs::fold::decompose_softmax(m.graph_mut(), &mut names, opset), 1, "opset {opset}");
-        // The last-axis softmax and the one of unknown rank stay.
-        assert_eq!((count(&m, "Softmax"), count(&m, "ReduceMax"), count(&m, "Exp")), (2, 1, 1));
+        assert_eq!(decompose(&mut m), 2, "opset {opset}");
+        // The last-axis softmax stays.
+        assert_eq!((count(&m, "Softmax"), count(&m, "ReduceMax"), count(&m, "Exp")), (1, 2, 2));
         let out = dir.path().join(format!("decomposed{opset}.onnx"));
         m.save(&out, &SaveOptions::default()).unwrap();
         assert_same_outputs(&float, &out, &Compare::samples(3), 1e-6);
     }
     // Before opset 13 Softmax normalizes over all the axes from `axis` on: left alone.
-    let mut m = Model { proto: softmax_model(11), path: None };
-    let mut names = quantize_rs::graph::Names::of_graph(m.graph());
-    assert_eq!(quantize_rs::fold::decompose_softmax(m.graph_mut(), &mut names, 11), 0);
+    assert_eq!(decompose(&mut Model { proto: softmax_model(11), path: None }), 0);
+    // So is a softmax whose input's rank nothing tells.
+    let unknown =
+        ModelBuilder::new(13).output("Y", dtype::FLOAT).node(node("Softmax", &["U"], &["Y"]).int("axis", 1)).build();
+    let mut unknown = Model { proto: unknown, path: None };
+    unknown.graph_mut().input.push(value_info_unshaped("U", dtype::FLOAT));
+    assert_eq!(decompose(&mut unknown), 0);
 
     // Static quantization applies it; tract calibrates the result and ORT runs it.
     let float = dir.path().join("float13.onnx");
     write_npy(&dir.path().join("calib.npy"), &[4, 3, 8, 8], &rand_f32(4 * 192, 100));
     let recipe = Recipe { min_elements: 0, calibration: Some(calibration("calib.npy")), ..Recipe::default() };
     let outcome = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap();
-    assert_eq!(outcome.report.decomposed_softmax, 1);
+    assert_eq!(outcome.report.decomposed_softmax, 2);
     let out = dir.path().join("q.onnx");
     outcome.model.save(&out, &SaveOptions::default()).unwrap();
     let held_out = dir.path().join("held_out.npy");
