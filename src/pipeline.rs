@@ -75,11 +75,9 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let mut folded = 0;
     let mut fused = 0;
     let mut decomposed = 0;
+    let rewrites = recipe.calibration.as_ref().is_some_and(|c| c.graph_rewrites);
     let mut early_upgrade = None;
-    if recipe.calibration.is_some()
-        && model.opset().is_some_and(|v| v < 14)
-        && crate::fold::hard_swish_chains(&model) > 0
-    {
+    if rewrites && model.opset().is_some_and(|v| v < 14) && crate::fold::hard_swish_chains(&model) > 0 {
         // HardSwish (opset 14) is one float op where `x * HardSigmoid(x)` is two, and ONNX
         // Runtime gives each float reader of a quantized tensor its own DequantizeLinear: worth
         // raising the opset for. A model that cannot be raised is left as it is (the upgrade
@@ -93,7 +91,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
         // that reads them, writes hard-swish as one op and a softmax over a middle axis as
         // elementwise ops: fewer and faster float passes between the integer kernels (see
         // `fold`). Weight-only models keep their float graph as it is.
-        if recipe.calibration.is_some() {
+        if rewrites {
             fused = crate::fold::fuse_hard_swish(&mut model, &mut names);
             decomposed = crate::fold::decompose_softmax(&mut model, &mut names);
             folded += crate::fold::fold_affine_into_conv(&mut model, &mut names);

@@ -141,6 +141,14 @@ pub struct Calibration {
     /// causes, using the per-channel input means measured during calibration (default on).
     #[serde(default = "default_true", alias = "bias_correction")]
     pub bias_correction: bool,
+    /// Before calibrating, fold per-channel Mul/Add/BatchNormalization into the convolution that
+    /// reads them, write the spelled-out hard-swish as one `HardSwish` (raising the opset to 14)
+    /// and a Softmax over a non-last axis as elementwise ops: exact up to float rounding, fewer
+    /// float passes between the integer kernels (see `quantize_rs::fold`). Default on; off keeps
+    /// the float graph's ops and opset as they are (only batch norms after a convolution are
+    /// still folded, as for weight-only per-channel quantization).
+    #[serde(default = "default_true", alias = "graph_rewrites")]
+    pub graph_rewrites: bool,
     /// Op types whose activations are quantized, wherever they can be. Default: Conv, MatMul and
     /// Gemm, plus the elementwise and pass-through ops ONNX Runtime runs as integer kernels
     /// (Add, Mul, Sigmoid, Concat, MaxPool, Resize, Split) where all their data inputs already are

@@ -69,6 +69,7 @@ fn calibration(data: &str) -> Calibration {
         symmetric_activations: false,
         full_range_weights: false,
         bias_correction: true,
+        graph_rewrites: true,
         op_types: None,
         target_snr_db: None,
         image: None,
@@ -611,6 +612,18 @@ fn calibration_runs_the_fused_hard_swish_model_and_ort_runs_the_result() {
     assert_eq!(count(m, "Conv"), 4);
     let out = dir.path().join("q.onnx");
     m.save(&out, &SaveOptions::default()).unwrap();
+    let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
+    assert!(pooled_snr(&r) > 25.0, "{r}");
+    // `graph-rewrites = false` calibrates the graph as it is.
+    let as_is = Recipe {
+        calibration: Some(Calibration { graph_rewrites: false, ..calibration("calib.npy") }),
+        ..recipe.clone()
+    };
+    let plain = run(Model::load(&float).unwrap(), &as_is, dir.path()).unwrap();
+    assert_eq!((plain.report.fused_hard_swish, plain.report.folded_nodes, plain.report.opset_after), (0, 0, 13));
+    assert_eq!((count(&plain.model, "Clip"), count(&plain.model, "HardSwish")), (2, 0));
+    let out = dir.path().join("plain.onnx");
+    plain.model.save(&out, &SaveOptions::default()).unwrap();
     let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
     assert!(pooled_snr(&r) > 25.0, "{r}");
     // Weight-only quantization keeps the float graph's ops and opset.

@@ -46,6 +46,11 @@ pub(crate) struct CalibrateArgs {
     /// the quantized weights cause).
     #[arg(long)]
     pub(crate) no_bias_correction: bool,
+    /// Keep the float graph's ops and opset: no folding of per-channel Mul/Add into the next
+    /// convolution, no one-op HardSwish, no Softmax rewrite (all on by default, exact up to float
+    /// rounding, for speed).
+    #[arg(long)]
+    pub(crate) no_graph_rewrites: bool,
     /// Op types whose activations are quantized wherever they can be (default: Conv,MatMul,Gemm,
     /// plus Add,Mul,Sigmoid,Concat,MaxPool,Resize,Split where their inputs already are).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
@@ -129,6 +134,7 @@ impl CalibrateArgs {
             symmetric_activations: self.symmetric_activations,
             full_range_weights: self.full_range_weights,
             bias_correction: !self.no_bias_correction,
+            graph_rewrites: !self.no_graph_rewrites,
             op_types,
             target_snr_db: self.target_snr_db,
             image,

@@ -75,7 +75,7 @@
 //! `native-int4`, `exclude`, `include`, `op-types`, `min-elements`, `layer-bits`,
 //! `allow-empty`, `calibration = { data = "...", method = "entropy", ... }`, `verify-data`,
 //! `min-snr-db`, `max-size-ratio`. `calibration` takes `data`, `method`, `percentile`,
-//! `samples`, `symmetric-activations`, `full-range-weights`, `bias-correction`, `op-types`,
+//! `samples`, `symmetric-activations`, `full-range-weights`, `bias-correction`, `graph-rewrites`, `op-types`,
 //! `target-snr-db` and `image` ([`quantize_rs::recipe::Calibration`]). Keys set in
 //! `[package.metadata.quantize]` itself are defaults for every model; tables such as
 //! `calibration` merge key by key.
