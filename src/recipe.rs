@@ -68,7 +68,8 @@ pub enum CalibrationMethod {
     Minmax,
     /// The `percentile` of the absolute values (and its mirror for asymmetric ranges).
     Percentile,
-    /// The threshold minimising the KL divergence between the float and quantized histograms.
+    /// The threshold minimising the KL divergence between the float and quantized histograms;
+    /// where that range's estimated error exceeds MinMax's, MSE's threshold instead.
     Entropy,
     /// The threshold minimising the mean squared quantization error.
     Mse,
@@ -144,9 +145,9 @@ pub struct Calibration {
     /// Before calibrating, fold per-channel Mul/Add/BatchNormalization into the convolution that
     /// reads them, write the spelled-out hard-swish as one `HardSwish` (raising the opset to 14)
     /// and a Softmax over a non-last axis as elementwise ops: exact up to float rounding, fewer
-    /// float passes between the integer kernels (see `quantize_rs::fold`). Default on; off keeps
-    /// the float graph's ops and opset as they are (only batch norms after a convolution are
-    /// still folded, as for weight-only per-channel quantization).
+    /// float passes between the integer kernels (see `quantize_rs::fold`). Default on; off turns
+    /// these three off and keeps the opset (per-channel BatchNormalization/Mul/Add right after a
+    /// convolution are still folded into it, as for weight-only per-channel quantization).
     #[serde(default = "default_true", alias = "graph_rewrites")]
     pub graph_rewrites: bool,
     /// Op types whose activations are quantized, wherever they can be. Default: Conv, MatMul and

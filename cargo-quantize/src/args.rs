@@ -46,9 +46,10 @@ pub(crate) struct CalibrateArgs {
     /// the quantized weights cause).
     #[arg(long)]
     pub(crate) no_bias_correction: bool,
-    /// Keep the float graph's ops and opset: no folding of per-channel Mul/Add into the next
-    /// convolution, no one-op HardSwish, no Softmax rewrite (all on by default, exact up to float
-    /// rounding, for speed).
+    /// Turn off the rewrites before calibration: no folding of per-channel Mul/Add into the next
+    /// convolution, no one-op HardSwish (and no opset 14 for it), no Softmax rewrite (all on by
+    /// default, exact up to float rounding, for speed). Affine ops right after a convolution are
+    /// still folded into it.
     #[arg(long)]
     pub(crate) no_graph_rewrites: bool,
     /// Op types whose activations are quantized wherever they can be (default: Conv,MatMul,Gemm,

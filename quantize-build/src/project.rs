@@ -259,7 +259,8 @@ mod tests {
         let p = parse(&format!(
             "{HEAD}[package.metadata.quantize]\nbits = 4\nmin-elements = 16\ncalibration = {{ data = \"c.npy\", method = \"entropy\" }}\n\
              [package.metadata.quantize.models.a]\npath = \"a.onnx\"\nbits = 8\ncalibration = {{ data = \"a.npy\" }}\n\
-             [package.metadata.quantize.models.b]\npath = \"b.onnx\"\nper_channel = false\n"
+             [package.metadata.quantize.models.b]\npath = \"b.onnx\"\nper_channel = false\n\
+             calibration = {{ data = \"b.npy\", graph_rewrites = false }}\n"
         ))
         .unwrap();
         assert_eq!(p.names(), ["a", "b"]);
@@ -270,11 +271,14 @@ mod tests {
         let cal = a.recipe.calibration.as_ref().unwrap();
         assert_eq!(cal.data, Path::new("a.npy"));
         assert_eq!(cal.method, quantize_rs::recipe::CalibrationMethod::Entropy);
+        // Keys left out take their defaults; snake_case spellings are accepted.
+        assert!(cal.graph_rewrites && cal.bias_correction);
         let b = &p.models["b"];
+        assert!(!b.recipe.calibration.as_ref().unwrap().graph_rewrites);
         assert_eq!(b.recipe.bits, 4);
         assert!(!b.recipe.per_channel);
         assert_eq!(b.key, "package.metadata.quantize.models.b");
-        assert_eq!(b.inputs(Path::new("/pkg")), [Path::new("/pkg/b.onnx"), Path::new("/pkg/c.npy")].map(PathBuf::from));
+        assert_eq!(b.inputs(Path::new("/pkg")), [Path::new("/pkg/b.onnx"), Path::new("/pkg/b.npy")].map(PathBuf::from));
     }
 
     #[test]
