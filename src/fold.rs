@@ -147,38 +147,45 @@ struct ConvParams {
 }
 
 impl ConvParams {
-    fn of(n: &NodeProto, consts: &HashMap<&str, &TensorProto>) -> Option<ConvParams> {
+    /// The weight dims and group of a float `Conv` with a constant weight and a constant (or no)
+    /// bias of `cout` values: checked from the tensors' headers, nothing decoded, so that every
+    /// convolution of a model can be looked at cheaply and only the ones folded pay for
+    /// [`ConvParams::load`].
+    fn shape<'a>(n: &NodeProto, consts: &HashMap<&str, &'a TensorProto>) -> Option<(&'a [i64], usize)> {
         if n.op_type.as_deref() != Some("Conv") || !node_domain(n).is_empty() || n.output.len() != 1 {
             return None;
         }
-        let w = consts.get(n.input.get(1)?.as_str())?;
+        let w = *consts.get(n.input.get(1)?.as_str())?;
         if w.data_type != Some(dtype::FLOAT) || w.dims.len() < 3 || w.dims.iter().any(|&d| d <= 0) {
             return None;
         }
-        let weight = float_values(w).ok()?;
-        let cout = w.dims[0] as usize;
+        let cout = w.dims[0];
         let group = n.attr_int("group").ok().flatten().unwrap_or(1);
-        if group < 1 || !cout.is_multiple_of(group as usize) {
+        if group < 1 || cout % group != 0 {
             return None;
         }
-        let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
-            Some(b) => {
-                let t = consts.get(b.as_str())?;
-                let v = (t.data_type == Some(dtype::FLOAT)).then(|| float_values(t).ok()).flatten()?;
-                (v.len() == cout).then_some(v)?
+        if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
+            let t = consts.get(b.as_str())?;
+            if t.data_type != Some(dtype::FLOAT) || t.dims.iter().product::<i64>() != cout {
+                return None;
             }
-            None => vec![0.0; cout],
+        }
+        Some((&w.dims, group as usize))
+    }
+
+    /// The values of a convolution [`ConvParams::shape`] accepts.
+    fn load(n: &NodeProto, consts: &HashMap<&str, &TensorProto>) -> Option<ConvParams> {
+        let (dims, group) = ConvParams::shape(n, consts)?;
+        let weight = float_values(consts[n.input[1].as_str()]).ok()?;
+        let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => float_values(consts[b.as_str()]).ok()?,
+            None => vec![0.0; dims[0] as usize],
         };
-        Some(ConvParams { weight, dims: w.dims.clone(), bias, group: group as usize })
+        Some(ConvParams { weight, dims: dims.to_vec(), bias, group })
     }
 
     fn cout(&self) -> usize {
         self.dims[0] as usize
-    }
-
-    /// Input channels (all groups).
-    fn cin(&self) -> usize {
-        self.dims[1] as usize * self.group
     }
 
     /// Writes the values as new initializers and points conv `i` of `g` at them.
@@ -219,7 +226,7 @@ fn fold_one_round(model: &mut Model, names: &mut Names) -> usize {
         let consts = fixed_constants(model);
         let mut taken = HashSet::new();
         for (i, n) in g.node.iter().enumerate() {
-            let Some(mut conv) = ConvParams::of(n, &consts) else { continue };
+            let Some((dims, _)) = ConvParams::shape(n, &consts) else { continue };
             let y = &n.output[0];
             if graph_outputs.contains(y.as_str()) {
                 continue;
@@ -228,8 +235,9 @@ fn fold_one_round(model: &mut Model, names: &mut Names) -> usize {
             if r == crate::graph::SUBGRAPH_READER || taken.contains(&r) {
                 continue;
             }
-            let c = conv.cout();
-            let Some(aff) = affine_of(&g.node[r], y, &consts, c, conv.dims.len()) else { continue };
+            let c = dims[0] as usize;
+            let Some(aff) = affine_of(&g.node[r], y, &consts, c, dims.len()) else { continue };
+            let Some(mut conv) = ConvParams::load(n, &consts) else { continue };
             let per = conv.weight.len() / c;
             for o in 0..c {
                 for v in &mut conv.weight[o * per..(o + 1) * per] {
@@ -388,7 +396,7 @@ fn fold_into_conv_round(model: &mut Model, names: &mut Names) -> (usize, usize) 
         };
         let mut taken = HashSet::new();
         for (i, n) in g.node.iter().enumerate() {
-            let Some(mut conv) = ConvParams::of(n, &consts) else { continue };
+            let Some((dims, group)) = ConvParams::shape(n, &consts) else { continue };
             let x = &n.input[0];
             if !only_reader(x, i) {
                 continue;
@@ -399,7 +407,7 @@ fn fold_into_conv_round(model: &mut Model, names: &mut Names) -> (usize, usize) 
             }
             let pn = &g.node[p];
             let Some(data) = data_input(pn) else { continue };
-            let (cin, rank) = (conv.cin(), conv.dims.len());
+            let (cin, rank) = (dims[1] as usize * group, dims.len());
             if scope.rank(&data) != Some(rank) || channels(g, &scope, &producer, &consts, &data, 8) != Some(cin) {
                 continue;
             }
@@ -429,6 +437,7 @@ fn fold_into_conv_round(model: &mut Model, names: &mut Names) -> (usize, usize) 
                 swaps.push(Swap { mul: mi, add: p, x, shift, scale: scale.mul, rank });
                 continue;
             }
+            let Some(mut conv) = ConvParams::load(n, &consts) else { continue };
             // Conv(x * mul + add): weight[o, j] takes mul of input channel c(o, j); bias[o] gains
             // Σ weight[o, j, k] * add[c(o, j)] (from the weight before scaling).
             let (cout, cin_g) = (conv.cout(), conv.dims[1] as usize);

@@ -457,12 +457,15 @@ pub fn calibrate(
     };
     let qtype = if cal.symmetric_activations { QType::Int8 } else { QType::Uint8 };
     // The threshold searches (entropy, mse) are independent per tensor: run them in parallel.
+    // Pass-through outputs take their input's range below, so they skip the search.
+    let tied_outputs: HashSet<&str> = sel.tied.iter().map(|(o, _)| o.as_str()).collect();
     let mut activations: Vec<ActivationRange> = sel
         .tensors
         .par_iter()
         .zip(observers.par_iter())
         .map(|(t, o)| {
-            let (lo, hi) = o.range(cal.method, cal.percentile, cal.symmetric_activations);
+            let method = if tied_outputs.contains(t.as_str()) { CalibrationMethod::Minmax } else { cal.method };
+            let (lo, hi) = o.range(method, cal.percentile, cal.symmetric_activations);
             let (scale, zero_point) = params_for_range(lo, hi, qtype, cal.symmetric_activations);
             let sqnr_db = o.sqnr_db(lo, hi, scale);
             ActivationRange { tensor: t.clone(), min: o.min(), max: o.max(), lo, hi, scale, zero_point, sqnr_db }
