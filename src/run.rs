@@ -25,7 +25,9 @@ pub struct Runner {
     what: String,
 }
 
-fn tract_error(what: &str, e: impl std::fmt::Debug) -> Error {
+/// A tract failure as [`Error::Tract`]: `what` names the model, the detail keeps tract's first
+/// lines (the failing node, then its causes).
+pub(crate) fn tract_error(what: &str, e: impl std::fmt::Debug) -> Error {
     let detail = format!("{e:?}");
     // tract's first line names the failing node; the rest is its cause chain.
     let detail = detail.lines().filter(|l| !l.trim().is_empty()).take(6).collect::<Vec<_>>().join(" / ");

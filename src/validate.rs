@@ -699,10 +699,8 @@ pub fn synthetic_inputs(model: &Model, shapes: &BTreeMap<String, Vec<usize>>) ->
                     dtype::name(s.elem_type)
                 ))
             })?;
-            let tract_err = |e: tract_onnx::prelude::TractError| Error::Tract {
-                what: format!("synthetic input '{}'", s.name),
-                detail: format!("{e:?}"),
-            };
+            let what = format!("synthetic input '{}'", s.name);
+            let tract_err = |e: tract_onnx::prelude::TractError| crate::run::tract_error(&what, e);
             if dt.is_float() {
                 let n: usize = shape.iter().product();
                 let values: Vec<f32> = (0..n)

@@ -691,3 +691,24 @@ fn softmax_over_a_middle_axis_becomes_elementwise_ops_with_the_same_outputs() {
     let r = ort_compare(&float, &out, &Compare::samples(3).inputs(&held_out));
     assert!(pooled_snr(&r) > 25.0, "{r}");
 }
+
+#[test]
+fn a_model_tract_cannot_run_is_an_error_naming_the_op_and_what_to_do() {
+    // X -> Conv -> an op of a custom domain tract does not know -> Y.
+    let dir = tempfile::tempdir().unwrap();
+    let m = ModelBuilder::new(13)
+        .import("com.example", 1)
+        .input("X", dtype::FLOAT, &[-1, 3, 16, 16])
+        .output("Y", dtype::FLOAT)
+        .init_f32("W", &[4, 3, 1, 1], &rand_f32(12, 1))
+        .node(node("Conv", &["X", "W"], &["c"]))
+        .node(node("Frobnicate", &["c"], &["Y"]).named("frob").domain("com.example"))
+        .build();
+    let float = write(dir.path(), "custom.onnx", &m);
+    samples(dir.path(), "calib.npy", 2, 1);
+    let recipe = Recipe { min_elements: 0, calibration: Some(calibration("calib.npy")), ..Recipe::default() };
+    let e = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap_err().to_string();
+    assert!(e.contains("tract cannot run"), "{e}");
+    assert!(e.contains("Frobnicate"), "the message names the op: {e}");
+    assert!(e.contains("--op-types") && e.contains("weight-only"), "and says what to do: {e}");
+}

@@ -312,7 +312,7 @@ fn observe(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let tract_err = |e: tract_onnx::prelude::TractError| Error::Tract { what: what.clone(), detail: format!("{e:?}") };
+    let tract_err = |e: tract_onnx::prelude::TractError| crate::run::tract_error(&what, e);
     // One sample's requested values as owned f32 tensors (moved out of tract's values, converted
     // only when not f32), with whether each held floats.
     let run = |runner: &mut Runner, sample: &Vec<Tensor>| -> Result<(Vec<Tensor>, Vec<bool>)> {
