@@ -54,7 +54,15 @@ pub use model::{Model, SaveOptions};
 #[cfg(feature = "quantize")]
 pub use quantize::{Report, quantize_model};
 #[cfg(feature = "quantize")]
-pub use recipe::Recipe;
+pub use recipe::{Calibration, CalibrationMethod, ImagePreprocess, Recipe};
+#[cfg(feature = "quantize")]
+pub use pipeline::{CalibrationReport, Outcome, RunOptions, Verification, run, run_with};
+#[cfg(feature = "quantize")]
+pub use info::ModelInfo;
+#[cfg(feature = "tract")]
+pub use validate::{Check, OutputComparison, Status, ValidateOptions, Validation, WeightComparison, validate, validate_files};
+#[cfg(feature = "tract")]
+pub use benchmark::{Benchmark, BenchmarkOptions, benchmark};
 
 pub use embed::{Dim, ElemType, EmbeddedModel, Quality, RecipeSummary, TensorInfo};
 /// Embeds a model quantized by `quantize-build`: `static M: EmbeddedModel = include_quantized!("name");`
