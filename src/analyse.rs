@@ -5,9 +5,10 @@
 use std::collections::HashMap;
 
 use crate::error::Result;
-use crate::graph::{GraphPath, node_label, node_subgraphs};
+use crate::onnx::graph::{GraphPath, node_label, node_subgraphs};
+use crate::onnx::proto::{GraphProto, ModelProto};
+use crate::onnx::tensor::constant_value;
 use crate::ops::{WeightRole, is_quantized_op, weight_role};
-use crate::proto::{GraphProto, ModelProto, NodeProto, TensorProto};
 
 /// Where a constant tensor is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -71,14 +72,6 @@ pub struct Analysis {
     pub constants: Vec<Constant>,
     /// Already-quantized nodes as (op type, node label).
     pub quantized_nodes: Vec<(String, String)>,
-}
-
-/// The tensor a `Constant` node holds in its `value` attribute, if that is how it is written.
-pub fn constant_value(node: &NodeProto) -> Option<&TensorProto> {
-    if node.op_type.as_deref() != Some("Constant") || !matches!(node.domain.as_deref(), None | Some("")) {
-        return None;
-    }
-    node.attribute.iter().find(|a| a.name.as_deref() == Some("value")).and_then(|a| a.t.as_ref())
 }
 
 /// Analyses `model`.

@@ -15,9 +15,9 @@ use serde::Serialize;
 
 use crate::data::Sample;
 use crate::error::{Error, Result};
-use crate::graph::walk_graphs;
 use crate::info::ModelInfo;
-use crate::model::Model;
+use crate::onnx::graph::walk_graphs;
+use crate::onnx::model::Model;
 use crate::run::Runner;
 use crate::validate::{float, synthetic_inputs, tract_bytes};
 

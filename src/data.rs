@@ -60,10 +60,10 @@ use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn, ShapeBuilder};
 use tract_onnx::prelude::{DatumType, Tensor, f16};
 
 use crate::error::{Error, Result};
-use crate::model::Model;
-use crate::proto::dtype;
-use crate::proto::tensor_shape_proto::dimension::Value as DimValue;
-use crate::proto::type_proto;
+use crate::onnx::model::Model;
+use crate::onnx::proto::dtype;
+use crate::onnx::proto::tensor_shape_proto::dimension::Value as DimValue;
+use crate::onnx::proto::type_proto;
 use crate::recipe::ImagePreprocess;
 
 /// What the model expects of one input.

@@ -261,9 +261,10 @@ mod tract_support {
 
     use super::EmbeddedModel;
     use crate::error::{Error, Result};
-    use crate::graph::{NodeExt, walk_graphs_mut};
-    use crate::proto::{GraphProto, ModelProto, TensorProto, dtype};
-    use crate::quant::unpack_int4;
+    use crate::onnx::graph::{NodeExt, walk_graphs_mut};
+    use crate::onnx::proto::{GraphProto, ModelProto, NodeProto, TensorProto, dtype};
+    use crate::onnx::tensor::{float_tensor, ints};
+    use crate::ops::quantized::dequantize;
 
     /// What [`tract_compatible`] changed.
     #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -305,56 +306,9 @@ mod tract_support {
         Ok(Some((model.encode_to_vec(), done)))
     }
 
-    fn element_count(t: &TensorProto) -> Result<usize> {
-        t.dims.iter().try_fold(1usize, |n, &d| {
-            usize::try_from(d).ok().and_then(|d| n.checked_mul(d)).ok_or_else(|| {
-                Error::InvalidModel(format!("tensor '{}' has bad dims {:?}", t.name.as_deref().unwrap_or(""), t.dims))
-            })
-        })
-    }
-
-    /// The values of a constant integer tensor as i32, unpacking 4-bit storage.
+    /// The values of a quantized integer tensor (4-bit unpacked), as i32.
     fn int_values(t: &TensorProto) -> Result<Vec<i32>> {
-        let n = element_count(t)?;
-        let name = t.name.as_deref().unwrap_or("");
-        let raw: &[u8] = t.raw_data.as_deref().unwrap_or(&[]);
-        let short = || Error::InvalidModel(format!("tensor '{name}' holds fewer values than its dims say"));
-        let values: Vec<i32> = match t.data_type.unwrap_or(0) {
-            dtype::INT8 if raw.len() >= n => raw[..n].iter().map(|&b| b as i8 as i32).collect(),
-            dtype::UINT8 if raw.len() >= n => raw[..n].iter().map(|&b| b as i32).collect(),
-            dtype::INT4 if raw.len() >= n.div_ceil(2) => {
-                unpack_int4(raw, n, true).into_iter().map(|b| b as i8 as i32).collect()
-            }
-            dtype::UINT4 if raw.len() >= n.div_ceil(2) => {
-                unpack_int4(raw, n, false).into_iter().map(i32::from).collect()
-            }
-            dtype::INT8 | dtype::UINT8 | dtype::INT4 | dtype::UINT4 if raw.is_empty() && t.int32_data.len() >= n => {
-                t.int32_data[..n].to_vec()
-            }
-            dtype::INT8 | dtype::UINT8 | dtype::INT4 | dtype::UINT4 => return Err(short()),
-            other => {
-                return Err(Error::InvalidModel(format!(
-                    "tensor '{name}' is {}, not a quantized integer type",
-                    dtype::name(other)
-                )));
-            }
-        };
-        Ok(values)
-    }
-
-    fn f32_values(t: &TensorProto) -> Result<Vec<f32>> {
-        let n = element_count(t)?;
-        let name = t.name.as_deref().unwrap_or("");
-        if t.data_type != Some(dtype::FLOAT) {
-            return Err(Error::InvalidModel(format!("scale '{name}' is not float32")));
-        }
-        match t.raw_data.as_deref() {
-            Some(raw) if raw.len() >= 4 * n => {
-                Ok(raw.chunks_exact(4).take(n).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-            }
-            _ if t.float_data.len() >= n => Ok(t.float_data[..n].to_vec()),
-            _ => Err(Error::InvalidModel(format!("scale '{name}' holds fewer values than its dims say"))),
-        }
+        Ok(ints(t)?.into_iter().map(|v| v as i32).collect())
     }
 
     fn widen_int4(t: &mut TensorProto) -> Result<bool> {
@@ -379,7 +333,7 @@ mod tract_support {
         let mut consumed = HashSet::new();
         let mut keep = Vec::with_capacity(g.node.len());
         for node in std::mem::take(&mut g.node) {
-            let block = if node.op_type.as_deref() == Some("DequantizeLinear") {
+            let block = if crate::ops::is(&node, crate::ops::DEQUANTIZE_LINEAR) {
                 node.attr_int("block_size")?.filter(|&b| b > 0)
             } else {
                 None
@@ -387,9 +341,8 @@ mod tract_support {
             let consts: Option<Vec<&TensorProto>> =
                 node.input.iter().map(|name| index.get(name).map(|&i| &g.initializer[i])).collect();
             match (block, consts) {
-                (Some(block), Some(consts)) if consts.len() >= 2 && node.output.len() == 1 => {
-                    let axis = node.attr_int("axis")?.unwrap_or(1);
-                    folded.push(dequantize_blocked(&consts, axis, block as usize, &node.output[0])?);
+                (Some(_), Some(consts)) if consts.len() >= 2 && node.output.len() == 1 => {
+                    folded.push(dequantize_blocked(&node, &consts)?);
                     consumed.extend(node.input.iter().cloned());
                 }
                 _ => keep.push(node),
@@ -410,46 +363,11 @@ mod tract_support {
         Ok(n)
     }
 
-    fn dequantize_blocked(consts: &[&TensorProto], axis: i64, block: usize, output: &str) -> Result<TensorProto> {
-        let (x, scale, zero_point) = (consts[0], consts[1], consts.get(2));
-        let dims: Vec<usize> = x.dims.iter().map(|&d| d.max(0) as usize).collect();
-        let rank = dims.len() as i64;
-        let axis = if axis < 0 { axis + rank } else { axis };
-        if !(0..rank).contains(&axis) {
-            return Err(Error::InvalidModel(format!("blocked DequantizeLinear of '{output}': axis out of range")));
-        }
-        let axis = axis as usize;
-        let values = int_values(x)?;
-        let scales = f32_values(scale)?;
-        let zeros = match zero_point {
-            Some(z) => int_values(z)?,
-            None => vec![0; scales.len()],
-        };
-        // Scale layout: x's dims with dims[axis] replaced by ceil(dims[axis] / block).
-        let blocks = dims[axis].div_ceil(block);
-        let inner: usize = dims[axis + 1..].iter().product();
-        let outer: usize = dims[..axis].iter().product();
-        if scales.len() != outer * blocks * inner || zeros.len() != scales.len() {
-            return Err(Error::InvalidModel(format!(
-                "blocked DequantizeLinear of '{output}': {} scales for {} blocks",
-                scales.len(),
-                outer * blocks * inner
-            )));
-        }
-        let mut out = Vec::with_capacity(values.len() * 4);
-        for (i, &v) in values.iter().enumerate() {
-            let (o, rest) = (i / (dims[axis] * inner), i % (dims[axis] * inner));
-            let (a, k) = (rest / inner, rest % inner);
-            let p = (o * blocks + a / block) * inner + k;
-            out.extend_from_slice(&(((v - zeros[p]) as f32) * scales[p]).to_le_bytes());
-        }
-        Ok(TensorProto {
-            name: Some(output.to_string()),
-            data_type: Some(dtype::FLOAT),
-            dims: x.dims.clone(),
-            raw_data: Some(out.into()),
-            ..Default::default()
-        })
+    fn dequantize_blocked(node: &NodeProto, consts: &[&TensorProto]) -> Result<TensorProto> {
+        let output = &node.output[0];
+        let values = dequantize(node, consts[0], consts[1], consts.get(2).copied())
+            .map_err(|e| Error::InvalidModel(format!("blocked DequantizeLinear of '{output}': {e}")))?;
+        Ok(float_tensor(output.clone(), consts[0].dims.clone(), &values))
     }
 
     impl EmbeddedModel {
@@ -512,7 +430,7 @@ mod tract_tests {
     use tract_onnx::prelude::*;
 
     use super::*;
-    use crate::proto::dtype;
+    use crate::onnx::proto::dtype;
     use crate::{Model, Recipe, quantize_model};
 
     const DIGITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/digits/models/digits.onnx");
@@ -539,7 +457,7 @@ mod tract_tests {
     fn relative_error(bytes: &'static [u8], expect: TractCompatibility) -> f32 {
         let (compatible, done) = tract_compatible(bytes).unwrap().expect("4-bit models need rewriting");
         assert_eq!(done, expect);
-        let decoded = <crate::proto::ModelProto as prost::Message>::decode(&compatible[..]).unwrap();
+        let decoded = <crate::onnx::proto::ModelProto as prost::Message>::decode(&compatible[..]).unwrap();
         let g = decoded.graph.unwrap();
         assert!(g.initializer.iter().all(|t| !matches!(t.data_type, Some(dtype::INT4 | dtype::UINT4))));
         assert!(g.node.iter().all(|n| n.attribute.iter().all(|a| a.name.as_deref() != Some("block_size"))));

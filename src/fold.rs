@@ -34,11 +34,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::analyse::constant_value;
-use crate::graph::{Names, NodeExt, node_domain};
-use crate::model::Model;
-use crate::proto::{GraphProto, NodeProto, TensorProto, dtype};
-use crate::quantize::float_values;
+use crate::onnx::graph::{Names, NodeExt, node_domain};
+use crate::onnx::model::Model;
+use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
+use crate::onnx::tensor::{constant_value, finite_floats as float_values, float_tensor};
+use crate::ops;
 
 /// What one absorbed node does to output channel `o`: `y = x * mul[o] + add[o]`.
 struct Affine {
@@ -72,9 +72,9 @@ fn affine_of(n: &NodeProto, x: &str, consts: &HashMap<&str, &TensorProto>, c: us
     let op = n.op_type.as_deref()?;
     let other = |n: &NodeProto| per_channel(consts.get(other_input(n, x)?)?, c, rank);
     match op {
-        "Mul" => Some(Affine { mul: other(n)?, add: vec![0.0; c] }),
-        "Add" => Some(Affine { mul: vec![1.0; c], add: other(n)? }),
-        "BatchNormalization" => {
+        ops::MUL => Some(Affine { mul: other(n)?, add: vec![0.0; c] }),
+        ops::ADD => Some(Affine { mul: vec![1.0; c], add: other(n)? }),
+        ops::BATCH_NORMALIZATION => {
             // In training mode the batch's own statistics are used, not the stored ones.
             let training = n.attr_int("training_mode").ok().flatten().unwrap_or(0) != 0;
             if n.input.first().map(String::as_str) != Some(x) || n.input.len() != 5 || training {
@@ -101,22 +101,12 @@ fn affine_of(n: &NodeProto, x: &str, consts: &HashMap<&str, &TensorProto>, c: us
     }
 }
 
-fn float_tensor(name: String, dims: Vec<i64>, values: &[f32]) -> TensorProto {
-    TensorProto {
-        name: Some(name),
-        data_type: Some(dtype::FLOAT),
-        dims,
-        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
-        ..Default::default()
-    }
-}
-
 /// The constants of `model`'s main graph that the rewrites may read: initializers and Constant
 /// nodes, without the initializers that are also graph inputs from IR 4 on (a caller may feed
 /// those at run time; before IR 4 every initializer had to be listed as an input).
 fn fixed_constants(model: &Model) -> HashMap<&str, &TensorProto> {
     let g = model.graph();
-    let mut consts = crate::graph::constants(g);
+    let mut consts = crate::onnx::graph::constants(g);
     if model.proto.ir_version.unwrap_or(0) >= 4 {
         for i in &g.input {
             if let Some(name) = i.name.as_deref() {
@@ -152,7 +142,7 @@ impl ConvParams {
     /// convolution of a model can be looked at cheaply and only the ones folded pay for
     /// [`ConvParams::load`].
     fn shape<'a>(n: &NodeProto, consts: &HashMap<&str, &'a TensorProto>) -> Option<(&'a [i64], usize)> {
-        if n.op_type.as_deref() != Some("Conv") || !node_domain(n).is_empty() || n.output.len() != 1 {
+        if n.op_type.as_deref() != Some(ops::CONV) || !node_domain(n).is_empty() || n.output.len() != 1 {
             return None;
         }
         let w = *consts.get(n.input.get(1)?.as_str())?;
@@ -222,7 +212,7 @@ fn fold_one_round(model: &mut Model, names: &mut Names) -> usize {
     {
         let g = model.graph();
         let graph_outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
-        let readers = crate::graph::readers(g);
+        let readers = crate::onnx::graph::readers(g);
         let consts = fixed_constants(model);
         let mut taken = HashSet::new();
         for (i, n) in g.node.iter().enumerate() {
@@ -232,7 +222,7 @@ fn fold_one_round(model: &mut Model, names: &mut Names) -> usize {
                 continue;
             }
             let Some(&[r]) = readers.get(y).map(Vec::as_slice) else { continue };
-            if r == crate::graph::SUBGRAPH_READER || taken.contains(&r) {
+            if r == crate::onnx::graph::SUBGRAPH_READER || taken.contains(&r) {
                 continue;
             }
             let c = dims[0] as usize;
@@ -274,27 +264,6 @@ fn producers(g: &GraphProto) -> HashMap<&str, usize> {
     g.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i))).collect()
 }
 
-/// Ops whose output has their first input's shape.
-const SAME_SHAPE: &[&str] = &[
-    "Relu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Clip",
-    "Tanh",
-    "LeakyRelu",
-    "Elu",
-    "Selu",
-    "Softplus",
-    "Mish",
-    "Gelu",
-    "Identity",
-    "Exp",
-    "Neg",
-    "Abs",
-    "BatchNormalization",
-];
-
 /// The size of axis 1 (channels) of tensor `t`, where it is declared or follows from the ops
 /// that produce it: a `Conv`'s weight, shape-preserving ops, and elementwise ops whose operands
 /// all have known channels. `None` when unknown.
@@ -319,9 +288,11 @@ fn channels(
     let op = n.op_type.as_deref()?;
     let rank = scope.rank(t)?;
     match op {
-        "Conv" => consts.get(n.input.get(1)?.as_str()).map(|w| w.dims[0] as usize),
-        _ if SAME_SHAPE.contains(&op) => channels(g, scope, producer, consts, &n.input[0], depth - 1),
-        "Mul" | "Add" | "Sub" | "Div" => {
+        ops::CONV => consts.get(n.input.get(1)?.as_str()).map(|w| w.dims[0] as usize),
+        _ if ops::elementwise::UNARY_SAME_SHAPE.contains(&op) => {
+            channels(g, scope, producer, consts, &n.input[0], depth - 1)
+        }
+        _ if ops::elementwise::BROADCAST_ARITHMETIC.contains(&op) => {
             let mut c = 1;
             for i in &n.input {
                 let ci = match consts.get(i.as_str()) {
@@ -375,7 +346,7 @@ fn fold_into_conv_round(model: &mut Model, names: &mut Names) -> (usize, usize) 
     {
         let g = model.graph();
         let graph_outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
-        let readers = crate::graph::readers(g);
+        let readers = crate::onnx::graph::readers(g);
         let consts = fixed_constants(model);
         let producer = producers(g);
         let scope = crate::opset::facts::Scope::of_graph(g, None);
@@ -383,14 +354,14 @@ fn fold_into_conv_round(model: &mut Model, names: &mut Names) -> (usize, usize) 
             |t: &str, r: usize| !graph_outputs.contains(t) && readers.get(t).map(Vec::as_slice) == Some(&[r][..]);
         let data_input = |n: &NodeProto| -> Option<String> {
             match n.op_type.as_deref() {
-                Some("Mul" | "Add") => {
+                Some(ops::MUL | ops::ADD) => {
                     let mut vars = n.input.iter().filter(|s| !consts.contains_key(s.as_str()));
                     match (vars.next(), vars.next()) {
                         (Some(d), None) => Some(d.clone()),
                         _ => None,
                     }
                 }
-                Some("BatchNormalization") => n.input.first().cloned(),
+                Some(ops::BATCH_NORMALIZATION) => n.input.first().cloned(),
                 _ => None,
             }
         };
@@ -416,12 +387,12 @@ fn fold_into_conv_round(model: &mut Model, names: &mut Names) -> (usize, usize) 
                 // A padded convolution cannot take a shift, but it can take the scale of a
                 // `Mul(s)` before the `Add(t)`: written as `Add(t / s)` then `Mul(s)`, the scale
                 // folds next round and one float op is left instead of two.
-                if pn.op_type.as_deref() != Some("Add") || !only_reader(&data, p) {
+                if pn.op_type.as_deref() != Some(ops::ADD) || !only_reader(&data, p) {
                     continue;
                 }
                 let Some(&mi) = producer.get(data.as_str()) else { continue };
                 let mn = &g.node[mi];
-                if taken.contains(&mi) || mn.op_type.as_deref() != Some("Mul") {
+                if taken.contains(&mi) || mn.op_type.as_deref() != Some(ops::MUL) {
                     continue;
                 }
                 let Some(x) = data_input(mn) else { continue };
@@ -471,11 +442,11 @@ fn fold_into_conv_round(model: &mut Model, names: &mut Names) -> (usize, usize) 
         // The Mul's slot now computes x + t / s into its old output; the Add's slot scales that.
         let u = g.node[mi].output[0].clone();
         let first = &mut g.node[mi];
-        first.op_type = Some("Add".into());
+        first.op_type = Some(ops::ADD.into());
         first.input = vec![x, tn];
         first.name = Some(names.fresh(&format!("{base}_add")));
         let second = &mut g.node[ai];
-        second.op_type = Some("Mul".into());
+        second.op_type = Some(ops::MUL.into());
         second.input = vec![u, sn];
         second.name = Some(names.fresh(&format!("{base}_mul")));
     }
@@ -534,9 +505,9 @@ pub fn hard_swish_chains(model: &Model) -> usize {
 fn find_hard_swish(model: &Model) -> Vec<HardSwishChain> {
     let g = model.graph();
     let graph_outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
-    let readers = crate::graph::readers(g);
+    let readers = crate::onnx::graph::readers(g);
     let only_reader = |t: &str| match readers.get(t).map(Vec::as_slice) {
-        Some(&[r]) if r != crate::graph::SUBGRAPH_READER && !graph_outputs.contains(t) => Some(r),
+        Some(&[r]) if r != crate::onnx::graph::SUBGRAPH_READER && !graph_outputs.contains(t) => Some(r),
         _ => None,
     };
     let consts = fixed_constants(model);
@@ -544,12 +515,12 @@ fn find_hard_swish(model: &Model) -> Vec<HardSwishChain> {
     let scope = crate::opset::facts::Scope::of_graph(g, None);
     let mut chains = Vec::new();
     for (ci, clip) in g.node.iter().enumerate() {
-        if !is_op(clip, "Clip") {
+        if !is_op(clip, ops::CLIP) {
             continue;
         }
         let Some(&ai) = producer.get(clip.input[0].as_str()) else { continue };
         let add = &g.node[ai];
-        if !is_op(add, "Add") || only_reader(&add.output[0]) != Some(ci) {
+        if !is_op(add, ops::ADD) || only_reader(&add.output[0]) != Some(ci) {
             continue;
         }
         let x = match add.input.as_slice() {
@@ -570,10 +541,10 @@ fn find_hard_swish(model: &Model) -> Vec<HardSwishChain> {
         let is_sixth = |n: &NodeProto, v: &str| {
             is_op(n, n.op_type.as_deref().unwrap_or(""))
                 && match n.op_type.as_deref() {
-                    Some("Div") if n.input.first().map(String::as_str) == Some(v) => {
+                    Some(ops::DIV) if n.input.first().map(String::as_str) == Some(v) => {
                         n.input.get(1).and_then(|d| scalar(&consts, d, rank)) == Some(6.0)
                     }
-                    Some("Mul") => other_input(n, v)
+                    Some(ops::MUL) => other_input(n, v)
                         .and_then(|c| scalar(&consts, c, rank))
                         .is_some_and(|c| (c - 1.0 / 6.0).abs() < 1e-6),
                     _ => false,
@@ -582,7 +553,7 @@ fn find_hard_swish(model: &Model) -> Vec<HardSwishChain> {
         let Some(ri) = only_reader(&clip.output[0]) else { continue };
         let r = &g.node[ri];
         let c = &clip.output[0];
-        let chain = if is_op(r, "Mul") && other_input(r, c) == Some(x) {
+        let chain = if is_op(r, ops::MUL) && other_input(r, c) == Some(x) {
             // x * clip, then / 6.
             let Some(si) = only_reader(&r.output[0]) else { continue };
             if !is_sixth(&g.node[si], &r.output[0]) {
@@ -593,7 +564,7 @@ fn find_hard_swish(model: &Model) -> Vec<HardSwishChain> {
             // clip / 6, then x * that.
             let Some(mi) = only_reader(&r.output[0]) else { continue };
             let m = &g.node[mi];
-            if !is_op(m, "Mul") || other_input(m, &r.output[0]) != Some(x) {
+            if !is_op(m, ops::MUL) || other_input(m, &r.output[0]) != Some(x) {
                 continue;
             }
             HardSwishChain { add: ai, x: x.clone(), clip: ci, scale: ri, product: mi, scale_first: true }
@@ -622,7 +593,7 @@ pub fn fuse_hard_swish(model: &mut Model, names: &mut Names) -> usize {
         let base = g.node[p.add].name.clone().unwrap_or_else(|| y.clone());
         if opset >= 14 {
             g.node[p.add] = NodeProto {
-                op_type: Some("HardSwish".into()),
+                op_type: Some(ops::HARD_SWISH.into()),
                 name: Some(names.fresh(&format!("{base}_hardswish"))),
                 input: vec![p.x.clone()],
                 output: vec![y],
@@ -632,7 +603,7 @@ pub fn fuse_hard_swish(model: &mut Model, names: &mut Names) -> usize {
         } else {
             let h = names.fresh(&format!("{y}_hardsigmoid"));
             let mut hs = NodeProto {
-                op_type: Some("HardSigmoid".into()),
+                op_type: Some(ops::HARD_SIGMOID.into()),
                 name: Some(names.fresh(&format!("{base}_hardsigmoid"))),
                 input: vec![p.x.clone()],
                 output: vec![h.clone()],
@@ -709,10 +680,10 @@ pub fn decompose_softmax(model: &mut Model, names: &mut Names) -> usize {
         reduce_sum.set_attr_int("keepdims", 1);
         let rewritten = [
             reduce_max,
-            node("Sub", vec![x, max], &shifted),
+            node(ops::SUB, vec![x, max], &shifted),
             node("Exp", vec![shifted], &exp),
             reduce_sum,
-            node("Div", vec![exp.clone(), sum], &y),
+            node(ops::DIV, vec![exp.clone(), sum], &y),
         ];
         g.initializer.push(TensorProto {
             name: Some(axes),
@@ -754,8 +725,8 @@ mod tests {
     }
 
     fn model_of(g: GraphProto) -> Model {
-        let opset = crate::proto::OperatorSetIdProto { domain: Some(String::new()), version: Some(13) };
-        let proto = crate::proto::ModelProto {
+        let opset = crate::onnx::proto::OperatorSetIdProto { domain: Some(String::new()), version: Some(13) };
+        let proto = crate::onnx::proto::ModelProto {
             ir_version: Some(8),
             opset_import: vec![opset],
             graph: Some(g),
@@ -797,7 +768,7 @@ mod tests {
         let ops: Vec<_> = g.node.iter().map(|n| n.op_type.clone().unwrap()).collect();
         assert_eq!(ops, ["Conv", "Relu"]);
         assert_eq!(g.node[0].output, ["y"]);
-        let consts = crate::graph::constants(g);
+        let consts = crate::onnx::graph::constants(g);
         let w = float_values(consts[g.node[0].input[1].as_str()]).unwrap();
         let b = float_values(consts[g.node[0].input[2].as_str()]).unwrap();
         assert_eq!(w, [10.0, 20.0, -3.0, -4.0]);
@@ -830,7 +801,7 @@ mod tests {
         assert_eq!(fold_conv_affine(&mut m, &mut names), 1);
         let g = m.graph();
         assert_eq!(g.node.len(), 3);
-        let consts = crate::graph::constants(g);
+        let consts = crate::onnx::graph::constants(g);
         let w = float_values(consts[g.node[0].input[1].as_str()]).unwrap();
         let b = float_values(consts[g.node[0].input[2].as_str()]).unwrap();
         // scale 2/sqrt(4) = 1 and 1/sqrt(1) = 1; bias (1 - 1)*1 + 0 = 0 and (1 - 0)*1 + 3 = 4.

@@ -9,9 +9,9 @@ use serde::Serialize;
 
 use crate::analyse::{Storage, analyse};
 use crate::error::Result;
-use crate::graph::{node_domain, walk_graphs};
-use crate::model::Model;
-use crate::proto::{ValueInfoProto, dtype, tensor_shape_proto::dimension::Value, type_proto};
+use crate::onnx::graph::{node_domain, walk_graphs};
+use crate::onnx::model::Model;
+use crate::onnx::proto::{ValueInfoProto, dtype, tensor_shape_proto::dimension::Value, type_proto};
 
 /// One graph input or output.
 #[derive(Debug, Clone, Serialize)]
@@ -106,7 +106,7 @@ impl ModelInfo {
                 (true, Storage::Constant) => "constant",
             };
             *by_location.entry(place.to_string()).or_insert(0) += bytes;
-            if c.uses.iter().any(|u| u.op_type == "DequantizeLinear" && u.input == 0) {
+            if c.uses.iter().any(|u| u.op_type == crate::ops::DEQUANTIZE_LINEAR && u.input == 0) {
                 quantized_weights += 1;
             }
         }

@@ -19,19 +19,15 @@ pub mod error;
 #[cfg(feature = "quantize")]
 pub mod fold;
 #[cfg(feature = "quantize")]
-pub mod graph;
-#[cfg(feature = "quantize")]
 pub mod info;
 #[cfg(feature = "quantize")]
-pub mod model;
+pub mod onnx;
 #[cfg(feature = "quantize")]
 pub mod ops;
 #[cfg(feature = "quantize")]
 pub mod opset;
 #[cfg(feature = "quantize")]
 pub mod pipeline;
-#[cfg(feature = "quantize")]
-pub mod proto;
 #[cfg(feature = "quantize")]
 pub mod quant;
 #[cfg(feature = "quantize")]
@@ -50,19 +46,27 @@ pub const ENGINE_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("QUANTI
 #[cfg(feature = "quantize")]
 pub use error::{Error, Result};
 #[cfg(feature = "quantize")]
-pub use model::{Model, SaveOptions};
+pub use onnx::model::{Model, SaveOptions};
+// Old paths, until the front doors and tests use the new ones.
+#[cfg(feature = "tract")]
+pub use benchmark::{Benchmark, BenchmarkOptions, benchmark};
 #[cfg(feature = "quantize")]
-pub use quantize::{Report, quantize_model};
+pub use info::ModelInfo;
 #[cfg(feature = "quantize")]
-pub use recipe::{Calibration, CalibrationMethod, ImagePreprocess, Recipe};
+pub use onnx::{graph, model, proto};
 #[cfg(feature = "quantize")]
 pub use pipeline::{CalibrationReport, Outcome, RunOptions, Verification, run, run_with};
 #[cfg(feature = "quantize")]
-pub use info::ModelInfo;
+pub use quantize::{Report, quantize_model};
+#[cfg(feature = "quantize")]
+pub use recipe::{
+    Calibration, CalibrationMethod, ImagePreprocess, KeyPath, KeySegment, KeyStyle, Recipe, RecipeError, RecipeLayer,
+    RecipeProblem,
+};
 #[cfg(feature = "tract")]
-pub use validate::{Check, OutputComparison, Status, ValidateOptions, Validation, WeightComparison, validate, validate_files};
-#[cfg(feature = "tract")]
-pub use benchmark::{Benchmark, BenchmarkOptions, benchmark};
+pub use validate::{
+    Check, OutputComparison, Status, ValidateOptions, Validation, WeightComparison, validate, validate_files,
+};
 
 pub use embed::{Dim, ElemType, EmbeddedModel, Quality, RecipeSummary, TensorInfo};
 /// Embeds a model quantized by `quantize-build`: `static M: EmbeddedModel = include_quantized!("name");`

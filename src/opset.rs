@@ -25,9 +25,9 @@ mod transforms;
 use std::collections::{BTreeMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::graph::{Names, node_domain};
+use crate::onnx::graph::{Names, node_domain};
+use crate::onnx::proto::{FunctionProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use crate::ops::min_opset;
-use crate::proto::{FunctionProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 
 use adapters::Adapter;
 use context::{ConstantStore, NodeCtx};
@@ -152,7 +152,7 @@ pub fn upgrade(model: &mut ModelProto, target: i64) -> Result<Upgrade> {
 
 fn uses_default_domain(g: &GraphProto) -> bool {
     let mut found = false;
-    crate::graph::walk_graphs(g, &mut |_, g| found |= g.node.iter().any(|n| node_domain(n).is_empty()));
+    crate::onnx::graph::walk_graphs(g, &mut |_, g| found |= g.node.iter().any(|n| node_domain(n).is_empty()));
     found
 }
 
@@ -232,7 +232,7 @@ impl Upgrader {
             }
             for a in &n.attribute {
                 for g in a.g.iter().chain(&a.graphs) {
-                    crate::graph::walk_graphs(g, &mut |_, g| {
+                    crate::onnx::graph::walk_graphs(g, &mut |_, g| {
                         for n in &g.node {
                             for s in n.input.iter().chain(&n.output).chain(&n.name) {
                                 names.fresh(s);
@@ -450,7 +450,7 @@ mod tests {
         assert!(advice(13, 21).contains("per-channel"));
     }
 
-    use crate::proto::{TypeProto, ValueInfoProto, dtype, type_proto};
+    use crate::onnx::proto::{TypeProto, ValueInfoProto, dtype, type_proto};
 
     fn model(opset: i64, nodes: Vec<NodeProto>, inputs: Vec<ValueInfoProto>) -> ModelProto {
         ModelProto {

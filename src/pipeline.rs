@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::onnx::model::Model;
 use crate::quantize::{Report, quantize_model};
 use crate::recipe::Recipe;
 
@@ -85,7 +85,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
         early_upgrade = crate::opset::upgrade(&mut model.proto, 14).ok();
     }
     if fold {
-        let mut names = crate::graph::Names::of_graph(model.graph());
+        let mut names = crate::onnx::graph::Names::of_graph(model.graph());
         folded = crate::fold::fold_conv_affine(&mut model, &mut names);
         // Static quantization also folds the affine ops after an activation into the convolution
         // that reads them, writes hard-swish as one op and a softmax over a middle axis as

@@ -67,7 +67,7 @@ impl QType {
     /// The ONNX element type the values are stored as: 4-bit types are widened to 8-bit bytes
     /// unless `native_int4`.
     pub fn onnx_dtype(self, native_int4: bool) -> i32 {
-        use crate::proto::dtype;
+        use crate::onnx::proto::dtype;
         match (self, native_int4) {
             (QType::Int8 | QType::Int7, _) | (QType::Int4, false) => dtype::INT8,
             (QType::Uint8, _) | (QType::Uint4, false) => dtype::UINT8,
@@ -257,25 +257,10 @@ pub fn sqnr_db(data: &[f32], dims: &[usize], q: &Quantized, qtype: QType, gran: 
     if noise == 0.0 { f64::INFINITY } else { 10.0 * (signal / noise).log10() }
 }
 
-/// Packs 4-bit values two per byte as ONNX stores INT4/UINT4: element `2k` in the low nibble of
-/// byte `k`, element `2k+1` in the high nibble; an odd count leaves the last high nibble zero.
-pub fn pack_int4(values: &[u8]) -> Vec<u8> {
-    values.chunks(2).map(|p| (p[0] & 0x0F) | (p.get(1).copied().unwrap_or(0) & 0x0F) << 4).collect()
-}
-
-/// Reverses [`pack_int4`]: `n` values, sign-extended when `signed`.
-pub fn unpack_int4(packed: &[u8], n: usize, signed: bool) -> Vec<u8> {
-    (0..n)
-        .map(|i| {
-            let nib = (packed[i / 2] >> (4 * (i % 2))) & 0x0F;
-            if signed && nib & 0x08 != 0 { nib | 0xF0 } else { nib }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::onnx::tensor::{pack_int4, unpack_int4};
     use proptest::prelude::*;
 
     const ALL: [QType; 5] = [QType::Int8, QType::Int7, QType::Uint8, QType::Int4, QType::Uint4];

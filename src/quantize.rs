@@ -9,13 +9,14 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::analyse::{Analysis, Constant, Storage, analyse, constant_value};
+use crate::analyse::{Analysis, Constant, Storage, analyse};
 use crate::error::{Error, Result};
-use crate::graph::{GraphPath, Names, NodeExt, graph_at_mut};
-use crate::model::Model;
+use crate::onnx::graph::{GraphPath, Names, NodeExt, graph_at_mut};
+use crate::onnx::model::Model;
+use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
+use crate::onnx::tensor::{constant_value, finite_floats, le_bytes, pack_int4};
 use crate::ops::{WeightRole, ir_version_for_opset, min_opset};
-use crate::proto::{GraphProto, NodeProto, TensorProto, dtype};
-use crate::quant::{Granularity, QType, Quantized, pack_int4, quantize};
+use crate::quant::{Granularity, QType, Quantized, quantize};
 use crate::recipe::Recipe;
 
 /// The scheme chosen for one weight.
@@ -284,49 +285,6 @@ fn tensor_of<'a>(model: &'a Model, c: &Constant) -> &'a TensorProto {
     }
 }
 
-/// The float values of a tensor, checked: the byte count matches the shape and every value is
-/// finite.
-pub fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
-    let name = t.name.clone().unwrap_or_else(|| "<unnamed>".into());
-    if t.dims.iter().any(|&d| d < 0) {
-        return Err(Error::InvalidModel(format!("tensor '{name}' has a negative dimension {:?}", t.dims)));
-    }
-    let n: usize = t.dims.iter().map(|&d| d as usize).product();
-    let values: Vec<f32> = match &t.raw_data {
-        Some(raw) if !raw.is_empty() || t.float_data.is_empty() => {
-            if raw.len() != n * 4 {
-                return Err(Error::InvalidModel(format!(
-                    "tensor '{name}' has shape {:?} ({n} floats) but {} bytes of data; the model is truncated or corrupt",
-                    t.dims,
-                    raw.len()
-                )));
-            }
-            raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
-        }
-        _ => {
-            if t.float_data.len() != n {
-                return Err(Error::InvalidModel(format!(
-                    "tensor '{name}' has shape {:?} ({n} floats) but {} values",
-                    t.dims,
-                    t.float_data.len()
-                )));
-            }
-            t.float_data.clone()
-        }
-    };
-    if let Some((index, x)) = values.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-        let what = if x.is_nan() {
-            "NaN"
-        } else if *x > 0.0 {
-            "+inf"
-        } else {
-            "-inf"
-        };
-        return Err(Error::NonFinite { tensor: name, what, index });
-    }
-    Ok(values)
-}
-
 /// Quantizes the weights of `model` in place as `recipe` says, and reports what it did.
 pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
     recipe.validate("--")?;
@@ -378,7 +336,7 @@ pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
         .par_iter()
         .map(|p| {
             let c = &analysis.constants[p.constant];
-            let values = float_values(tensor_of(model, c))?;
+            let values = finite_floats(tensor_of(model, c))?;
             let dims: Vec<usize> = c.dims.iter().map(|&d| d as usize).collect();
             let q = quantize(&values, &dims, p.spec.qtype, p.spec.granularity, p.spec.symmetric);
             let sqnr = crate::quant::sqnr_db(&values, &dims, &q, p.spec.qtype, p.spec.granularity);
@@ -394,10 +352,6 @@ pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
     report.weight_bytes_before = report.quantized.iter().map(|q| q.bytes_before).sum();
     report.weight_bytes_after = report.quantized.iter().map(|q| q.bytes_after).sum();
     Ok(report)
-}
-
-fn le_f32(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 fn rewrite(
@@ -489,7 +443,7 @@ fn dequantize_node(
     let zp_bytes: Vec<u8> =
         q.zero_points.iter().map(|&z| if spec.qtype.signed() { z as i8 as u8 } else { z as u8 }).collect();
     let zero_points = pack(zp_bytes);
-    let scales = le_f32(&q.scales);
+    let scales = le_bytes(&q.scales);
     let has_zero_point = q.zero_points.iter().any(|&z| z != 0);
     let bytes_after = (values.len() + scales.len() + if has_zero_point { zero_points.len() } else { 0 }) as u64;
     let param_dims: Vec<i64> = q.param_dims.iter().map(|&d| d as i64).collect();
@@ -516,7 +470,7 @@ fn dequantize_node(
     }
     let mut node = NodeProto {
         name: Some(node_name),
-        op_type: Some("DequantizeLinear".into()),
+        op_type: Some(crate::ops::DEQUANTIZE_LINEAR.into()),
         input: inputs,
         output: vec![c.name.clone()],
         ..Default::default()

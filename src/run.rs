@@ -50,7 +50,7 @@ impl Runner {
     }
 
     /// [`Runner::new`] for `model` returning its own outputs plus `extra`.
-    pub fn for_model(model: &crate::model::Model, extra: &[String], what: &str) -> Runner {
+    pub fn for_model(model: &crate::onnx::model::Model, extra: &[String], what: &str) -> Runner {
         Runner::new(model.to_bytes(), output_names(model), extra, what)
     }
 
@@ -97,7 +97,7 @@ impl Runner {
 }
 
 /// Names of the main graph's outputs, in order.
-pub fn output_names(model: &crate::model::Model) -> Vec<String> {
+pub fn output_names(model: &crate::onnx::model::Model) -> Vec<String> {
     model.graph().output.iter().filter_map(|v| v.name.clone()).collect()
 }
 
@@ -107,7 +107,7 @@ pub fn output_names(model: &crate::model::Model) -> Vec<String> {
 /// to report.
 fn without_shape_hints(bytes: Vec<u8>) -> Vec<u8> {
     use prost::Message;
-    match crate::proto::ModelProto::decode(bytes.as_slice()) {
+    match crate::onnx::proto::ModelProto::decode(bytes.as_slice()) {
         Ok(mut m) => match m.graph.as_mut() {
             Some(g) if !g.value_info.is_empty() => {
                 g.value_info.clear();

@@ -16,11 +16,13 @@ use tract_onnx::prelude::{DatumType, Tensor};
 
 use crate::data::{Dim, InputSpec, Sample};
 use crate::error::{Error, Result};
-use crate::graph::{NodeExt, node_domain, node_label, node_subgraphs, walk_graphs};
-use crate::model::Model;
-use crate::ops::{ir_version_for_opset, min_opset};
+use crate::onnx::graph::{NodeExt, node_domain, node_label, node_subgraphs, walk_graphs};
+use crate::onnx::model::Model;
+use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
+use crate::onnx::tensor::{float_data, int_data};
+use crate::ops::quantized::{Layout, dequantized, layout_of};
+use crate::ops::{self, ir_version_for_opset, min_opset};
 use crate::pipeline::Comparison;
-use crate::proto::{GraphProto, NodeProto, TensorProto, dtype};
 use crate::recipe::ImagePreprocess;
 use crate::run::{Runner, as_f32};
 
@@ -362,7 +364,7 @@ fn opsets(m: &Model, original: &Model) -> Vec<String> {
 }
 
 fn is_qdq(n: &NodeProto) -> bool {
-    node_domain(n).is_empty() && matches!(n.op_type.as_deref(), Some("QuantizeLinear" | "DequantizeLinear"))
+    node_domain(n).is_empty() && matches!(n.op_type.as_deref(), Some(ops::QUANTIZE_LINEAR | ops::DEQUANTIZE_LINEAR))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -378,7 +380,7 @@ fn constants(m: &Model) -> HashMap<String, &TensorProto> {
             }
         }
         for n in &g.node {
-            if let (Some(t), Some(out)) = (crate::analyse::constant_value(n), n.output.first()) {
+            if let (Some(t), Some(out)) = (crate::onnx::tensor::constant_value(n), n.output.first()) {
                 map.insert(out.clone(), t);
             }
         }
@@ -386,126 +388,7 @@ fn constants(m: &Model) -> HashMap<String, &TensorProto> {
     map
 }
 
-fn elements(t: &TensorProto) -> Option<usize> {
-    t.dims.iter().try_fold(1usize, |n, &d| usize::try_from(d).ok().and_then(|d| n.checked_mul(d)))
-}
-
-/// Float values of a float32 constant, if it is one and its data is complete.
-fn f32_data(t: &TensorProto) -> Option<Vec<f32>> {
-    if t.data_type != Some(dtype::FLOAT) {
-        return None;
-    }
-    let n = elements(t)?;
-    match t.raw_data.as_deref() {
-        Some(raw) if !raw.is_empty() || t.float_data.is_empty() => (raw.len() == 4 * n)
-            .then(|| raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        _ => (t.float_data.len() == n).then(|| t.float_data.clone()),
-    }
-}
-
-/// Integer values of a quantized constant (int8, uint8, int4, uint4, int32), 4-bit unpacked.
-fn int_data(t: &TensorProto) -> std::result::Result<Vec<i64>, String> {
-    let n = elements(t).ok_or("has a negative dimension")?;
-    let raw: &[u8] = t.raw_data.as_deref().unwrap_or(&[]);
-    let from_int32 = raw.is_empty() && !t.int32_data.is_empty();
-    let bytes = |want: usize| {
-        if raw.len() == want {
-            Ok(())
-        } else {
-            Err(format!("has {n} elements but {} bytes of data (expected {want})", raw.len()))
-        }
-    };
-    let values = match t.data_type.unwrap_or(0) {
-        _ if from_int32 && t.int32_data.len() == n => t.int32_data.iter().map(|&v| v as i64).collect(),
-        _ if from_int32 => return Err(format!("has {n} elements but {} values", t.int32_data.len())),
-        _ if n == 0 => vec![],
-        dtype::INT8 => bytes(n).map(|_| raw.iter().map(|&b| b as i8 as i64).collect())?,
-        dtype::UINT8 => bytes(n).map(|_| raw.iter().map(|&b| b as i64).collect())?,
-        dtype::INT4 => bytes(n.div_ceil(2))
-            .map(|_| crate::quant::unpack_int4(raw, n, true).into_iter().map(|b| b as i8 as i64).collect())?,
-        dtype::UINT4 => bytes(n.div_ceil(2))
-            .map(|_| crate::quant::unpack_int4(raw, n, false).into_iter().map(i64::from).collect())?,
-        dtype::INT32 => bytes(4 * n)
-            .map(|_| raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect())?,
-        other => return Err(format!("is {}, not a quantized integer type", dtype::name(other))),
-    };
-    Ok(values)
-}
-
 const QUANTIZED_TYPES: [i32; 5] = [dtype::INT8, dtype::UINT8, dtype::INT4, dtype::UINT4, dtype::INT32];
-
-/// How a DequantizeLinear's scale maps onto its input, checked against the shapes.
-#[derive(Debug, Clone, Copy)]
-enum Layout {
-    PerTensor,
-    PerAxis(usize),
-    Blocked(usize, usize),
-}
-
-fn layout_of(n: &NodeProto, x: &TensorProto, scale: &TensorProto) -> std::result::Result<Layout, String> {
-    let rank = x.dims.len() as i64;
-    let axis = n.attr_int("axis").map_err(|e| e.to_string())?;
-    let block = n.attr_int("block_size").map_err(|e| e.to_string())?.filter(|&b| b > 0);
-    let scale_elems = elements(scale).unwrap_or(0);
-    if block.is_none() && (scale.dims.is_empty() || (scale.dims.len() == 1 && scale_elems == 1 && axis.is_none())) {
-        return Ok(Layout::PerTensor);
-    }
-    let a = axis.unwrap_or(1);
-    let a = if a < 0 { a + rank } else { a };
-    if !(0..rank).contains(&a) {
-        return Err(format!("axis {} is out of range for input of rank {rank}", axis.unwrap_or(1)));
-    }
-    let a = a as usize;
-    let dims: Vec<usize> = x.dims.iter().map(|&d| d.max(0) as usize).collect();
-    match block {
-        None => {
-            if scale.dims.len() != 1 || scale_elems != dims[a] {
-                return Err(format!(
-                    "scale shape {:?} does not match axis {a} of input shape {:?} (expected [{}])",
-                    scale.dims, x.dims, dims[a]
-                ));
-            }
-            Ok(Layout::PerAxis(a))
-        }
-        Some(b) => {
-            let b = b as usize;
-            let want: Vec<i64> =
-                dims.iter().enumerate().map(|(i, &d)| if i == a { d.div_ceil(b) } else { d } as i64).collect();
-            if scale.dims != want {
-                return Err(format!(
-                    "scale shape {:?} does not match input shape {:?} blocked by {b} on axis {a} (expected {want:?})",
-                    scale.dims, x.dims
-                ));
-            }
-            Ok(Layout::Blocked(a, b))
-        }
-    }
-}
-
-/// The scale (and zero-point) index of each element of a tensor of shape `dims`.
-fn group_index(dims: &[usize], layout: Layout) -> impl Fn(usize) -> usize + '_ {
-    move |i| match layout {
-        Layout::PerTensor => 0,
-        Layout::PerAxis(a) => {
-            let inner: usize = dims[a + 1..].iter().product();
-            (i / inner.max(1)) % dims[a].max(1)
-        }
-        Layout::Blocked(a, b) => {
-            // Row-major coordinates of i, with the blocked axis divided by the block size.
-            let mut rest = i;
-            let mut g = 0;
-            let mut stride = 1;
-            for k in (0..dims.len()).rev() {
-                let c = rest % dims[k].max(1);
-                rest /= dims[k].max(1);
-                let (c, size) = if k == a { (c / b, dims[k].div_ceil(b)) } else { (c, dims[k]) };
-                g += c * stride;
-                stride *= size.max(1);
-            }
-            g
-        }
-    }
-}
 
 fn types(m: &Model) -> Vec<String> {
     let consts = constants(m);
@@ -525,7 +408,7 @@ fn types(m: &Model) -> Vec<String> {
                 continue;
             };
             match scale.data_type.unwrap_or(0) {
-                dtype::FLOAT => match f32_data(scale) {
+                dtype::FLOAT => match float_data(scale).ok() {
                     None => p.push(format!(
                         "{label}: scale '{s_name}' has shape {:?} but its data does not match",
                         scale.dims
@@ -554,7 +437,7 @@ fn types(m: &Model) -> Vec<String> {
                     p.push(format!("{label}: zero point '{name}' {e}"));
                 }
             }
-            if op == "DequantizeLinear" {
+            if op == ops::DEQUANTIZE_LINEAR {
                 let Some(x) = x else { continue };
                 let xt = x.data_type.unwrap_or(0);
                 if !QUANTIZED_TYPES.contains(&xt) {
@@ -824,7 +707,7 @@ fn weight_errors(original: &Model, quantized: &Model) -> Vec<WeightComparison> {
     let consts = constants(quantized);
     let mut out = vec![];
     walk_graphs(quantized.graph(), &mut |_, g| {
-        for n in g.node.iter().filter(|n| is_qdq(n) && n.op_type.as_deref() == Some("DequantizeLinear")) {
+        for n in g.node.iter().filter(|n| is_qdq(n) && n.op_type.as_deref() == Some(ops::DEQUANTIZE_LINEAR)) {
             let (Some(name), Some(x), Some(scale)) = (
                 n.output.first(),
                 n.input.first().and_then(|i| consts.get(i)),
@@ -832,7 +715,7 @@ fn weight_errors(original: &Model, quantized: &Model) -> Vec<WeightComparison> {
             ) else {
                 continue;
             };
-            let Some(reference) = float.get(name).and_then(|t| f32_data(t)) else { continue };
+            let Some(reference) = float.get(name).and_then(|t| float_data(t).ok()) else { continue };
             let zp = n.input.get(2).filter(|z| !z.is_empty()).and_then(|z| consts.get(z)).copied();
             let (Some(deq), Ok(layout)) = (dequantized(n, x, scale, zp), layout_of(n, x, scale)) else { continue };
             if deq.len() != reference.len() {
@@ -859,37 +742,6 @@ fn weight_errors(original: &Model, quantized: &Model) -> Vec<WeightComparison> {
     out
 }
 
-/// The float values of the DequantizeLinear `n` of constants `x`, `scale` and `zero_point`
-/// (any layout, 4-bit unpacked), or `None` when its data or layout is broken (the type check
-/// names it).
-pub(crate) fn dequantized(
-    n: &NodeProto,
-    x: &TensorProto,
-    scale: &TensorProto,
-    zero_point: Option<&TensorProto>,
-) -> Option<Vec<f32>> {
-    let (q, scales, layout) = (int_data(x).ok()?, f32_data(scale)?, layout_of(n, x, scale).ok()?);
-    let zps = match zero_point.map(int_data) {
-        None => vec![0; scales.len()],
-        Some(Ok(z)) if z.len() == scales.len() => z,
-        Some(_) => return None,
-    };
-    if scales.is_empty() {
-        return None;
-    }
-    let dims: Vec<usize> = x.dims.iter().map(|&d| d.max(0) as usize).collect();
-    let group = group_index(&dims, layout);
-    Some(
-        q.iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let gi = group(i).min(scales.len() - 1);
-                (v - zps[gi]) as f32 * scales[gi]
-            })
-            .collect(),
-    )
-}
-
 /// Loads both models and validates; a model that cannot be read is an `Err`.
 pub fn validate_files(original: &Path, quantized: &Path, opts: &ValidateOptions) -> Result<Validation> {
     let a = Model::load(original)?;
@@ -902,33 +754,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn group_index_per_axis_and_blocked() {
-        let dims = [2, 3];
-        let g = group_index(&dims, Layout::PerAxis(0));
-        assert_eq!((0..6).map(&g).collect::<Vec<_>>(), [0, 0, 0, 1, 1, 1]);
-        let g = group_index(&dims, Layout::PerAxis(1));
-        assert_eq!((0..6).map(&g).collect::<Vec<_>>(), [0, 1, 2, 0, 1, 2]);
-        // Blocks of 2 along axis 1: scale shape [2, 2].
-        let g = group_index(&dims, Layout::Blocked(1, 2));
-        assert_eq!((0..6).map(&g).collect::<Vec<_>>(), [0, 0, 1, 2, 2, 3]);
-    }
-
-    #[test]
     fn backtraces_are_cut_from_messages() {
         let m = "tract cannot run m: node x / Stack backtrace: /    0: anyhow::msg; if an op is unsupported, do y";
         assert_eq!(without_backtrace(m), "tract cannot run m: node x; if an op is unsupported, do y");
         assert_eq!(without_backtrace("a / Stack backtrace: / 0: f"), "a");
         assert_eq!(without_backtrace("plain"), "plain");
-    }
-
-    #[test]
-    fn int4_values_unpack() {
-        let t = TensorProto {
-            data_type: Some(dtype::INT4),
-            dims: vec![3],
-            raw_data: Some(vec![0xF1u8, 0x07].into()),
-            ..Default::default()
-        };
-        assert_eq!(int_data(&t).unwrap(), [1, -1, 7]);
     }
 }

@@ -50,6 +50,85 @@ fn ops(m: &ModelProto) -> Vec<String> {
     m.graph.as_ref().unwrap().node.iter().map(|n| n.op_type.clone().unwrap()).collect()
 }
 
+/// The reference the quantized models are checked against, written from the ONNX definitions and
+/// not from the library: symmetric int8 fake quantization with one scale per slice along `axis`
+/// (`None`: one for the tensor): scale = max|w| / 127, q = round-half-to-even(w / scale), w' = q *
+/// scale (what DequantizeLinear computes). A float model holding these weights must give the
+/// quantized model's outputs in ONNX Runtime, up to float summation order.
+fn fake_quant_int8(w: &[f32], dims: &[usize], axis: Option<usize>) -> Vec<f32> {
+    let (outer, n, inner) = match axis {
+        Some(a) => (dims[..a].iter().product::<usize>(), dims[a], dims[a + 1..].iter().product::<usize>()),
+        None => (1, 1, w.len()),
+    };
+    let mut out = vec![0.0f32; w.len()];
+    for c in 0..n {
+        let idx = |o: usize, i: usize| (o * n + c) * inner + i;
+        let mut amax = 0.0f32;
+        for o in 0..outer {
+            for i in 0..inner {
+                amax = amax.max(w[idx(o, i)].abs());
+            }
+        }
+        let scale = amax / 127.0;
+        for o in 0..outer {
+            for i in 0..inner {
+                let q = (w[idx(o, i)] / scale).round_ties_even().clamp(-127.0, 127.0);
+                out[idx(o, i)] = q * scale;
+            }
+        }
+    }
+    out
+}
+
+/// `m` with the float initializer `name` replaced by `values`.
+fn with_weight(mut m: ModelProto, name: &str, values: &[f32]) -> ModelProto {
+    let g = m.graph.as_mut().unwrap();
+    let t = g.initializer.iter_mut().find(|t| t.name.as_deref() == Some(name)).unwrap();
+    let dims = t.dims.clone();
+    *t = f32_tensor(name, &dims, values);
+    m
+}
+
+/// The float values of a tensor stored as raw little-endian bytes (how these tests write them).
+fn f32_values(t: &quantize_rs::proto::TensorProto) -> Vec<f32> {
+    assert_eq!(t.data_type, Some(dtype::FLOAT));
+    t.raw_data.as_ref().unwrap().chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+/// The float values of initializer `name` in `m`.
+fn weight(m: &ModelProto, name: &str) -> Vec<f32> {
+    f32_values(m.graph.as_ref().unwrap().initializer.iter().find(|t| t.name.as_deref() == Some(name)).unwrap())
+}
+
+#[test]
+fn hand_computed_int8_values_scales_and_outputs() {
+    // MatMul's weight is quantized per column (its last axis). Column 0 holds 0.5 and 0.2: scale
+    // 0.5/127, values 127 and round(50.8) = 51. Column 1 holds -1.2 and 2.0: scale 2/127, values
+    // round(-76.2) = -76 and 127.
+    let g = graph(
+        "hand",
+        vec![node("MatMul", &["X", "W"], &["Y"]).named("mm")],
+        vec![f32_tensor("W", &[2, 2], &[0.5, -1.2, 0.2, 2.0])],
+        vec![value_info("X", dtype::FLOAT, &[3, 2])],
+        vec![value_info("Y", dtype::FLOAT, &[3, 2])],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(g, 13);
+    let (out, _, q) = quantize_file(dir.path(), &m, &Recipe { min_elements: 0, ..Recipe::default() });
+    let init = |n: &str| q.graph().initializer.iter().find(|t| t.name.as_deref() == Some(n)).unwrap().clone();
+    let values: Vec<i8> = init("W_quantized").raw_data.unwrap().iter().map(|&b| b as i8).collect();
+    assert_eq!(values, [127, -76, 51, 127]);
+    let scale = init("W_scale");
+    assert_eq!(scale.dims, [2]);
+    let scales: Vec<f32> =
+        scale.raw_data.unwrap().chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_eq!(scales, [0.5f32 / 127.0, 2.0f32 / 127.0]);
+    // The dequantized weight, by hand: [[127 * 0.5/127, -76 * 2/127], [51 * 0.5/127, 127 * 2/127]].
+    let hand = [0.5, -76.0 * (2.0f32 / 127.0), 51.0 * (0.5f32 / 127.0), 2.0];
+    let reference = write(dir.path(), "hand.onnx", &with_weight(m, "W", &hand));
+    assert_same_outputs(&reference, &out, &Compare::samples(4), 1e-6);
+}
+
 #[test]
 fn initializer_weights_become_int8_per_channel_and_run_in_ort() {
     let dir = tempfile::tempdir().unwrap();
@@ -174,13 +253,17 @@ fn already_quantized_parts_stay_and_the_rest_is_quantized() {
         vec![value_info("X", dtype::FLOAT, &[2, 16])],
         vec![value_info("Y", dtype::FLOAT, &[2, 16])],
     );
-    let (out, report, q) = quantize_file(dir.path(), &model(g, 13), &Recipe::default());
+    let m = model(g, 13);
+    let (out, report, q) = quantize_file(dir.path(), &m, &Recipe::default());
     assert_eq!(report.quantized.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["W2"]);
     assert_eq!(report.already_quantized, vec![("DequantizeLinear".to_string(), "dq".to_string())]);
     assert!(report.skipped.iter().any(|s| s.name == "Wq_scale" && s.reason.contains("already-quantized node 'dq'")));
     let kept = q.graph().initializer.iter().find(|t| t.name.as_deref() == Some("Wq")).unwrap();
     assert_eq!(kept.data_type, Some(dtype::INT8), "the existing int8 weight is untouched");
-    ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(2));
+    // The kept DequantizeLinear and the new W2 (per column) give what the hand reference gives.
+    let w2 = fake_quant_int8(&weight(&m, "W2"), &[16, 16], Some(1));
+    let reference = write(dir.path(), "reference.onnx", &with_weight(m, "W2", &w2));
+    assert_same_outputs(&reference, &out, &Compare::samples(4), 1e-5);
 }
 
 #[test]
@@ -216,12 +299,16 @@ fn resize_scales_and_other_non_weights_are_left_bit_exact() {
         vec![value_info("X", dtype::FLOAT, &[1, 4, 8, 8])],
         vec![value_info("Y", dtype::FLOAT, &[1, 8, 12, 12])],
     );
-    let (out, report, q) = quantize_file(dir.path(), &model(g, 13), &Recipe { min_elements: 0, ..Recipe::default() });
+    let m = model(g, 13);
+    let (out, report, q) = quantize_file(dir.path(), &m, &Recipe { min_elements: 0, ..Recipe::default() });
     assert_eq!(report.quantized.len(), 1);
     let s = q.graph().initializer.iter().find(|t| t.name.as_deref() == Some("scales")).unwrap();
-    assert_eq!(quantize_rs::quantize::float_values(s).unwrap(), scales);
+    assert_eq!(quantize_rs::onnx::tensor::floats(s).unwrap(), scales);
     assert!(report.skipped.iter().any(|k| k.name == "scales" && k.reason.contains("Resize input 2")));
-    ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(2));
+    // Only W changed (per output channel); the 2x upsampling is the float model's.
+    let w = fake_quant_int8(&weight(&m, "W"), &[8, 4, 3, 3], Some(0));
+    let reference = write(dir.path(), "reference.onnx", &with_weight(m, "W", &w));
+    assert_same_outputs(&reference, &out, &Compare::samples(4), 1e-5);
 }
 
 #[test]
@@ -396,5 +483,9 @@ fn old_ir_models_drop_quantized_weights_from_the_inputs() {
     let inputs: Vec<&str> = q.graph().input.iter().map(|v| v.name.as_deref().unwrap()).collect();
     assert_eq!(inputs, ["X", "B1", "B2"]);
     assert_eq!(q.proto.ir_version, Some(5));
-    ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(2));
+    // Per-tensor weights: one scale each, the rest of the opset-9 model as it was.
+    let w1 = fake_quant_int8(&weight(&m, "W1"), &[8, 4, 3, 3], None);
+    let w2 = fake_quant_int8(&weight(&m, "W2"), &[10, 288], None);
+    let reference = write(dir.path(), "reference.onnx", &with_weight(with_weight(m, "W1", &w1), "W2", &w2));
+    assert_same_outputs(&reference, &out, &Compare::samples(4), 1e-5);
 }

@@ -12,17 +12,17 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tract_onnx::prelude::{Datum, IntoTensor, Tensor};
 
-use crate::analyse::constant_value;
 use crate::error::{Error, Result};
-use crate::graph::{Names, NodeExt, node_domain, node_label};
-use crate::model::Model;
-use crate::proto::{GraphProto, NodeProto, TensorProto, dtype};
+use crate::onnx::graph::{Names, NodeExt, node_domain, node_label};
+use crate::onnx::model::Model;
+use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
+use crate::onnx::tensor::constant_value;
 use crate::quant::{QType, params_for_range};
 use crate::recipe::{Calibration, CalibrationMethod};
 use crate::run::Runner;
 use observer::{ChannelMeans, Observer};
 
-pub use crate::ops::{DEFAULT_ACTIVATION_OPS, ELEMENTWISE_ACTIVATION_OPS, PASSTHROUGH_ACTIVATION_OPS};
+use crate::ops::{self, DEFAULT_ACTIVATION_OPS, ELEMENTWISE_ACTIVATION_OPS, PASSTHROUGH_ACTIVATION_OPS};
 
 /// The range chosen for one activation tensor.
 #[derive(Debug, Clone, Serialize)]
@@ -131,10 +131,7 @@ fn dequantized_weights(g: &GraphProto) -> HashMap<String, NodeProto> {
     let inits: HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
     g.node
         .iter()
-        .filter(|n| {
-            n.op_type.as_deref() == Some("DequantizeLinear")
-                && n.input.first().is_some_and(|i| inits.contains(i.as_str()))
-        })
+        .filter(|n| ops::is(n, ops::DEQUANTIZE_LINEAR) && n.input.first().is_some_and(|i| inits.contains(i.as_str())))
         .filter_map(|n| n.output.first().map(|o| (o.clone(), n.clone())))
         .collect()
 }
@@ -147,9 +144,9 @@ fn select(g: &GraphProto, op_types: &[String], chain: Option<HashSet<String>>) -
     let chained = chain.is_some();
     let mut quantized = chain.unwrap_or_default();
     let weights = dequantized_weights(g);
-    let constants: HashSet<&str> = crate::graph::constants(g).into_keys().collect();
+    let constants: HashSet<&str> = crate::onnx::graph::constants(g).into_keys().collect();
     let outputs: HashSet<&str> = g.output.iter().filter_map(|v| v.name.as_deref()).collect();
-    let readers = crate::graph::readers(g);
+    let readers = crate::onnx::graph::readers(g);
     let mut tensors: Vec<String> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut nodes = Vec::new();
@@ -161,9 +158,10 @@ fn select(g: &GraphProto, op_types: &[String], chain: Option<HashSet<String>>) -
         if !node_domain(n).is_empty() || !op_types.iter().any(|o| o == op) {
             continue;
         }
+        let Some(spec) = ops::spec(n) else { continue };
         // Activation inputs: the data input, and a second operand that is not a constant.
-        let weight_input = match op {
-            "Conv" | "ConvTranspose" | "Gemm" => Some(1),
+        let weight_input = match spec.activation {
+            ops::Activation::IntegerKernel { needs_weight: true, .. } => spec.weight.map(|w| w.input),
             _ => None,
         };
         if let Some(w) = weight_input
@@ -172,7 +170,7 @@ fn select(g: &GraphProto, op_types: &[String], chain: Option<HashSet<String>>) -
             skipped.push((node_label(n), "its weight is not quantized".to_string()));
             continue;
         }
-        if PASSTHROUGH_ACTIVATION_OPS.contains(&op) {
+        if spec.activation == ops::Activation::PassThrough {
             // The data input only: the others are sizes, scales or split lengths.
             let data = n.input.first().map(String::as_str).unwrap_or("");
             let cubic = n.attr("mode").and_then(|a| a.s.as_deref()) == Some(b"cubic".as_slice());
@@ -204,7 +202,7 @@ fn select(g: &GraphProto, op_types: &[String], chain: Option<HashSet<String>>) -
             uses.push(std::iter::once(data).chain(outs).map(String::from).collect());
             continue;
         }
-        if ELEMENTWISE_ACTIVATION_OPS.contains(&op) {
+        if spec.activation == ops::Activation::Elementwise {
             let output = n.output.first().map(String::as_str).unwrap_or("");
             let why = if outputs.contains(output) {
                 Some("its output is a graph output")
@@ -253,12 +251,9 @@ fn select(g: &GraphProto, op_types: &[String], chain: Option<HashSet<String>>) -
             // so the uint8 code spends no level on negatives, and ONNX Runtime drops the Relu and
             // fuses DequantizeLinear→Conv→QuantizeLinear into one integer kernel.
             let past = match readers.get(out).map(Vec::as_slice) {
-                Some(&[r]) if r != crate::graph::SUBGRAPH_READER => {
+                Some(&[r]) if r != crate::onnx::graph::SUBGRAPH_READER => {
                     let r = &g.node[r];
-                    (r.op_type.as_deref() == Some("Relu") && node_domain(r).is_empty())
-                        .then(|| r.output.first())
-                        .flatten()
-                        .filter(|o| !outputs.contains(o.as_str()))
+                    ops::is(r, ops::RELU).then(|| r.output.first()).flatten().filter(|o| !outputs.contains(o.as_str()))
                 }
                 _ => None,
             };
@@ -531,7 +526,7 @@ pub fn calibrate(
 /// requantized with its SQNR.
 fn reduce_weight_ranges(float: &Model, quantized: &mut Model, sel: &Selection) -> Result<Vec<(String, f64)>> {
     use crate::quant::{Granularity, quantize, sqnr_db};
-    let float_consts = crate::graph::constants(float.graph());
+    let float_consts = crate::onnx::graph::constants(float.graph());
     let float_tensor = |name: &str| float_consts.get(name).copied();
     let g = quantized.graph_mut();
     let weights = dequantized_weights(g);
@@ -540,17 +535,15 @@ fn reduce_weight_ranges(float: &Model, quantized: &mut Model, sel: &Selection) -
     for &i in &sel.nodes {
         let n = &g.node[i];
         // Only ops whose input is quantized run as integer kernels.
-        if !matches!(n.op_type.as_deref(), Some("Conv" | "Gemm" | "MatMul"))
-            || !n.input.first().is_some_and(|x| quantized_inputs.contains(x.as_str()))
-        {
+        let Some((saturates, w)) = ops::spec(n).and_then(|s| Some((s.saturating_kernel?, s.weight?.input))) else {
+            continue;
+        };
+        if !n.input.first().is_some_and(|x| quantized_inputs.contains(x.as_str())) {
             continue;
         }
-        let Some(w) = n.input.get(1).filter(|w| weights.contains_key(w.as_str())) else { continue };
+        let Some(w) = n.input.get(w).filter(|w| weights.contains_key(w.as_str())) else { continue };
         let dims = float_tensor(w).map(|t| t.dims.clone()).unwrap_or_default();
-        let depthwise = n.op_type.as_deref() == Some("Conv")
-            && n.attr("group").and_then(|a| a.i).is_some_and(|grp| grp > 1 && dims.first() == Some(&grp))
-            && dims.get(1) == Some(&1);
-        if !depthwise && !names.contains(w) {
+        if saturates(n, &dims) && !names.contains(w) {
             names.push(w.clone());
         }
     }
@@ -561,7 +554,7 @@ fn reduce_weight_ranges(float: &Model, quantized: &mut Model, sel: &Selection) -
             continue;
         }
         let Some(ft) = float_tensor(&w) else { continue };
-        let values = crate::quantize::float_values(ft)?;
+        let values = crate::onnx::tensor::finite_floats(ft)?;
         let dims: Vec<usize> = ft.dims.iter().map(|&d| d as usize).collect();
         let find =
             |name: Option<&String>| name.and_then(|n| g.initializer.iter().position(|t| t.name.as_ref() == Some(n)));
@@ -602,12 +595,7 @@ fn channel_axes(g: &GraphProto, sel: &Selection) -> Vec<Option<usize>> {
     let mut axis_of: HashMap<&str, usize> = HashMap::new();
     for &i in &sel.nodes {
         let n = &g.node[i];
-        let axis = match n.op_type.as_deref() {
-            Some("Conv") => 1,
-            Some("Gemm") if n.attr("transA").and_then(|a| a.i).unwrap_or(0) == 0 => 1,
-            Some("Gemm") => 0,
-            _ => continue,
-        };
+        let Some(axis) = ops::spec(n).and_then(|s| s.data_channel_axis).map(|axis| axis(n)) else { continue };
         if let Some(x) = n.input.first() {
             axis_of.insert(x, axis);
         }
@@ -618,51 +606,7 @@ fn channel_axes(g: &GraphProto, sel: &Selection) -> Vec<Option<usize>> {
 /// Σ (W_q − W)·E[x] per output channel of Conv/Gemm `n`: the mean shift of its output that
 /// quantizing its weight (float `wf`, dequantized `wq`, shape `dims`) causes for input means `m`.
 fn weight_shift(n: &NodeProto, wf: &[f32], wq: &[f32], dims: &[usize], m: &[f64]) -> Option<Vec<f64>> {
-    Some(match n.op_type.as_deref().unwrap_or("") {
-        "Conv" => {
-            let groups = n.attr("group").and_then(|a| a.i).unwrap_or(1).max(1) as usize;
-            let (cout, cg) = (dims[0], dims.get(1).copied().unwrap_or(0));
-            let k: usize = dims[2..].iter().product::<usize>().max(1);
-            if cout % groups != 0 || m.len() != cg * groups {
-                return None;
-            }
-            (0..cout)
-                .map(|o| {
-                    let base = (o / (cout / groups)) * cg;
-                    (0..cg)
-                        .map(|c| {
-                            let start = (o * cg + c) * k;
-                            let dw: f64 = (start..start + k).map(|j| wq[j] as f64 - wf[j] as f64).sum();
-                            dw * m[base + c]
-                        })
-                        .sum()
-                })
-                .collect()
-        }
-        "Gemm" => {
-            let alpha = n.attr("alpha").and_then(|a| a.f).unwrap_or(1.0);
-            let beta = n.attr("beta").and_then(|a| a.f).unwrap_or(1.0);
-            let trans_b = n.attr("transB").and_then(|a| a.i).unwrap_or(0) == 1;
-            if dims.len() != 2 || alpha != 1.0 || beta != 1.0 {
-                return None;
-            }
-            let (kk, nn) = if trans_b { (dims[1], dims[0]) } else { (dims[0], dims[1]) };
-            if m.len() != kk {
-                return None;
-            }
-            (0..nn)
-                .map(|o| {
-                    (0..kk)
-                        .map(|k| {
-                            let j = if trans_b { o * kk + k } else { k * nn + o };
-                            (wq[j] as f64 - wf[j] as f64) * m[k]
-                        })
-                        .sum()
-                })
-                .collect()
-        }
-        _ => return None,
-    })
+    (ops::spec(n)?.output_shift?)(n, wf, wq, dims, m)
 }
 
 /// Bias correction: quantizing a weight moves each output channel's mean by
@@ -675,22 +619,22 @@ fn correct_biases(
     sel: &Selection,
     means: &HashMap<String, Vec<f64>>,
 ) -> Result<usize> {
-    let float_consts = crate::graph::constants(float.graph());
+    let float_consts = crate::onnx::graph::constants(float.graph());
     // First every node's shift, from the graph as it is; then the biases change.
     let shifts: Vec<(usize, Vec<f64>)> = {
         let g = quantized.graph();
         let weights = dequantized_weights(g);
-        let consts = crate::graph::constants(g);
+        let consts = crate::onnx::graph::constants(g);
         sel.nodes
             .iter()
             .filter_map(|&i| {
                 let n = &g.node[i];
                 let (x, w) = (n.input.first()?, n.input.get(1)?);
                 let (m, dq, ft) = (means.get(x)?, weights.get(w)?, float_consts.get(w.as_str())?);
-                let wf = crate::quantize::float_values(ft).ok()?;
+                let wf = crate::onnx::tensor::finite_floats(ft).ok()?;
                 let input =
                     |k: usize| dq.input.get(k).filter(|i| !i.is_empty()).and_then(|i| consts.get(i.as_str()).copied());
-                let wq = crate::validate::dequantized(dq, input(0)?, input(1)?, input(2))?;
+                let wq = crate::ops::quantized::dequantized(dq, input(0)?, input(1)?, input(2))?;
                 let dims: Vec<usize> = ft.dims.iter().map(|&d| d as usize).collect();
                 (wq.len() == wf.len()).then(|| weight_shift(n, &wf, &wq, &dims, m)).flatten().map(|c| (i, c))
             })
@@ -698,7 +642,7 @@ fn correct_biases(
     };
     let mut names = Names::of_graph(quantized.graph());
     let g = quantized.graph_mut();
-    let readers = crate::graph::readers(g);
+    let readers = crate::onnx::graph::readers(g);
     let mut corrected = 0;
     for (i, corr) in shifts {
         let w = g.node[i].input[1].clone();
@@ -732,7 +676,7 @@ fn correct_biases(
             }
         };
         let Some(t) = slot else { continue };
-        let Ok(bias) = crate::quantize::float_values(t) else { continue };
+        let Ok(bias) = crate::onnx::tensor::finite_floats(t) else { continue };
         if t.dims.len() != 1 || bias.len() != corr.len() {
             continue;
         }
@@ -870,14 +814,14 @@ fn qdq_pair(
     ];
     let q = NodeProto {
         name: Some(names.fresh(&format!("{t}_QuantizeLinear"))),
-        op_type: Some("QuantizeLinear".into()),
+        op_type: Some(ops::QUANTIZE_LINEAR.into()),
         input: vec![t.to_string(), s.clone(), z.clone()],
         output: vec![q_out.clone()],
         ..Default::default()
     };
     let dq = NodeProto {
         name: Some(names.fresh(&format!("{t}_DequantizeLinear"))),
-        op_type: Some("DequantizeLinear".into()),
+        op_type: Some(ops::DEQUANTIZE_LINEAR.into()),
         input: vec![q_out, s, z],
         output: vec![dq_out.clone()],
         ..Default::default()
@@ -948,8 +892,7 @@ fn quantize_biases(
     let mut dq_nodes = Vec::new();
     for &i in &sel.nodes {
         let n = &g.node[i];
-        let op = n.op_type.as_deref().unwrap_or("");
-        if !matches!(op, "Conv" | "Gemm") || n.input.len() < 3 || n.input[2].is_empty() {
+        if ops::spec(n).and_then(|s| s.int32_bias) != Some(2) || n.input.len() < 3 || n.input[2].is_empty() {
             continue;
         }
         let (x, w, b) = (&n.input[0], &n.input[1], &n.input[2]);
@@ -962,7 +905,7 @@ fn quantize_biases(
             continue;
         }
         let Some(ws) = wdq.input.get(1).and_then(|s| inits.get(s)).map(|&k| &g.initializer[k]) else { continue };
-        let Ok(w_scales) = crate::quantize::float_values(ws) else { continue };
+        let Ok(w_scales) = crate::onnx::tensor::finite_floats(ws) else { continue };
         let Some(bt) = inits
             .get(b)
             .map(|&k| &g.initializer[k])
@@ -970,7 +913,7 @@ fn quantize_biases(
         else {
             continue;
         };
-        let Ok(bias) = crate::quantize::float_values(bt) else { continue };
+        let Ok(bias) = crate::onnx::tensor::finite_floats(bt) else { continue };
         if bt.dims.len() != 1 || (w_scales.len() != 1 && w_scales.len() != bias.len()) {
             continue;
         }
@@ -1004,7 +947,7 @@ fn quantize_biases(
         });
         let mut dq = NodeProto {
             name: Some(names.fresh(&format!("{b}_DequantizeLinear"))),
-            op_type: Some("DequantizeLinear".into()),
+            op_type: Some(ops::DEQUANTIZE_LINEAR.into()),
             input: vec![qb, sb],
             output: vec![out.clone()],
             ..Default::default()

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::graph::{Names, NodeExt, node_label};
-use crate::proto::{AttributeProto, NodeProto, TensorProto, attribute_proto::AttributeType, dtype};
+use crate::onnx::graph::{Names, NodeExt, node_label};
+use crate::onnx::proto::{AttributeProto, NodeProto, TensorProto, attribute_proto::AttributeType, dtype};
 
 use super::facts::Scope;
 
@@ -313,36 +313,4 @@ impl<'a> NodeCtx<'a> {
             _ => Ok(()),
         }
     }
-}
-
-/// The integers of an int32/int64 tensor, from raw or typed data.
-pub(crate) fn int_values(t: &TensorProto) -> Option<Vec<i64>> {
-    let n = t.dims.iter().product::<i64>().max(0) as usize;
-    let v: Vec<i64> = match (t.data_type?, t.raw_data.as_deref()) {
-        (dtype::INT64, Some(raw)) if !raw.is_empty() => {
-            raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()
-        }
-        (dtype::INT32, Some(raw)) if !raw.is_empty() => {
-            raw.chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64).collect()
-        }
-        (dtype::INT64, _) => t.int64_data.clone(),
-        (dtype::INT32, _) => t.int32_data.iter().map(|&v| v as i64).collect(),
-        _ => return None,
-    };
-    (v.len() == n).then_some(v)
-}
-
-/// The values of a float32 tensor, from raw or typed data.
-pub(crate) fn f32_values(t: &TensorProto) -> Option<Vec<f32>> {
-    if t.data_type? != dtype::FLOAT {
-        return None;
-    }
-    let n = t.dims.iter().product::<i64>().max(0) as usize;
-    let v: Vec<f32> = match t.raw_data.as_deref() {
-        Some(raw) if !raw.is_empty() => {
-            raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
-        }
-        _ => t.float_data.clone(),
-    };
-    (v.len() == n).then_some(v)
 }

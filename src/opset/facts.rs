@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 
-use crate::graph::{NodeExt, node_domain};
-use crate::proto::{
+use crate::onnx::graph::{NodeExt, node_domain};
+use crate::onnx::proto::{
     AttributeProto, FunctionProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, dtype,
     tensor_shape_proto::dimension::Value as Dim, type_proto,
 };
@@ -150,7 +150,7 @@ impl<'p> Scope<'p> {
 
     fn ints_input(&self, node: &NodeProto, i: usize) -> Option<Vec<i64>> {
         let name = node.input.get(i).filter(|n| !n.is_empty())?;
-        super::context::int_values(self.constant(name)?)
+        crate::onnx::tensor::int_data(self.constant(name)?).ok()
     }
 
     /// Forward pass: fills in what the declarations left unknown.

@@ -4,10 +4,15 @@
 //! newest opset the table covers, so they are valid at any target and are not upgraded again.
 
 use crate::error::Result;
-use crate::graph::NodeExt;
-use crate::proto::dtype;
+use crate::onnx::graph::NodeExt;
+use crate::onnx::proto::dtype;
 
-use super::context::{NodeCtx, f32_values};
+use super::context::NodeCtx;
+use crate::onnx::tensor::float_data;
+
+fn f32_values(t: &crate::onnx::proto::TensorProto) -> Option<Vec<f32>> {
+    float_data(t).ok()
+}
 
 /// `TensorProto.DataType` of bfloat16 (not among `dtype`'s named constants).
 const BFLOAT16: i32 = 16;

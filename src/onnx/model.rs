@@ -10,8 +10,8 @@ use bytes::Bytes;
 use prost::Message;
 
 use crate::error::{Error, Result};
-use crate::graph::for_each_tensor_mut;
-use crate::proto::{ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
+use crate::onnx::graph::for_each_tensor_mut;
+use crate::onnx::proto::{ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
 
 /// Protobuf cannot encode a message of 2 GiB or more.
 pub const PROTOBUF_LIMIT: u64 = (1 << 31) - 1;
@@ -74,12 +74,12 @@ impl Model {
     }
 
     /// The main graph.
-    pub fn graph(&self) -> &crate::proto::GraphProto {
+    pub fn graph(&self) -> &crate::onnx::proto::GraphProto {
         self.proto.graph.as_ref().expect("a Model always has a graph")
     }
 
     /// The main graph, mutably.
-    pub fn graph_mut(&mut self) -> &mut crate::proto::GraphProto {
+    pub fn graph_mut(&mut self) -> &mut crate::onnx::proto::GraphProto {
         self.proto.graph.as_mut().expect("a Model always has a graph")
     }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::error::{Error, Result};
-use crate::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType};
+use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType};
 
 /// One step from a graph into a subgraph: node `node`, attribute `attr`, graph `index` in it
 /// (0 for a `GRAPH` attribute, the position for a `GRAPHS` attribute).
@@ -58,7 +58,7 @@ pub fn constants(g: &GraphProto) -> HashMap<&str, &TensorProto> {
     let mut out: HashMap<&str, &TensorProto> =
         g.initializer.iter().filter_map(|t| t.name.as_deref().map(|n| (n, t))).collect();
     for n in &g.node {
-        if let (Some(t), Some(o)) = (crate::analyse::constant_value(n), n.output.first()) {
+        if let (Some(t), Some(o)) = (crate::onnx::tensor::constant_value(n), n.output.first()) {
             out.insert(o.as_str(), t);
         }
     }
