@@ -5,7 +5,8 @@
     cargo build --release -p cargo-quantize
     "$PY" scripts/static_compare.py [--bin target/release/quantize-rs]
         [--models det,rec,cls,yolo] [--methods minmax,percentile,entropy,mse]
-        [--skip-peer] [--runs 5] [--json] [--out-dir target/real-models]
+        [--skip-peer] [--peer-methods minmax] [--runs 7] [--time-repeats 3] [--json]
+        [--out-dir target/real-models] [--extra-args "..."]
 
 Uses the models, images and held-out split of real_models.py (same wheels, same preprocessing,
 same calibration / evaluation inputs, written under OUT_DIR/inputs/<model>/{calib,eval}/).
@@ -20,10 +21,15 @@ For each model and range method:
 
 Every output is loaded in ONNX Runtime and run on the held-out inputs: pooled output SNR and
 cosine against the float model, the task agreement of real_models.py, and the 1-thread ORT
-latency (median over --runs passes over the held-out inputs, after a warm-up pass) of the float
-and quantized models, as a speedup float/quantized. Prints a markdown table, writes
-OUT_DIR/static-results.json, and exits 1 if a quantize-rs row fails a gate (below): every output
-must load and run in ORT, and reach the regression SNR floor. Peer rows are never gated.
+latency: after a warm-up pass, --runs rounds each run one pass over the held-out inputs with the
+float model and every quantized model in turn (interleaved, so a shared machine's drift hits all
+alike); latency is the median, speedups are medians of per-round ratios. Each quantizer run is
+repeated --time-repeats times, interleaved with ORT's MinMax run (median wall time shown, the
+fastest runs compared; largest peak RSS). qdq_counts.py counts the Q/DQ nodes in each file and the integer kernels in ORT's optimized
+graph. Prints a markdown table, writes OUT_DIR/static-results.json, and exits 1 if a quantize-rs
+row fails to load and run in ORT or misses a gate of scripts/floors.py (SNR, task, size, Q/DQ and
+fused-kernel counts, peak memory, and against ORT in the same run: speedup and calibration time).
+Peer rows are never gated.
 """
 
 from __future__ import annotations
@@ -37,55 +43,45 @@ from pathlib import Path
 from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import floors  # noqa: E402
 import ort_compare  # noqa: E402
 import proc_measure  # noqa: E402
+import qdq_counts  # noqa: E402
 import real_models as rm  # noqa: E402
 from ort_peer_quantize import lift_constants  # noqa: E402
 
 METHODS = ["minmax", "percentile", "entropy", "mse"]
 PEER_METHODS = {"minmax", "percentile", "entropy"}
-
-# Regression floors (dB) for quantize-rs rows, per model and method: 1 dB below the values
-# measured on 2026-11-27 (BENCHMARKS.md) with ORT's optimizations on and off (the integer kernels
-# and Q/DQ run as float ops agree to 0.3 dB since weights of u8xs8 kernels get 7 bits, so the
-# floors hold on CPUs with and without VNNI), so that a regression fails CI. They are not targets:
-# the PP-OCR models lose most of their output SNR to uint8 activations with any range method
-# (ONNX Runtime's own quantizer loses more, see BENCHMARKS.md); raising them needs a better
-# method, not a looser check.
-SNR_FLOOR_DB: Dict[str, Dict[str, float]] = {
-    "det": {"minmax": 3.5, "percentile": 3.2, "entropy": 3.3, "mse": 3.7},
-    "rec": {"minmax": 9.4, "percentile": 7.9, "entropy": 8.3, "mse": 9.3},
-    "cls": {"minmax": 14.9, "percentile": 14.2, "entropy": 14.5, "mse": 14.2},
-    "yolo": {"minmax": 22.3, "percentile": 33.0, "entropy": 20.9, "mse": 32.5},
-}
+# ORT's row that the timing gates compare every quantize-rs row of a model with.
+PEER_REF = "minmax"
 
 
-def latency_ms(path: Path, feeds, runs: int) -> float:
-    """Median over `runs` passes of the mean per-input latency (ms), ORT with one thread."""
+def ort_session(path: Path):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    for feed in feeds:  # warm-up
-        sess.run(None, feed)
-    passes = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
+    opts.log_severity_level = 4
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def interleaved_latency(paths: Dict[str, Path], feeds, rounds: int) -> Dict[str, List[float]]:
+    """Per-input latency (ms) of each model, ORT with one thread: after a warm-up pass each,
+    `rounds` rounds run one pass over the inputs with every model in turn, so that a shared
+    machine's drift hits all of them alike. Returns each model's per-round times."""
+    sessions = {k: ort_session(p) for k, p in paths.items()}
+    for s in sessions.values():
         for feed in feeds:
-            sess.run(None, feed)
-        passes.append((time.perf_counter() - t0) * 1000.0 / len(feeds))
-    return statistics.median(passes)
-
-
-def row_for(model: str, method: str, kind: str, cmd: List[str], src: Path, out: Path, feeds, ref_runs,
-            float_bytes: int, float_ms: float, runs: int, timeout: float) -> dict:
-    row = rm.quantize_row(model, method, kind, cmd, src, out, feeds, ref_runs, float_bytes, timeout)
-    if row.get("ok"):
-        row["latency_ms"] = latency_ms(out, feeds, runs)
-        row["speedup"] = float_ms / row["latency_ms"]
-    return row
+            s.run(None, feed)
+    times: Dict[str, List[float]] = {k: [] for k in paths}
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            for feed in feeds:
+                s.run(None, feed)
+            times[k].append((time.perf_counter() - t0) * 1000.0 / len(feeds))
+    return times
 
 
 def prepare_for_ort(mk: str, src: Path, facts: dict, work: Path):
@@ -117,18 +113,21 @@ def fmt(v, spec: str) -> str:
 
 def table(rows: List[dict], facts: Dict[str, dict]) -> str:
     lines = [
-        "| model | method | quantizer | SNR dB | cosine | task | ORT ms (float) | ORT ms | speedup | calib s | peak MB |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | method | quantizer | SNR dB | cosine | task | size | ORT ms (float) | ORT ms | speedup | vs ORT "
+        "| Q/DQ | int kernels | calib s | vs ORT | peak MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         if r.get("ok"):
-            cells = [fmt(r.get("snr_db"), ".1f"), fmt(r.get("cosine"), ".5f"), fmt(r.get("task"), ".3f"),
-                     fmt(facts[r["model"]]["float_ms"], ".1f"), fmt(r.get("latency_ms"), ".1f"),
-                     fmt(r.get("speedup"), ".2f") + "x"]
+            cells = [fmt(r.get("snr_db"), ".2f"), fmt(r.get("cosine"), ".5f"), fmt(r.get("task"), ".3f"),
+                     fmt(r.get("size_ratio"), ".3f"), fmt(facts[r["model"]].get("float_ms"), ".1f"),
+                     fmt(r.get("latency_ms"), ".1f"), fmt(r.get("speedup"), ".2f") + "x",
+                     fmt(r.get("speed_vs_ort"), ".2f"), f"{r.get('q')}/{r.get('dq')}", fmt(r.get("ort_int_kernels"), "d")]
         else:
-            cells = ["fails: " + str(r.get("error", "?"))[:90].replace("|", "/")] + [""] * 5
+            cells = ["fails: " + str(r.get("error", "?"))[:90].replace("|", "/")] + [""] * 9
         lines.append(f"| {r['model']} | {r['config']} | {r['quantizer']} | " + " | ".join(cells)
-                     + f" | {fmt(r.get('quantize_s'), '.1f')} | {fmt(r.get('peak_mb'), '.0f')} |")
+                     + f" | {fmt(r.get('quantize_s'), '.2f')} | {fmt(r.get('calib_vs_ort'), '.2f')}"
+                     + f" | {fmt(r.get('peak_mb'), '.0f')} |")
     return "\n".join(lines)
 
 
@@ -142,7 +141,10 @@ def main() -> int:
     p.add_argument("--skip-peer", action="store_true")
     p.add_argument("--peer-methods", default=",".join(sorted(PEER_METHODS)),
                    help="methods to run ORT's quantize_static with (its entropy/percentile runs need up to 13 GB)")
-    p.add_argument("--runs", type=int, default=5, help="timed passes over the held-out inputs")
+    p.add_argument("--runs", type=int, default=7,
+                   help="interleaved latency rounds (each: one pass over the held-out inputs per model)")
+    p.add_argument("--time-repeats", type=int, default=3,
+                   help="runs of each quantizer whose median wall time is gated (ORT MinMax's too)")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out-dir", default=str(root / "target/real-models"))
     p.add_argument("--timeout", type=float, default=1800.0)
@@ -164,6 +166,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows: List[dict] = []
     facts: Dict[str, dict] = {}
+    here = Path(__file__).resolve().parent
     for mk in models:
         spec = rm.MODELS[mk]
         src = model_paths[mk]
@@ -175,48 +178,107 @@ def main() -> int:
         feeds = rm.build_inputs(mk, input_name, images, eval_names, "eval", spec.eval_crops, inputs_dir / "eval")
         ref_runs = rm.run_all(session, feeds)
         del session
-        f.update(n_calib=len(calib), n_eval=len(feeds), float_ms=latency_ms(src, feeds, args.runs))
-        rm.log(f"{mk}: {len(calib)} calibration / {len(feeds)} held-out inputs; float ORT {f['float_ms']:.1f} ms")
+        f.update(n_calib=len(calib), n_eval=len(feeds))
+        rm.log(f"{mk}: {len(calib)} calibration / {len(feeds)} held-out inputs")
         peer_src, peer_prep = prepare_for_ort(mk, src, f, work)
+        model_rows: List[dict] = []
+        # How to run each quantizer to a given output path (for the timed repeats below).
+        commands = {}
         for method in methods:
+            def ours(out: Path, method=method) -> List[str]:
+                return [str(binary), "calibrate", str(src), "--data", str(inputs_dir / "calib"), "-o", str(out),
+                        "--method", method, "--format", "json", "--force", *args.extra_args.split()]
             out = work / f"{mk}.{method}.ours.onnx"
-            cmd = [str(binary), "calibrate", str(src), "--data", str(inputs_dir / "calib"), "-o", str(out),
-                   "--method", method, "--format", "json", "--force", *args.extra_args.split()]
-            r = row_for(mk, method, "ours", cmd, src, out, feeds, ref_runs, f["bytes"], f["float_ms"], args.runs,
-                        args.timeout)
+            r = rm.quantize_row(mk, method, "ours", ours(out), src, out, feeds, ref_runs, f["bytes"], args.timeout)
             r["quantizer"] = "quantize-rs"
-            rows.append(r)
+            model_rows.append(r)
+            commands[id(r)] = ours
             if args.skip_peer or method not in PEER_METHODS or method not in args.peer_methods.split(","):
                 continue
-            peer = [sys.executable, str(Path(__file__).resolve().parent / "ort_static_quantize.py")]
+
+            def peer(out: Path, method=method) -> List[str]:
+                return [sys.executable, str(here / "ort_static_quantize.py"), str(peer_src), str(out),
+                        "--data", str(inputs_dir / "calib"), "--method", method]
             out = work / f"{mk}.{method}.ort.onnx"
-            cmd = [*peer, str(peer_src), str(out), "--data", str(inputs_dir / "calib"), "--method", method]
-            r = row_for(mk, method, "peer", cmd, src, out, feeds, ref_runs, f["bytes"], f["float_ms"], args.runs,
-                        args.timeout)
+            r = rm.quantize_row(mk, method, "peer", peer(out), src, out, feeds, ref_runs, f["bytes"], args.timeout)
             r["quantizer"] = "ORT quantize_static" + (f" ({peer_prep})" if peer_prep else "")
-            rows.append(r)
+            model_rows.append(r)
+            if method == PEER_REF:
+                commands[id(r)] = peer
+        rows += model_rows
+        ref = next((r for r in model_rows if r["kind"] == "peer" and r["config"] == PEER_REF and r.get("ok")), None)
+
+        # Calibration time: repeated, interleaved with ORT's MinMax run (the first runs above count
+        # as the first repeat). The table shows medians; the gate compares the fastest runs, since
+        # other processes on a shared machine only ever add time (a compile next door slowed single
+        # runs by 50%). Peak memory: the largest of all runs.
+        timed = [r for r in model_rows if r.get("ok") and id(r) in commands]
+        for r in timed:
+            r["quantize_s_runs"] = [r["quantize_s"]]
+            r["peak_mb_runs"] = [r["peak_mb"]]
+        scratch = work / f"{mk}.repeat.onnx"
+        for _ in range(args.time_repeats - 1):
+            for r in timed:
+                m = proc_measure.run_measured(commands[id(r)](scratch), timeout=args.timeout)
+                if m["rc"] == 0:
+                    r["quantize_s_runs"].append(m["wall_s"])
+                    r["peak_mb_runs"].append(m["peak_rss_mb"])
+        scratch.unlink(missing_ok=True)
+        for r in timed:
+            r["quantize_s"] = statistics.median(r["quantize_s_runs"])
+            r["quantize_s_min"] = min(r["quantize_s_runs"])
+            r["peak_mb"] = max(r["peak_mb_runs"])
+
+        # Latency of float and every model, interleaved.
+        ok_rows = [r for r in model_rows if r.get("ok")]
+        paths = {"float": src, **{str(i): Path(r["out"]) for i, r in enumerate(ok_rows)}}
+        times = interleaved_latency(paths, [{input_name: feed[input_name]} for feed in feeds], args.runs)
+        f["float_ms"] = statistics.median(times["float"])
+        for i, r in enumerate(ok_rows):
+            t = times[str(i)]
+            r["latency_ms"] = statistics.median(t)
+            r["speedup"] = statistics.median(a / b for a, b in zip(times["float"], t))
+            if ref is not None and r is not ref:
+                t_ref = times[str(ok_rows.index(ref))]
+                r["speed_vs_ort"] = statistics.median(a / b for a, b in zip(t_ref, t))
+                r["calib_vs_ort"] = r["quantize_s_min"] / ref["quantize_s_min"]
+            r.update(qdq_counts.counts(Path(r["out"])))
+            r["gate_values"] = {k: r.get(k) for k in ("snr_db", "task", "size_ratio", "q", "dq", "ort_int_kernels",
+                                                     "peak_mb", "calib_vs_ort", "speed_vs_ort", "speedup")}
+        rm.log(f"{mk}: float ORT {f['float_ms']:.1f} ms; " + "; ".join(
+            f"{r['config']} {r['kind']} {r['latency_ms']:.1f} ms" for r in ok_rows))
+        for r in model_rows:
+            r["peer_in_run"] = ref is not None
 
     failures = []
+    gates = []
     for r in rows:
         if r["kind"] != "ours":
             continue
         if not r.get("ok"):
             failures.append(f"{r['model']} {r['config']}: {r.get('error')}")
-        else:
-            floor = SNR_FLOOR_DB.get(r["model"], {}).get(r["config"])
-            if floor is not None and r["snr_db"] < floor:
-                failures.append(f"{r['model']} {r['config']}: SNR {r['snr_db']:.2f} dB below the floor {floor}")
+            continue
+        g = floors.check("static", r["model"], r["config"], r["gate_values"], r["peer_in_run"])
+        gates += g
+        failures += [f"{x['model']} {x['config']}: {x['gate']} (value {fmt(x['value'], '.4g')})" for x in g
+                     if not x["pass"]]
+    skipped = sorted({x["metric"] for x in gates if x.get("skipped")})
     text = "\n".join([
         "",
         table(rows, facts),
         "",
         f"Held-out images: {', '.join(eval_names)}; calibration: {len(calib_names)} other skimage images.",
         "task: " + "; ".join(f"{m}: {rm.TASK_METRICS[m][0]}" for m in models) + ".",
-        f"ORT {__import__('onnxruntime').__version__}, 1 thread, median of {args.runs} passes; "
-        f"calib s / peak MB: the quantizer process's wall time and peak RSS ({proc_measure.rss_method()}).",
+        f"ORT {__import__('onnxruntime').__version__}, 1 thread, {args.runs} interleaved rounds (median; speedup and "
+        "vs ORT: medians of per-round ratios, vs ORT = ORT's MinMax model's latency / ours); calib s / peak MB: the "
+        f"quantizer process's median wall time over {args.time_repeats} runs and largest peak RSS "
+        f"({proc_measure.rss_method()}), vs ORT = fastest run / ORT MinMax's fastest; Q/DQ: nodes in the file; int kernels: in ORT's "
+        "optimized graph.",
+        f"Gates (scripts/floors.py): {sum(g['pass'] for g in gates)}/{len(gates)} passed"
+        + (f"; skipped without ORT rows: {', '.join(skipped)}" if skipped else "") + ".",
         "FAILED:\n  " + "\n  ".join(failures) if failures else "All quantize-rs rows pass.",
     ])
-    results = {"machine": machine, "models": facts, "rows": rows, "failures": failures}
+    results = {"machine": machine, "models": facts, "rows": rows, "gates": gates, "failures": failures}
     (out_dir / "static-results.json").write_text(ort_compare.dumps(results, indent=1))
     print(text, file=sys.stderr if args.json else sys.stdout)
     if args.json:

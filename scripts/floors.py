@@ -1,0 +1,503 @@
+#!/usr/bin/env python3
+"""floors.py: every figure the real-model scripts gate, in one table.
+
+    python scripts/floors.py show                      # the table, one line per gate
+    python scripts/floors.py propose --at KEY \\
+        [--static RUN1/static-results.json ...] [--weights RUN1/results.json ...]
+    python scripts/floors.py recheck [--static FILE] [--weights FILE] [--set METRIC=LIMIT ...]
+                                   # the table applied again to saved results (--set: every
+                                   # limit of METRIC replaced, to show a gate can fail)
+
+RULES (read before editing FLOORS):
+ - Each entry holds the limit, the value it was set from (`measured`: over several runs, the
+   worst one) and where that was measured (`at`, a key of SOURCES: commit, date, command, load).
+ - A floor may only be LOWERED (a ceiling only raised) in a commit whose message says which
+   change costs it and why that is worth it. Raising floors needs no reason: do it whenever a
+   measurement supports it (`propose` prints entries from new result files).
+ - Limits sit below the worst measured value by a stated margin (`propose`, MARGINS below), never
+   below what the claims in README.md / BENCHMARKS.md say.
+ - A row of ours that has no entry for a metric FAILS ("no floor"): a new model, scheme or method
+   must come with its floors.
+
+Metrics, per (script, model, config):
+  static (static_compare.py; config = range method; ORT = quantize_static MinMax in the same run):
+    snr_db >=, task >=        pooled output SNR / task agreement vs float on the held-out inputs
+    size_ratio <=             quantized / float file size
+    q >=, dq >=               QuantizeLinear / DequantizeLinear nodes in the file
+    ort_int_kernels >=        integer kernels in ORT's optimized graph (qdq_counts.py)
+    peak_mb <=                the quantizer's peak RSS (claim: under 0.5 GB)
+    calib_vs_ort <=           our calibration time / ORT MinMax's (medians of repeated runs)
+    speed_vs_ort >=           ORT latency of ORT's model / of ours (= our speedup over float /
+                              ORT's), median over interleaved rounds; claim: faster, gate 0.9
+    speedup >=                float latency / ours, median over interleaved rounds
+  weights (real_models.py; config = scheme; ORT = quantize_dynamic in the same run):
+    snr_db, task, size_ratio, peak_mb as above
+    dq >=, int_tensors >=     DequantizeLinear nodes / integer weight tensors in the file
+    time_vs_ort <=            our quantize time / ORT quantize_dynamic's (same model)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+
+class Floor(NamedTuple):
+    op: str  # ">=" (a floor) or "<=" (a ceiling)
+    limit: float
+    measured: float  # the worst value of the runs it was set from
+    at: str  # key of SOURCES
+
+
+# The claims the constant limits come from.
+PEAK_MB_MAX = 500.0  # "peak memory under 0.5 GB" (BENCHMARKS: 50-410 MB on every model and method)
+SPEED_VS_ORT_MIN = 0.9  # "faster than ORT's model on every model", with 10% for a noisy machine
+CALIB_VS_ORT_MAX = 1.1  # "calibration takes at most ORT's MinMax run's time", with 10%
+TIME_VS_ORT_MAX = 0.5  # weight-only: "0.18x ORT's time" (bench_quantize.py); gated at half
+
+# How `propose` turns the worst measured value into a limit.
+MARGINS = {
+    "snr_db": "worst - max(0.3 dB, 2% of it), rounded down to 0.1",
+    "task": "worst - 0.03, rounded down to 0.01",
+    "size_ratio": "worst * 1.03, rounded up to 0.001",
+    "q/dq/int_tensors/ort_int_kernels": "the smallest count measured (exact: deterministic)",
+    "speedup": "min(1.0, worst * 0.85), rounded down to 0.01: faster than float where we claim it, else 15%"
+               " below (absolute latency depends on the CPU: with and without VNNI differ by 1.3x)",
+    "peak_mb (weights)": "worst * 1.5, rounded up to 10 MB",
+    "peak_mb/calib_vs_ort/speed_vs_ort/time_vs_ort": "the constant of the claim above; calib_vs_ort where the"
+                                                     " worst run is within 10% of it: worst * 1.1, rounded up to"
+                                                     " 0.05, an exception stated in the table",
+}
+
+SOURCES: Dict[str, str] = {
+    "2026-11-30": "worst of 3 runs of real_models.py and static_compare.py (--peer-methods minmax), 2026-11-30,"
+                  " release binary of the working tree on 7dbc750 (with other engineers' uncommitted src/ changes),"
+                  " 2-core AMD EPYC with AVX-512 VNNI, ONNX Runtime 1.32.0, under load (other engineers' cargo builds"
+                  " ran throughout); for static SNR and task also the BENCHMARKS table at b22e063 (2026-11-27, a"
+                  " 2-core EPYC without VNNI), so that the floors hold on CPUs with and without VNNI",
+}
+
+FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
+    ('static', 'cls', 'entropy', 'calib_vs_ort'): Floor('<=', 1.1, 0.3831, '2026-11-30'),
+    ('static', 'cls', 'entropy', 'dq'): Floor('>=', 172, 172, '2026-11-30'),
+    ('static', 'cls', 'entropy', 'ort_int_kernels'): Floor('>=', 56, 56, '2026-11-30'),
+    ('static', 'cls', 'entropy', 'peak_mb'): Floor('<=', 500, 55.707, '2026-11-30'),
+    ('static', 'cls', 'entropy', 'q'): Floor('>=', 91, 91, '2026-11-30'),
+    ('static', 'cls', 'entropy', 'size_ratio'): Floor('<=', 0.404, 0.3919, '2026-11-30'),
+    ('static', 'cls', 'entropy', 'snr_db'): Floor('>=', 16.8, 17.22, '2026-11-30'),
+    ('static', 'cls', 'entropy', 'speed_vs_ort'): Floor('>=', 0.9, 1.7106, '2026-11-30'),
+    ('static', 'cls', 'entropy', 'speedup'): Floor('>=', 0.61, 0.7266, '2026-11-30'),
+    ('static', 'cls', 'entropy', 'task'): Floor('>=', 0.88, 0.9167, '2026-11-30'),
+    ('static', 'cls', 'minmax', 'calib_vs_ort'): Floor('<=', 1.1, 0.2014, '2026-11-30'),
+    ('static', 'cls', 'minmax', 'dq'): Floor('>=', 188, 188, '2026-11-30'),
+    ('static', 'cls', 'minmax', 'ort_int_kernels'): Floor('>=', 56, 56, '2026-11-30'),
+    ('static', 'cls', 'minmax', 'peak_mb'): Floor('<=', 500, 55.7617, '2026-11-30'),
+    ('static', 'cls', 'minmax', 'q'): Floor('>=', 91, 91, '2026-11-30'),
+    ('static', 'cls', 'minmax', 'size_ratio'): Floor('<=', 0.427, 0.4138, '2026-11-30'),
+    ('static', 'cls', 'minmax', 'snr_db'): Floor('>=', 15.5, 15.91, '2026-11-30'),
+    ('static', 'cls', 'minmax', 'speed_vs_ort'): Floor('>=', 0.9, 1.6781, '2026-11-30'),
+    ('static', 'cls', 'minmax', 'speedup'): Floor('>=', 0.63, 0.743, '2026-11-30'),
+    ('static', 'cls', 'minmax', 'task'): Floor('>=', 0.72, 0.75, '2026-11-30'),
+    ('static', 'cls', 'mse', 'calib_vs_ort'): Floor('<=', 1.1, 0.2197, '2026-11-30'),
+    ('static', 'cls', 'mse', 'dq'): Floor('>=', 172, 172, '2026-11-30'),
+    ('static', 'cls', 'mse', 'ort_int_kernels'): Floor('>=', 56, 56, '2026-11-30'),
+    ('static', 'cls', 'mse', 'peak_mb'): Floor('<=', 500, 55.3516, '2026-11-30'),
+    ('static', 'cls', 'mse', 'q'): Floor('>=', 91, 91, '2026-11-30'),
+    ('static', 'cls', 'mse', 'size_ratio'): Floor('<=', 0.404, 0.3919, '2026-11-30'),
+    ('static', 'cls', 'mse', 'snr_db'): Floor('>=', 14.9, 15.27, '2026-11-30'),
+    ('static', 'cls', 'mse', 'speed_vs_ort'): Floor('>=', 0.9, 1.7597, '2026-11-30'),
+    ('static', 'cls', 'mse', 'speedup'): Floor('>=', 0.66, 0.7785, '2026-11-30'),
+    ('static', 'cls', 'mse', 'task'): Floor('>=', 0.97, 1, '2026-11-30'),
+    ('static', 'cls', 'percentile', 'calib_vs_ort'): Floor('<=', 1.1, 0.1963, '2026-11-30'),
+    ('static', 'cls', 'percentile', 'dq'): Floor('>=', 172, 172, '2026-11-30'),
+    ('static', 'cls', 'percentile', 'ort_int_kernels'): Floor('>=', 56, 56, '2026-11-30'),
+    ('static', 'cls', 'percentile', 'peak_mb'): Floor('<=', 500, 55.7383, '2026-11-30'),
+    ('static', 'cls', 'percentile', 'q'): Floor('>=', 91, 91, '2026-11-30'),
+    ('static', 'cls', 'percentile', 'size_ratio'): Floor('<=', 0.404, 0.3919, '2026-11-30'),
+    ('static', 'cls', 'percentile', 'snr_db'): Floor('>=', 14.9, 15.2124, '2026-11-30'),
+    ('static', 'cls', 'percentile', 'speed_vs_ort'): Floor('>=', 0.9, 1.6841, '2026-11-30'),
+    ('static', 'cls', 'percentile', 'speedup'): Floor('>=', 0.66, 0.7802, '2026-11-30'),
+    ('static', 'cls', 'percentile', 'task'): Floor('>=', 0.88, 0.9167, '2026-11-30'),
+    ('static', 'det', 'entropy', 'calib_vs_ort'): Floor('<=', 1.1, 0.9793, '2026-11-30'),
+    ('static', 'det', 'entropy', 'dq'): Floor('>=', 220, 220, '2026-11-30'),
+    ('static', 'det', 'entropy', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
+    ('static', 'det', 'entropy', 'peak_mb'): Floor('<=', 500, 420.2812, '2026-11-30'),
+    ('static', 'det', 'entropy', 'q'): Floor('>=', 106, 106, '2026-11-30'),
+    ('static', 'det', 'entropy', 'size_ratio'): Floor('<=', 0.292, 0.2834, '2026-11-30'),
+    ('static', 'det', 'entropy', 'snr_db'): Floor('>=', 4, 4.36, '2026-11-30'),
+    ('static', 'det', 'entropy', 'speed_vs_ort'): Floor('>=', 0.9, 1.1221, '2026-11-30'),
+    ('static', 'det', 'entropy', 'speedup'): Floor('>=', 1, 1.4711, '2026-11-30'),
+    ('static', 'det', 'entropy', 'task'): Floor('>=', 0.64, 0.6738, '2026-11-30'),
+    ('static', 'det', 'minmax', 'calib_vs_ort'): Floor('<=', 1.1, 0.8633, '2026-11-30'),
+    ('static', 'det', 'minmax', 'dq'): Floor('>=', 228, 228, '2026-11-30'),
+    ('static', 'det', 'minmax', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
+    ('static', 'det', 'minmax', 'peak_mb'): Floor('<=', 500, 416.375, '2026-11-30'),
+    ('static', 'det', 'minmax', 'q'): Floor('>=', 106, 106, '2026-11-30'),
+    ('static', 'det', 'minmax', 'size_ratio'): Floor('<=', 0.294, 0.2847, '2026-11-30'),
+    ('static', 'det', 'minmax', 'snr_db'): Floor('>=', 4.3, 4.61, '2026-11-30'),
+    ('static', 'det', 'minmax', 'speed_vs_ort'): Floor('>=', 0.9, 1.0274, '2026-11-30'),
+    ('static', 'det', 'minmax', 'speedup'): Floor('>=', 1, 1.412, '2026-11-30'),
+    ('static', 'det', 'minmax', 'task'): Floor('>=', 0.66, 0.696, '2026-11-30'),
+    ('static', 'det', 'mse', 'calib_vs_ort'): Floor('<=', 1.1, 0.8362, '2026-11-30'),
+    ('static', 'det', 'mse', 'dq'): Floor('>=', 220, 220, '2026-11-30'),
+    ('static', 'det', 'mse', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
+    ('static', 'det', 'mse', 'peak_mb'): Floor('<=', 500, 418.2852, '2026-11-30'),
+    ('static', 'det', 'mse', 'q'): Floor('>=', 106, 106, '2026-11-30'),
+    ('static', 'det', 'mse', 'size_ratio'): Floor('<=', 0.292, 0.2834, '2026-11-30'),
+    ('static', 'det', 'mse', 'snr_db'): Floor('>=', 4.4, 4.7993, '2026-11-30'),
+    ('static', 'det', 'mse', 'speed_vs_ort'): Floor('>=', 0.9, 1.1583, '2026-11-30'),
+    ('static', 'det', 'mse', 'speedup'): Floor('>=', 1, 1.6032, '2026-11-30'),
+    ('static', 'det', 'mse', 'task'): Floor('>=', 0.67, 0.7066, '2026-11-30'),
+    ('static', 'det', 'percentile', 'calib_vs_ort'): Floor('<=', 1.1, 0.8925, '2026-11-30'),
+    ('static', 'det', 'percentile', 'dq'): Floor('>=', 219, 219, '2026-11-30'),
+    ('static', 'det', 'percentile', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
+    ('static', 'det', 'percentile', 'peak_mb'): Floor('<=', 500, 420.2852, '2026-11-30'),
+    ('static', 'det', 'percentile', 'q'): Floor('>=', 106, 106, '2026-11-30'),
+    ('static', 'det', 'percentile', 'size_ratio'): Floor('<=', 0.292, 0.283, '2026-11-30'),
+    ('static', 'det', 'percentile', 'snr_db'): Floor('>=', 3.9, 4.2493, '2026-11-30'),
+    ('static', 'det', 'percentile', 'speed_vs_ort'): Floor('>=', 0.9, 1.1566, '2026-11-30'),
+    ('static', 'det', 'percentile', 'speedup'): Floor('>=', 1, 1.5483, '2026-11-30'),
+    ('static', 'det', 'percentile', 'task'): Floor('>=', 0.63, 0.664, '2026-11-30'),
+    ('static', 'rec', 'entropy', 'calib_vs_ort'): Floor('<=', 1.1, 0.6273, '2026-11-30'),
+    ('static', 'rec', 'entropy', 'dq'): Floor('>=', 182, 182, '2026-11-30'),
+    ('static', 'rec', 'entropy', 'ort_int_kernels'): Floor('>=', 51, 51, '2026-11-30'),
+    ('static', 'rec', 'entropy', 'peak_mb'): Floor('<=', 500, 243.1562, '2026-11-30'),
+    ('static', 'rec', 'entropy', 'q'): Floor('>=', 103, 103, '2026-11-30'),
+    ('static', 'rec', 'entropy', 'size_ratio'): Floor('<=', 0.281, 0.2724, '2026-11-30'),
+    ('static', 'rec', 'entropy', 'snr_db'): Floor('>=', 9.4, 9.71, '2026-11-30'),
+    ('static', 'rec', 'entropy', 'speed_vs_ort'): Floor('>=', 0.9, 1.6894, '2026-11-30'),
+    ('static', 'rec', 'entropy', 'speedup'): Floor('>=', 1, 1.5943, '2026-11-30'),
+    ('static', 'rec', 'entropy', 'task'): Floor('>=', 0.9, 0.935, '2026-11-30'),
+    ('static', 'rec', 'minmax', 'calib_vs_ort'): Floor('<=', 1.1, 0.5234, '2026-11-30'),
+    ('static', 'rec', 'minmax', 'dq'): Floor('>=', 182, 182, '2026-11-30'),
+    ('static', 'rec', 'minmax', 'ort_int_kernels'): Floor('>=', 51, 51, '2026-11-30'),
+    ('static', 'rec', 'minmax', 'peak_mb'): Floor('<=', 500, 246.1562, '2026-11-30'),
+    ('static', 'rec', 'minmax', 'q'): Floor('>=', 103, 103, '2026-11-30'),
+    ('static', 'rec', 'minmax', 'size_ratio'): Floor('<=', 0.281, 0.2724, '2026-11-30'),
+    ('static', 'rec', 'minmax', 'snr_db'): Floor('>=', 10.1, 10.49, '2026-11-30'),
+    ('static', 'rec', 'minmax', 'speed_vs_ort'): Floor('>=', 0.9, 1.6576, '2026-11-30'),
+    ('static', 'rec', 'minmax', 'speedup'): Floor('>=', 1, 2.011, '2026-11-30'),
+    ('static', 'rec', 'minmax', 'task'): Floor('>=', 0.9, 0.9396, '2026-11-30'),
+    ('static', 'rec', 'mse', 'calib_vs_ort'): Floor('<=', 1.1, 0.5227, '2026-11-30'),
+    ('static', 'rec', 'mse', 'dq'): Floor('>=', 182, 182, '2026-11-30'),
+    ('static', 'rec', 'mse', 'ort_int_kernels'): Floor('>=', 51, 51, '2026-11-30'),
+    ('static', 'rec', 'mse', 'peak_mb'): Floor('<=', 500, 240.6562, '2026-11-30'),
+    ('static', 'rec', 'mse', 'q'): Floor('>=', 103, 103, '2026-11-30'),
+    ('static', 'rec', 'mse', 'size_ratio'): Floor('<=', 0.281, 0.2724, '2026-11-30'),
+    ('static', 'rec', 'mse', 'snr_db'): Floor('>=', 9.8, 10.1177, '2026-11-30'),
+    ('static', 'rec', 'mse', 'speed_vs_ort'): Floor('>=', 0.9, 1.6452, '2026-11-30'),
+    ('static', 'rec', 'mse', 'speedup'): Floor('>=', 1, 1.9298, '2026-11-30'),
+    ('static', 'rec', 'mse', 'task'): Floor('>=', 0.91, 0.94, '2026-11-30'),
+    ('static', 'rec', 'percentile', 'calib_vs_ort'): Floor('<=', 1.1, 0.5218, '2026-11-30'),
+    ('static', 'rec', 'percentile', 'dq'): Floor('>=', 182, 182, '2026-11-30'),
+    ('static', 'rec', 'percentile', 'ort_int_kernels'): Floor('>=', 51, 51, '2026-11-30'),
+    ('static', 'rec', 'percentile', 'peak_mb'): Floor('<=', 500, 242.5156, '2026-11-30'),
+    ('static', 'rec', 'percentile', 'q'): Floor('>=', 103, 103, '2026-11-30'),
+    ('static', 'rec', 'percentile', 'size_ratio'): Floor('<=', 0.281, 0.2724, '2026-11-30'),
+    ('static', 'rec', 'percentile', 'snr_db'): Floor('>=', 9, 9.3, '2026-11-30'),
+    ('static', 'rec', 'percentile', 'speed_vs_ort'): Floor('>=', 0.9, 1.6708, '2026-11-30'),
+    ('static', 'rec', 'percentile', 'speedup'): Floor('>=', 1, 2.0066, '2026-11-30'),
+    ('static', 'rec', 'percentile', 'task'): Floor('>=', 0.9, 0.9375, '2026-11-30'),
+    # Exception to the 1.1 claim: YOLOv8's entropy/MSE searches over ~200 activations make these runs
+    # 0.97-1.12x ORT MinMax's (3 runs, under load), so 1.1 would fail at random. BENCHMARKS says so.
+    ('static', 'yolo', 'entropy', 'calib_vs_ort'): Floor('<=', 1.25, 1.1196, '2026-11-30'),
+    ('static', 'yolo', 'entropy', 'dq'): Floor('>=', 347, 347, '2026-11-30'),
+    ('static', 'yolo', 'entropy', 'ort_int_kernels'): Floor('>=', 199, 199, '2026-11-30'),
+    ('static', 'yolo', 'entropy', 'peak_mb'): Floor('<=', 500, 315.8711, '2026-11-30'),
+    ('static', 'yolo', 'entropy', 'q'): Floor('>=', 221, 221, '2026-11-30'),
+    ('static', 'yolo', 'entropy', 'size_ratio'): Floor('<=', 0.284, 0.2754, '2026-11-30'),
+    ('static', 'yolo', 'entropy', 'snr_db'): Floor('>=', 32.5, 33.26, '2026-11-30'),
+    ('static', 'yolo', 'entropy', 'speed_vs_ort'): Floor('>=', 0.9, 1.0423, '2026-11-30'),
+    ('static', 'yolo', 'entropy', 'speedup'): Floor('>=', 1, 1.7049, '2026-11-30'),
+    ('static', 'yolo', 'entropy', 'task'): Floor('>=', 0.67, 0.707, '2026-11-30'),
+    ('static', 'yolo', 'minmax', 'calib_vs_ort'): Floor('<=', 1.1, 0.9872, '2026-11-30'),
+    ('static', 'yolo', 'minmax', 'dq'): Floor('>=', 347, 347, '2026-11-30'),
+    ('static', 'yolo', 'minmax', 'ort_int_kernels'): Floor('>=', 199, 199, '2026-11-30'),
+    ('static', 'yolo', 'minmax', 'peak_mb'): Floor('<=', 500, 315.8477, '2026-11-30'),
+    ('static', 'yolo', 'minmax', 'q'): Floor('>=', 221, 221, '2026-11-30'),
+    ('static', 'yolo', 'minmax', 'size_ratio'): Floor('<=', 0.284, 0.2754, '2026-11-30'),
+    ('static', 'yolo', 'minmax', 'snr_db'): Floor('>=', 22.8, 23.3447, '2026-11-30'),
+    ('static', 'yolo', 'minmax', 'speed_vs_ort'): Floor('>=', 0.9, 1.045, '2026-11-30'),
+    ('static', 'yolo', 'minmax', 'speedup'): Floor('>=', 1, 1.7624, '2026-11-30'),
+    ('static', 'yolo', 'minmax', 'task'): Floor('>=', 0.75, 0.787, '2026-11-30'),
+    # Exception to the 1.1 claim: YOLOv8's entropy/MSE searches over ~200 activations make these runs
+    # 0.97-1.12x ORT MinMax's (3 runs, under load), so 1.1 would fail at random. BENCHMARKS says so.
+    ('static', 'yolo', 'mse', 'calib_vs_ort'): Floor('<=', 1.2, 1.0887, '2026-11-30'),
+    ('static', 'yolo', 'mse', 'dq'): Floor('>=', 347, 347, '2026-11-30'),
+    ('static', 'yolo', 'mse', 'ort_int_kernels'): Floor('>=', 199, 199, '2026-11-30'),
+    ('static', 'yolo', 'mse', 'peak_mb'): Floor('<=', 500, 316.3086, '2026-11-30'),
+    ('static', 'yolo', 'mse', 'q'): Floor('>=', 221, 221, '2026-11-30'),
+    ('static', 'yolo', 'mse', 'size_ratio'): Floor('<=', 0.284, 0.2754, '2026-11-30'),
+    # NOT lowered to what this run measured (27.11 dB, ORT fused and unfused alike, every run): 33.54 dB at
+    # b22e063 and a 32.5 floor before; the drop came with the working tree of 2026-11-30 (uncommitted
+    # restructuring of src/) or this VNNI CPU, cause not found. Fails until found or lowered with a why.
+    ('static', 'yolo', 'mse', 'snr_db'): Floor('>=', 32.5, 27.1118, '2026-11-30'),
+    ('static', 'yolo', 'mse', 'speed_vs_ort'): Floor('>=', 0.9, 1.0311, '2026-11-30'),
+    ('static', 'yolo', 'mse', 'speedup'): Floor('>=', 1, 1.7516, '2026-11-30'),
+    ('static', 'yolo', 'mse', 'task'): Floor('>=', 0.67, 0.707, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'calib_vs_ort'): Floor('<=', 1.1, 0.9629, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'dq'): Floor('>=', 347, 347, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'ort_int_kernels'): Floor('>=', 199, 199, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'peak_mb'): Floor('<=', 500, 315.9062, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'q'): Floor('>=', 221, 221, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'size_ratio'): Floor('<=', 0.284, 0.2754, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'snr_db'): Floor('>=', 33.4, 34.09, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'speed_vs_ort'): Floor('>=', 0.9, 1.0441, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'speedup'): Floor('>=', 1, 1.76, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'task'): Floor('>=', 0.63, 0.667, '2026-11-30'),
+    ('weights', 'cls', 'int4-blocked32', 'dq'): Floor('>=', 49, 49, '2026-11-30'),
+    ('weights', 'cls', 'int4-blocked32', 'int_tensors'): Floor('>=', 49, 49, '2026-11-30'),
+    ('weights', 'cls', 'int4-blocked32', 'peak_mb'): Floor('<=', 30, 16.7383, '2026-11-30'),
+    ('weights', 'cls', 'int4-blocked32', 'size_ratio'): Floor('<=', 0.343, 0.3326, '2026-11-30'),
+    ('weights', 'cls', 'int4-blocked32', 'snr_db'): Floor('>=', 6.3, 6.6921, '2026-11-30'),
+    ('weights', 'cls', 'int4-blocked32', 'task'): Floor('>=', 0.72, 0.75, '2026-11-30'),
+    ('weights', 'cls', 'int4-blocked32', 'time_vs_ort'): Floor('<=', 0.5, 0.0793, '2026-11-30'),
+    ('weights', 'cls', 'int4-native', 'dq'): Floor('>=', 49, 49, '2026-11-30'),
+    ('weights', 'cls', 'int4-native', 'int_tensors'): Floor('>=', 49, 49, '2026-11-30'),
+    ('weights', 'cls', 'int4-native', 'peak_mb'): Floor('<=', 30, 16.5547, '2026-11-30'),
+    ('weights', 'cls', 'int4-native', 'size_ratio'): Floor('<=', 0.221, 0.2137, '2026-11-30'),
+    ('weights', 'cls', 'int4-native', 'snr_db'): Floor('>=', 5.6, 5.93, '2026-11-30'),
+    ('weights', 'cls', 'int4-native', 'task'): Floor('>=', 0.63, 0.6667, '2026-11-30'),
+    ('weights', 'cls', 'int4-native', 'time_vs_ort'): Floor('<=', 0.5, 0.0745, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-channel', 'dq'): Floor('>=', 49, 49, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-channel', 'int_tensors'): Floor('>=', 49, 49, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-channel', 'peak_mb'): Floor('<=', 30, 16.5195, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-channel', 'size_ratio'): Floor('<=', 0.33, 0.3195, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-channel', 'snr_db'): Floor('>=', 32.5, 33.2499, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-channel', 'task'): Floor('>=', 0.97, 1, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-channel', 'time_vs_ort'): Floor('<=', 0.5, 0.0923, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-tensor', 'dq'): Floor('>=', 49, 49, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-tensor', 'int_tensors'): Floor('>=', 49, 49, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-tensor', 'peak_mb'): Floor('<=', 30, 15.9727, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-tensor', 'size_ratio'): Floor('<=', 0.389, 0.3772, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-tensor', 'snr_db'): Floor('>=', 28.6, 29.2509, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-tensor', 'task'): Floor('>=', 0.97, 1, '2026-11-30'),
+    ('weights', 'cls', 'int8-per-tensor', 'time_vs_ort'): Floor('<=', 0.5, 0.0557, '2026-11-30'),
+    ('weights', 'det', 'int4-blocked32', 'dq'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'det', 'int4-blocked32', 'int_tensors'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'det', 'int4-blocked32', 'peak_mb'): Floor('<=', 50, 27.0625, '2026-11-30'),
+    ('weights', 'det', 'int4-blocked32', 'size_ratio'): Floor('<=', 0.305, 0.2952, '2026-11-30'),
+    ('weights', 'det', 'int4-blocked32', 'snr_db'): Floor('>=', 2.8, 3.1584, '2026-11-30'),
+    ('weights', 'det', 'int4-blocked32', 'task'): Floor('>=', 0.54, 0.5762, '2026-11-30'),
+    ('weights', 'det', 'int4-blocked32', 'time_vs_ort'): Floor('<=', 0.5, 0.2386, '2026-11-30'),
+    ('weights', 'det', 'int4-native', 'dq'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'det', 'int4-native', 'int_tensors'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'det', 'int4-native', 'peak_mb'): Floor('<=', 50, 27.7148, '2026-11-30'),
+    ('weights', 'det', 'int4-native', 'size_ratio'): Floor('<=', 0.152, 0.147, '2026-11-30'),
+    ('weights', 'det', 'int4-native', 'snr_db'): Floor('>=', 2.9, 3.2437, '2026-11-30'),
+    ('weights', 'det', 'int4-native', 'task'): Floor('>=', 0.55, 0.5834, '2026-11-30'),
+    ('weights', 'det', 'int4-native', 'time_vs_ort'): Floor('<=', 0.5, 0.1544, '2026-11-30'),
+    ('weights', 'det', 'int8-per-channel', 'dq'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'det', 'int8-per-channel', 'int_tensors'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'det', 'int8-per-channel', 'peak_mb'): Floor('<=', 50, 27.5078, '2026-11-30'),
+    ('weights', 'det', 'int8-per-channel', 'size_ratio'): Floor('<=', 0.278, 0.2697, '2026-11-30'),
+    ('weights', 'det', 'int8-per-channel', 'snr_db'): Floor('>=', 18.4, 18.8333, '2026-11-30'),
+    ('weights', 'det', 'int8-per-channel', 'task'): Floor('>=', 0.94, 0.9773, '2026-11-30'),
+    ('weights', 'det', 'int8-per-channel', 'time_vs_ort'): Floor('<=', 0.5, 0.2448, '2026-11-30'),
+    ('weights', 'det', 'int8-per-tensor', 'dq'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'det', 'int8-per-tensor', 'int_tensors'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'det', 'int8-per-tensor', 'peak_mb'): Floor('<=', 40, 22.3828, '2026-11-30'),
+    ('weights', 'det', 'int8-per-tensor', 'size_ratio'): Floor('<=', 0.274, 0.2655, '2026-11-30'),
+    ('weights', 'det', 'int8-per-tensor', 'snr_db'): Floor('>=', 7.5, 7.8757, '2026-11-30'),
+    ('weights', 'det', 'int8-per-tensor', 'task'): Floor('>=', 0.8, 0.8373, '2026-11-30'),
+    ('weights', 'det', 'int8-per-tensor', 'time_vs_ort'): Floor('<=', 0.5, 0.1373, '2026-11-30'),
+    ('weights', 'rec', 'int4-blocked32', 'dq'): Floor('>=', 47, 47, '2026-11-30'),
+    ('weights', 'rec', 'int4-blocked32', 'int_tensors'): Floor('>=', 47, 47, '2026-11-30'),
+    ('weights', 'rec', 'int4-blocked32', 'peak_mb'): Floor('<=', 70, 41.5977, '2026-11-30'),
+    ('weights', 'rec', 'int4-blocked32', 'size_ratio'): Floor('<=', 0.302, 0.2932, '2026-11-30'),
+    ('weights', 'rec', 'int4-blocked32', 'snr_db'): Floor('>=', 6.5, 6.8201, '2026-11-30'),
+    ('weights', 'rec', 'int4-blocked32', 'task'): Floor('>=', 0.84, 0.875, '2026-11-30'),
+    ('weights', 'rec', 'int4-blocked32', 'time_vs_ort'): Floor('<=', 0.5, 0.1702, '2026-11-30'),
+    ('weights', 'rec', 'int4-native', 'dq'): Floor('>=', 47, 47, '2026-11-30'),
+    ('weights', 'rec', 'int4-native', 'int_tensors'): Floor('>=', 47, 47, '2026-11-30'),
+    ('weights', 'rec', 'int4-native', 'peak_mb'): Floor('<=', 70, 41.3438, '2026-11-30'),
+    ('weights', 'rec', 'int4-native', 'size_ratio'): Floor('<=', 0.149, 0.144, '2026-11-30'),
+    ('weights', 'rec', 'int4-native', 'snr_db'): Floor('>=', 5.1, 5.4072, '2026-11-30'),
+    ('weights', 'rec', 'int4-native', 'task'): Floor('>=', 0.84, 0.8729, '2026-11-30'),
+    ('weights', 'rec', 'int4-native', 'time_vs_ort'): Floor('<=', 0.5, 0.1723, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-channel', 'dq'): Floor('>=', 47, 47, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-channel', 'int_tensors'): Floor('>=', 47, 47, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-channel', 'peak_mb'): Floor('<=', 70, 41.4609, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-channel', 'size_ratio'): Floor('<=', 0.275, 0.267, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-channel', 'snr_db'): Floor('>=', 14.1, 14.421, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-channel', 'task'): Floor('>=', 0.94, 0.9771, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-channel', 'time_vs_ort'): Floor('<=', 0.5, 0.1863, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-tensor', 'dq'): Floor('>=', 47, 47, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-tensor', 'int_tensors'): Floor('>=', 47, 47, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-tensor', 'peak_mb'): Floor('<=', 50, 32.5078, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-tensor', 'size_ratio'): Floor('<=', 0.271, 0.2629, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-tensor', 'snr_db'): Floor('>=', 6.4, 6.7245, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-tensor', 'task'): Floor('>=', 0.84, 0.8771, '2026-11-30'),
+    ('weights', 'rec', 'int8-per-tensor', 'time_vs_ort'): Floor('<=', 0.5, 0.1661, '2026-11-30'),
+    ('weights', 'yolo', 'int4-blocked32', 'dq'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'yolo', 'int4-blocked32', 'int_tensors'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'yolo', 'int4-blocked32', 'peak_mb'): Floor('<=', 60, 36.4609, '2026-11-30'),
+    ('weights', 'yolo', 'int4-blocked32', 'size_ratio'): Floor('<=', 0.3, 0.2905, '2026-11-30'),
+    ('weights', 'yolo', 'int4-blocked32', 'snr_db'): Floor('>=', 17.7, 18.1319, '2026-11-30'),
+    ('weights', 'yolo', 'int4-blocked32', 'task'): Floor('>=', 0.57, 0.6, '2026-11-30'),
+    ('weights', 'yolo', 'int4-blocked32', 'time_vs_ort'): Floor('<=', 0.5, 0.4071, '2026-11-30'),
+    ('weights', 'yolo', 'int4-native', 'dq'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'yolo', 'int4-native', 'int_tensors'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'yolo', 'int4-native', 'peak_mb'): Floor('<=', 60, 33.3945, '2026-11-30'),
+    ('weights', 'yolo', 'int4-native', 'size_ratio'): Floor('<=', 0.142, 0.1377, '2026-11-30'),
+    ('weights', 'yolo', 'int4-native', 'snr_db'): Floor('>=', 15.8, 16.1931, '2026-11-30'),
+    ('weights', 'yolo', 'int4-native', 'task'): Floor('>=', 0.47, 0.5091, '2026-11-30'),
+    ('weights', 'yolo', 'int4-native', 'time_vs_ort'): Floor('<=', 0.5, 0.3835, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-channel', 'dq'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-channel', 'int_tensors'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-channel', 'peak_mb'): Floor('<=', 60, 34.0898, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-channel', 'size_ratio'): Floor('<=', 0.27, 0.2613, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-channel', 'snr_db'): Floor('>=', 42.5, 43.3073, '2026-11-30'),  # the floor before (42.5) kept
+    ('weights', 'yolo', 'int8-per-channel', 'task'): Floor('>=', 0.97, 1, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-channel', 'time_vs_ort'): Floor('<=', 0.5, 0.2888, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-tensor', 'dq'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-tensor', 'int_tensors'): Floor('>=', 63, 63, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-tensor', 'peak_mb'): Floor('<=', 60, 33.5117, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-tensor', 'size_ratio'): Floor('<=', 0.268, 0.2595, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-tensor', 'snr_db'): Floor('>=', 34.8, 35.6091, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-tensor', 'task'): Floor('>=', 0.89, 0.9286, '2026-11-30'),
+    ('weights', 'yolo', 'int8-per-tensor', 'time_vs_ort'): Floor('<=', 0.5, 0.403, '2026-11-30'),
+}
+
+METRICS: Dict[str, Dict[str, str]] = {
+    "static": {"snr_db": ">=", "task": ">=", "size_ratio": "<=", "q": ">=", "dq": ">=", "ort_int_kernels": ">=",
+               "peak_mb": "<=", "calib_vs_ort": "<=", "speed_vs_ort": ">=", "speedup": ">="},
+    "weights": {"snr_db": ">=", "task": ">=", "size_ratio": "<=", "dq": ">=", "int_tensors": ">=",
+                "peak_mb": "<=", "time_vs_ort": "<="},
+}
+# Metrics that need ONNX Runtime's quantizer in the same run: skipped (and said so) without it.
+NEEDS_PEER = {"calib_vs_ort", "speed_vs_ort", "time_vs_ort"}
+
+
+def check(script: str, model: str, config: str, values: Dict[str, Optional[float]], peer: bool) -> List[dict]:
+    """One gate per metric of `script` for this row: {"gate", "value", "threshold", "pass"}."""
+    gates = []
+    for metric, op in METRICS[script].items():
+        f = FLOORS.get((script, model, config, metric))
+        g = {"model": model, "config": config, "metric": metric}
+        if f is None:
+            gates.append({**g, "gate": f"{metric}: no floor in scripts/floors.py", "value": values.get(metric),
+                          "threshold": None, "pass": False})
+            continue
+        v = values.get(metric)
+        if metric in NEEDS_PEER and not peer:
+            gates.append({**g, "gate": f"{metric} {f.op} {f.limit} (skipped: no ORT row in this run)", "value": v,
+                          "threshold": f.limit, "pass": True, "skipped": True})
+            continue
+        ok = v is not None and isinstance(v, (int, float)) and math.isfinite(v) and (
+            v >= f.limit if f.op == ">=" else v <= f.limit)
+        gates.append({**g, "gate": f"{metric} {f.op} {f.limit}", "value": v, "threshold": f.limit, "pass": ok})
+    return gates
+
+
+# ----------------------------------------------------------------------------------------------
+# propose: entries from result files
+# ----------------------------------------------------------------------------------------------
+
+
+def _down(x: float, step: float) -> float:
+    return math.floor(x / step + 1e-9) * step
+
+
+def _up(x: float, step: float) -> float:
+    return math.ceil(x / step - 1e-9) * step
+
+
+def proposed_limit(metric: str, worst: float, script: str = "static") -> Tuple[float, str]:
+    if metric == "snr_db":
+        return round(_down(worst - max(0.3, 0.02 * abs(worst)), 0.1), 1), ""
+    if metric == "task":
+        return round(max(0.0, _down(worst - 0.03, 0.01)), 2), ""
+    if metric == "size_ratio":
+        return round(_up(worst * 1.03, 0.001), 3), ""
+    if metric in ("q", "dq", "int_tensors", "ort_int_kernels"):
+        return float(int(worst)), ""
+    if metric == "speedup":
+        return round(min(1.0, _down(worst * 0.85, 0.01)), 2), ""
+    if metric == "peak_mb" and script == "weights":  # 15-45 MB: the 0.5 GB claim would gate nothing
+        return min(PEAK_MB_MAX, round(_up(worst * 1.5, 10))), ""
+    if metric == "peak_mb":
+        return PEAK_MB_MAX, "" if worst <= PEAK_MB_MAX else "MEASURED ABOVE THE CLAIM"
+    if metric == "calib_vs_ort":
+        if worst * 1.1 <= CALIB_VS_ORT_MAX:
+            return CALIB_VS_ORT_MAX, ""
+        return round(_up(worst * 1.1, 0.05), 2), "the claim's 1.1 leaves under 10% for noise: EXCEPTION, say why"
+    if metric == "time_vs_ort":
+        return TIME_VS_ORT_MAX, "" if worst <= TIME_VS_ORT_MAX else "MEASURED ABOVE THE CLAIM"
+    if metric == "speed_vs_ort":
+        return SPEED_VS_ORT_MIN, "" if worst >= SPEED_VS_ORT_MIN else "MEASURED BELOW THE CLAIM"
+    raise ValueError(metric)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) >= 1 else repr(round(x, 4))
+
+
+def propose(script: str, files: List[Path], at: str) -> List[str]:
+    seen: Dict[Tuple[str, str, str], List[float]] = {}
+    for path in files:
+        for row in json.loads(path.read_text())["rows"]:
+            if row.get("kind") != "ours":
+                continue
+            for metric, v in (row.get("gate_values") or {}).items():
+                if v is not None and metric in METRICS[script]:
+                    seen.setdefault((row["model"], row["config"], metric), []).append(float(v))
+    lines = []
+    for (model, config, metric), vs in sorted(seen.items()):
+        op = METRICS[script][metric]
+        worst = min(vs) if op == ">=" else max(vs)
+        limit, warn = proposed_limit(metric, worst, script)
+        lines.append(f"    ({script!r}, {model!r}, {config!r}, {metric!r}): Floor({op!r}, {_fmt(limit)}, "
+                     f"{_fmt(round(worst, 4))}, {at!r}),{'  # ' + warn if warn else ''}")
+    return lines
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("show")
+    rc = sub.add_parser("recheck")
+    rc.add_argument("--static", type=Path)
+    rc.add_argument("--weights", type=Path)
+    rc.add_argument("--set", action="append", default=[], help="METRIC=LIMIT for every entry of METRIC")
+    pr = sub.add_parser("propose")
+    pr.add_argument("--at", required=True, help="the SOURCES key the new entries cite")
+    pr.add_argument("--static", nargs="*", default=[], type=Path)
+    pr.add_argument("--weights", nargs="*", default=[], type=Path)
+    args = p.parse_args()
+    if args.cmd == "show":
+        for (script, model, config, metric), f in sorted(FLOORS.items()):
+            print(f"{script:8} {model:5} {config:17} {metric:16} {f.op} {f.limit:<8g} measured {f.measured:<8g} "
+                  f"at {f.at}")
+        return 0
+    if args.cmd == "recheck":
+        for item in args.set:
+            metric, limit = item.split("=")
+            for k, f in list(FLOORS.items()):
+                if k[3] == metric:
+                    FLOORS[k] = f._replace(limit=float(limit))
+        failed = 0
+        for script, path in (("static", args.static), ("weights", args.weights)):
+            if path is None:
+                continue
+            for row in json.loads(path.read_text())["rows"]:
+                if row.get("kind") != "ours" or not row.get("gate_values"):
+                    continue
+                peer = row.get("peer_in_run", script == "weights" and row["gate_values"].get("time_vs_ort") is not None)
+                for g in check(script, row["model"], row["config"], row["gate_values"], peer):
+                    if not g["pass"]:
+                        failed += 1
+                        print(f"FAIL {script} {g['model']} {g['config']}: {g['gate']} (value {g['value']})")
+        print(f"{failed} gate(s) failed")
+        return 1 if failed else 0
+    for line in propose("static", args.static, args.at) + propose("weights", args.weights, args.at):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
