@@ -38,6 +38,8 @@ pub mod recipe;
 pub mod run;
 #[cfg(feature = "tract")]
 pub mod validate;
+#[cfg(feature = "quantize")]
+pub mod verify;
 
 /// This engine's version and a fingerprint of its sources: a cache of quantized models keyed on
 /// it is invalidated by any change to the engine.

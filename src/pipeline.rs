@@ -4,32 +4,21 @@
 
 use std::path::Path;
 
-use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::onnx::model::Model;
 use crate::quantize::{Report, quantize_model};
 use crate::recipe::Recipe;
+pub use crate::verify::Verification;
+use crate::verify::verify;
 
 #[cfg(feature = "tract")]
 pub use crate::calibrate::CalibrationReport;
 /// Calibration needs the `tract` feature; without it there is never a report.
 #[cfg(not(feature = "tract"))]
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub enum CalibrationReport {}
 
-/// Output quality measured on held-out data.
-#[derive(Debug, Clone, Serialize)]
-pub struct Verification {
-    /// Samples compared.
-    pub samples: usize,
-    /// Output SNR in dB, pooled over outputs and samples.
-    pub snr_db: f64,
-    /// Cosine similarity, pooled.
-    pub cosine: f64,
-    /// Largest absolute difference of any output value.
-    pub max_abs: f64,
-}
 
 /// What a job produced.
 #[derive(Debug)]
@@ -195,67 +184,4 @@ fn calibrate(
         key: "calibration".into(),
         message: "static calibration runs models with tract: enable the `tract` feature of quantize-rs".into(),
     })
-}
-
-/// Runs `reference` and `candidate` with tract on the samples in `data` and compares their
-/// outputs.
-#[cfg(feature = "tract")]
-pub fn verify(
-    reference: &Model,
-    candidate: &Model,
-    data: &Path,
-    image: Option<&crate::recipe::ImagePreprocess>,
-) -> Result<Verification> {
-    let samples = crate::data::load_for_model(reference, data, image, None)?;
-    let mut a = crate::run::Runner::for_model(reference, &[], "the float model");
-    let mut b = crate::run::Runner::for_model(candidate, &[], "the quantized model");
-    let mut m = Comparison::default();
-    for s in &samples {
-        for (x, y) in a.run_f32(s)?.iter().zip(b.run_f32(s)?) {
-            m.add(x, &y);
-        }
-    }
-    Ok(m.finish(samples.len()))
-}
-
-#[cfg(not(feature = "tract"))]
-fn verify(_: &Model, _: &Model, _: &Path, _: Option<&crate::recipe::ImagePreprocess>) -> Result<Verification> {
-    Err(Error::Option {
-        key: "verify-data".into(),
-        message: "verification runs models with tract: enable the `tract` feature of quantize-rs".into(),
-    })
-}
-
-/// Pooled output comparison: SNR, cosine and max abs error over every output value.
-#[derive(Debug, Default, Clone)]
-pub struct Comparison {
-    signal: f64,
-    noise: f64,
-    dot: f64,
-    norm_a: f64,
-    norm_b: f64,
-    max_abs: f64,
-}
-
-impl Comparison {
-    /// Adds one output of the reference (`a`) and the candidate (`b`).
-    pub fn add(&mut self, a: &[f32], b: &[f32]) {
-        for (&x, &y) in a.iter().zip(b) {
-            let (x, y) = (x as f64, y as f64);
-            self.signal += x * x;
-            self.noise += (x - y) * (x - y);
-            self.dot += x * y;
-            self.norm_a += x * x;
-            self.norm_b += y * y;
-            self.max_abs = self.max_abs.max((x - y).abs());
-        }
-    }
-
-    /// The pooled figures over `samples` samples.
-    pub fn finish(&self, samples: usize) -> Verification {
-        let snr_db = if self.noise == 0.0 { f64::INFINITY } else { 10.0 * (self.signal / self.noise).log10() };
-        let denom = (self.norm_a * self.norm_b).sqrt();
-        let cosine = if denom == 0.0 { 1.0 } else { self.dot / denom };
-        Verification { samples, snr_db, cosine, max_abs: self.max_abs }
-    }
 }

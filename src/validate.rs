@@ -22,7 +22,7 @@ use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
 use crate::onnx::tensor::{float_data, int_data};
 use crate::ops::quantized::{Layout, dequantized, layout_of};
 use crate::ops::{self, ir_version_for_opset, min_opset};
-use crate::pipeline::Comparison;
+use crate::verify::Comparison;
 use crate::recipe::ImagePreprocess;
 use crate::run::{Runner, as_f32};
 

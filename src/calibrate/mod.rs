@@ -692,7 +692,7 @@ fn correct_biases(
 /// Output SNR (dB) of `candidate` against the float outputs `reference` on `samples`.
 fn output_snr(candidate: &Model, reference: &[Vec<Vec<f32>>], samples: &[Vec<Tensor>]) -> Result<f64> {
     let mut runner = Runner::for_model(candidate, &[], "the quantized model");
-    let mut cmp = crate::pipeline::Comparison::default();
+    let mut cmp = crate::verify::Comparison::default();
     for (sample, want) in samples.iter().zip(reference) {
         for (a, b) in want.iter().zip(runner.run_f32(sample)?) {
             cmp.add(a, &b);
