@@ -5,16 +5,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use quantize_rs::Recipe;
-
-/// How activation ranges are chosen.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum Method {
-    Minmax,
-    Percentile,
-    Entropy,
-    Mse,
-}
+use quantize_rs::{Calibration, CalibrationMethod, ImagePreprocess, KeySegment, KeyStyle, Recipe, RecipeError};
 
 #[derive(Debug, Args)]
 pub(crate) struct CalibrateArgs {
@@ -27,10 +18,10 @@ pub(crate) struct CalibrateArgs {
     #[arg(short, long)]
     pub(crate) output: PathBuf,
     /// Range method.
-    #[arg(long, value_enum, default_value_t = Method::Minmax)]
-    pub(crate) method: Method,
+    #[arg(long, value_enum, default_value_t = CalibrationMethod::default())]
+    pub(crate) method: CalibrationMethod,
     /// Percentile kept by --method percentile.
-    #[arg(long, default_value_t = 99.99)]
+    #[arg(long, default_value_t = Calibration::DEFAULT_PERCENTILE)]
     pub(crate) percentile: f64,
     /// Use at most N samples.
     #[arg(long, value_name = "N")]
@@ -70,13 +61,13 @@ pub(crate) struct CalibrateArgs {
     #[arg(long, value_name = "HxW")]
     pub(crate) image_size: Option<String>,
     /// Image layout: nchw or nhwc.
-    #[arg(long, default_value = "nchw")]
+    #[arg(long, default_value = ImagePreprocess::DEFAULT_LAYOUT)]
     pub(crate) image_layout: String,
     /// Image channels: rgb, bgr or gray.
-    #[arg(long, default_value = "rgb")]
+    #[arg(long, default_value = ImagePreprocess::DEFAULT_CHANNELS)]
     pub(crate) image_channels: String,
     /// Multiply pixels (0-255) by this first.
-    #[arg(long, default_value_t = 1.0 / 255.0)]
+    #[arg(long, default_value_t = ImagePreprocess::DEFAULT_SCALE)]
     pub(crate) image_scale: f32,
     /// Per-channel mean subtracted after scaling (comma-separated).
     #[arg(long, value_delimiter = ',')]
@@ -99,7 +90,6 @@ pub(crate) struct CalibrateArgs {
 
 impl CalibrateArgs {
     pub(crate) fn recipe(&self) -> Result<Recipe, quantize_rs::Error> {
-        use quantize_rs::recipe::{Calibration, CalibrationMethod, ImagePreprocess};
         let mut r = self.recipe.recipe()?;
         let image = match &self.image_size {
             None => None,
@@ -110,12 +100,12 @@ impl CalibrateArgs {
                 };
                 let (h, w) = size.split_once('x').ok_or_else(bad)?;
                 Some(ImagePreprocess {
-                    size: [h.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?],
                     layout: self.image_layout.clone(),
                     channels: self.image_channels.clone(),
                     scale: self.image_scale,
                     mean: self.image_mean.clone(),
                     std: self.image_std.clone(),
+                    ..ImagePreprocess::new([h.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?])
                 })
             }
         };
@@ -123,13 +113,7 @@ impl CalibrateArgs {
         // nodes whose weights --op-types left float.
         let op_types = (!self.activation_op_types.is_empty()).then(|| self.activation_op_types.clone());
         r.calibration = Some(Calibration {
-            data: self.data.clone(),
-            method: match self.method {
-                Method::Minmax => CalibrationMethod::Minmax,
-                Method::Percentile => CalibrationMethod::Percentile,
-                Method::Entropy => CalibrationMethod::Entropy,
-                Method::Mse => CalibrationMethod::Mse,
-            },
+            method: self.method,
             percentile: self.percentile,
             samples: self.samples,
             symmetric_activations: self.symmetric_activations,
@@ -139,30 +123,34 @@ impl CalibrateArgs {
             op_types,
             target_snr_db: self.target_snr_db,
             image,
+            ..Calibration::new(&self.data)
         });
         r.verify_data = self.verify_data.clone();
         r.min_snr_db = self.min_snr_db;
-        r.validate("--").map_err(|e| match e {
-            quantize_rs::Error::Option { key, message } => {
-                quantize_rs::Error::Option { key: calibrate_flag(&key), message }
-            }
-            other => other,
-        })?;
+        r.check().map_err(flag_error)?;
         Ok(r)
     }
 }
 
-/// The `calibrate` flag behind a recipe key path such as `--calibration.op-types`.
-fn calibrate_flag(key: &str) -> String {
-    let flag = match key.strip_prefix("--calibration.") {
-        Some("op-types") => "activation-op-types",
-        Some("image.size") => "image-size",
-        Some("image.layout") => "image-layout",
-        Some("image.channels") => "image-channels",
-        Some(rest) => rest,
-        None => return key.to_string(),
+/// A recipe error named by the flag that sets the key: `--bits`, `--percentile` for
+/// `calibration.percentile`, `--activation-op-types` for `calibration.op-types`.
+fn flag_error(e: RecipeError) -> quantize_rs::Error {
+    let names: Vec<&str> = e
+        .path
+        .segments()
+        .iter()
+        .filter_map(|s| match s {
+            KeySegment::Field(name) => Some(*name),
+            KeySegment::Key(key) => Some(key.as_str()),
+            KeySegment::Index(_) => None,
+        })
+        .collect();
+    let flag = match names.as_slice() {
+        ["calibration", "op-types"] => "activation-op-types".to_string(),
+        ["calibration", "image", field] => format!("image-{field}"),
+        ["calibration", rest @ ..] | rest => rest.join("."),
     };
-    format!("--{flag}")
+    quantize_rs::Error::Option { key: format!("--{flag}"), message: e.message(KeyStyle::Kebab) }
 }
 
 /// Output format.
@@ -178,7 +166,7 @@ pub enum Format {
 #[derive(Debug, Args, Clone)]
 pub struct RecipeArgs {
     /// Bits per weight: 8 or 4.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = Recipe::DEFAULT_BITS)]
     pub(crate) bits: u8,
     /// Unsigned values (uint8/uint4) instead of signed ones.
     #[arg(long)]
@@ -248,7 +236,7 @@ impl RecipeArgs {
             layer_bits.insert(name.to_string(), bits);
         }
         r.layer_bits = layer_bits;
-        r.validate("--")?;
+        r.check().map_err(flag_error)?;
         Ok(r)
     }
 }

@@ -18,12 +18,13 @@
 //!   bits: 8                   # overrides for the batch
 //! ```
 //!
-//! Unknown keys and bad values are errors naming the key's path, e.g.
-//! `models[1].bitz: unknown field `bitz`, expected one of `bits`, ...`.
+//! Recipe keys are parsed by the library's one recipe parser ([`Recipe::from_layers`]), as
+//! `[package.metadata.quantize]` is. Unknown keys and bad values are errors naming the key's
+//! path, e.g. `models[1].bitz: unknown field `bitz`, expected one of `bits`, ...`.
 
 use std::path::{Path, PathBuf};
 
-use quantize_rs::Recipe;
+use quantize_rs::{KeyPath, KeyStyle, Recipe, RecipeError, RecipeLayer};
 use serde_json::{Map, Value};
 
 use crate::jobs::Job;
@@ -108,7 +109,9 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
         return Err(ConfigError("declares no jobs: add `models:` (a list of {input, output}) or `batch:`".into()));
     }
     let defaults = top;
-    parse_recipe(Value::Object(defaults.clone()), "")?;
+    let top = KeyPath::new();
+    let defaults = RecipeLayer { at: &top, keys: &defaults };
+    Recipe::from_layers(&[defaults]).map_err(config_error)?;
     let mut jobs = vec![];
     if let Some(models) = models {
         let Value::Array(models) = models else {
@@ -124,7 +127,7 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
             };
             let input = take_path(&mut m, "input", &key)?;
             let output = take_path(&mut m, "output", &key)?;
-            let recipe = job_recipe(&defaults, m, &key)?;
+            let recipe = job_recipe(defaults, &m, &KeyPath::keys(["models"]).index(i))?;
             jobs.push(Job {
                 key,
                 input: lexical(&dir.join(input)),
@@ -151,7 +154,7 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
                 return Err(ConfigError(format!("batch.skip_existing: expected true or false, got {other}")));
             }
         };
-        let recipe = job_recipe(&defaults, b, "batch")?;
+        let recipe = job_recipe(defaults, &b, &KeyPath::keys(["batch"]))?;
         for input in expand(dir, &pattern)?.iter().map(|p| lexical(p)) {
             let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             jobs.push(Job {
@@ -219,64 +222,17 @@ fn needed(at: &str) -> String {
 
 /// The defaults with a job's own keys laid over them, as a validated recipe. An error in a key
 /// the job did not set is named at the top level, where it was written.
-fn job_recipe(defaults: &Map<String, Value>, own: Map<String, Value>, key: &str) -> Result<Recipe, ConfigError> {
-    let own_keys: Vec<String> = own.keys().map(|k| k.replace('-', "_")).collect();
-    let mut merged = defaults.clone();
-    merge(&mut merged, own);
-    parse_recipe(Value::Object(merged), &format!("{key}.")).map_err(|ConfigError(m)| {
-        let rest = m.strip_prefix(&format!("{key}.")).unwrap_or(&m);
-        let first = rest.split(['.', ':', '[']).next().unwrap_or("").replace('-', "_");
-        if m.starts_with(&format!("{key}.")) && !own_keys.contains(&first) {
-            ConfigError(rest.to_string())
-        } else {
-            ConfigError(m)
-        }
-    })
+fn job_recipe(defaults: RecipeLayer<'_>, own: &Map<String, Value>, at: &KeyPath) -> Result<Recipe, ConfigError> {
+    Recipe::from_layers(&[defaults, RecipeLayer { at, keys: own }]).map_err(config_error)
 }
 
-/// Overlays `over` on `base`, table by table; both spellings of a key are one key.
-fn merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
-    for (k, v) in over {
-        let alt = if k.contains('_') { k.replace('_', "-") } else { k.replace('-', "_") };
-        if alt != k
-            && let Some(old) = base.remove(&alt)
-        {
-            base.insert(k.clone(), old);
-        }
-        match (base.get_mut(&k), v) {
-            (Some(Value::Object(b)), Value::Object(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
+/// Config files are written in snake_case: keys and the key lists of messages are spelled so.
+fn config_error(e: RecipeError) -> ConfigError {
+    let message = e.message(KeyStyle::Snake);
+    match e.key(KeyStyle::Snake) {
+        key if key.is_empty() => ConfigError(message),
+        key => ConfigError(format!("{key}: {message}")),
     }
-}
-
-/// Deserializes and validates a recipe; errors carry `prefix` + the key path.
-fn parse_recipe(value: Value, prefix: &str) -> Result<Recipe, ConfigError> {
-    let recipe: Recipe = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = snake_only(&e.into_inner().to_string());
-        if path == "." || path.is_empty() {
-            ConfigError(format!("{}: {message}", prefix.trim_end_matches('.')))
-        } else {
-            ConfigError(format!("{prefix}{path}: {message}"))
-        }
-    })?;
-    recipe.validate(prefix).map_err(|e| match e {
-        quantize_rs::Error::Option { key, message } => ConfigError(format!("{}: {message}", key.replace('-', "_"))),
-        other => ConfigError(other.to_string()),
-    })?;
-    Ok(recipe)
-}
-
-/// serde lists both spellings of every key in "expected one of ..."; config files use snake_case.
-fn snake_only(message: &str) -> String {
-    let Some((head, list)) = message.split_once("expected one of ") else {
-        return message.to_string();
-    };
-    let keys: Vec<&str> = list.split(", ").filter(|k| !k.contains('-')).collect();
-    format!("{head}expected one of {}", keys.join(", "))
 }
 
 /// The `.onnx` files a glob (or a folder) matches, sorted.

@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use quantize_rs::info::human_bytes;
-use quantize_rs::pipeline::RunOptions;
-use quantize_rs::{Model, Recipe, SaveOptions};
+use quantize_rs::{Model, Recipe, RunOptions, SaveOptions};
 use serde::Serialize;
 
 /// One model to quantize.
@@ -254,7 +253,7 @@ fn run_one(job: &Job, force: bool) -> JobResult {
     let outcome = (|| -> quantize_rs::Result<(u64, u64, usize)> {
         quantize_rs::model::check_output(&job.output, Some(&job.input), force)?;
         let model = Model::load(&job.input)?;
-        let outcome = quantize_rs::pipeline::run_with(model, &job.recipe, &job.base_dir, &RunOptions::default())?;
+        let outcome = quantize_rs::run_with(model, &job.recipe, &job.base_dir, &RunOptions::default())?;
         outcome.model.save(&job.output, &SaveOptions { force: true, ..SaveOptions::default() })?;
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         Ok((size(&job.input), size(&job.output), outcome.report.quantized.len()))

@@ -19,13 +19,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use prost::Message;
-use quantize_rs::Model;
-use quantize_rs::info::ModelInfo;
 use quantize_rs::proto::{ModelProto, tensor_proto::DataLocation};
+use quantize_rs::{Model, ModelInfo};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::manifest::{FORMAT, Index, Manifest, OUT_SUBDIR, Record, read_json, write_json};
+use crate::manifest::{FORMAT, INDEX_FILE, Index, Manifest, OUT_SUBDIR, Record, read_json, write_json};
 use crate::project::DeclaredModel;
 
 /// The tool version that is part of every cache key.
@@ -285,11 +284,11 @@ pub fn quantize_into_cache(model: &DeclaredModel, root: &Path, cache: &Cache) ->
         source => Error::Job { model: model.name.clone(), key: model.key.clone(), source: Box::new(source) },
     };
     let loaded = Model::from_bytes(job.model_bytes.clone(), Some(folder)).map_err(job_error)?;
-    let outcome = quantize_rs::pipeline::run(loaded, &model.recipe, root).map_err(job_error)?;
+    let outcome = quantize_rs::run(loaded, &model.recipe, root).map_err(job_error)?;
     let bytes = outcome.model.to_bytes();
     let info = ModelInfo::of(&outcome.model).map_err(job_error)?;
-    let record =
-        Record::new(job.key.clone(), &model.recipe, &outcome, &info, bytes.len() as u64, start.elapsed().as_secs_f64());
+    let seconds = start.elapsed().as_secs_f64();
+    let record = crate::manifest::record(job.key.clone(), &model.recipe, &outcome, &info, bytes.len() as u64, seconds);
     let stored = cache.store(&bytes, record)?;
     Ok((stored, job))
 }
@@ -299,7 +298,7 @@ pub fn quantize_into_cache(model: &DeclaredModel, root: &Path, cache: &Cache) ->
 pub fn install(model: &DeclaredModel, cached: &CachedModel, out_dir: &Path) -> Result<Manifest> {
     let dir = out_dir.join(OUT_SUBDIR);
     fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-    let dest = dir.join(format!("{}.onnx", model.name));
+    let dest = dir.join(quantize_manifest::model_file(&model.name));
     let tmp = dir.join(format!(".{}.onnx.tmp-{}", model.name, std::process::id()));
     let _ = fs::remove_file(&tmp);
     if fs::hard_link(&cached.model_path, &tmp).is_err() {
@@ -310,7 +309,7 @@ pub fn install(model: &DeclaredModel, cached: &CachedModel, out_dir: &Path) -> R
     let _ = fs::remove_file(&tmp);
     let manifest =
         Manifest { name: model.name.clone(), model: dest, source: model.path.clone(), record: cached.record.clone() };
-    write_json(&dir.join(format!("{}.json", model.name)), &manifest)?;
+    write_json(&dir.join(quantize_manifest::manifest_file(&model.name)), &manifest)?;
     Ok(manifest)
 }
 
@@ -318,8 +317,5 @@ pub fn install(model: &DeclaredModel, cached: &CachedModel, out_dir: &Path) -> R
 pub fn write_index(out_dir: &Path, manifest_path: &Path, names: Vec<String>) -> Result<()> {
     let dir = out_dir.join(OUT_SUBDIR);
     fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
-    write_json(
-        &dir.join(crate::manifest::INDEX_FILE),
-        &Index { format: FORMAT, manifest_path: manifest_path.into(), models: names },
-    )
+    write_json(&dir.join(INDEX_FILE), &Index { format: FORMAT, manifest_path: manifest_path.into(), models: names })
 }

@@ -76,7 +76,7 @@
 //! `allow-empty`, `calibration = { data = "...", method = "entropy", ... }`, `verify-data`,
 //! `min-snr-db`, `max-size-ratio`. `calibration` takes `data`, `method`, `percentile`,
 //! `samples`, `symmetric-activations`, `full-range-weights`, `bias-correction`, `graph-rewrites`, `op-types`,
-//! `target-snr-db` and `image` ([`quantize_rs::recipe::Calibration`]). Keys set in
+//! `target-snr-db` and `image` ([`quantize_rs::Calibration`]). Keys set in
 //! `[package.metadata.quantize]` itself are defaults for every model; tables such as
 //! `calibration` merge key by key.
 //!
@@ -98,7 +98,7 @@
 //!    into a [`project::Project`];
 //! 2. hashes the model, its data files, the recipe and the tool version, and looks the hash up
 //!    in the [`cache`] under the target directory, shared by every profile and by
-//!    `cargo quantize`; on a miss it runs [`quantize_rs::pipeline::run`] and stores the result;
+//!    `cargo quantize`; on a miss it runs [`quantize_rs::run`] and stores the result;
 //! 3. writes `OUT_DIR/quantize/<name>.onnx` and `OUT_DIR/quantize/<name>.json` (a
 //!    [`manifest::Manifest`]), and `OUT_DIR/quantize/index.json`;
 //! 4. tells cargo to rerun it only when Cargo.toml, a model or a data file changes

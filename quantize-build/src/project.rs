@@ -14,14 +14,16 @@
 //! values are errors that name the full key path, e.g.
 //! `package.metadata.quantize.models.digits.bits: expected 4 or 8, got 6`.
 //!
-//! The same parser serves the build script (which reads Cargo.toml itself, because cargo does
+//! The recipe keys are parsed by the library's one recipe parser ([`Recipe::from_layers`]), as
+//! config files and the CLI's are; this module adds what is Cargo's: where the table is, `path`,
+//! model names. It serves the build script (which reads Cargo.toml itself, because cargo does
 //! not pass metadata to build scripts) and `cargo quantize` (which gets the table from
 //! `cargo metadata`): see [`Project::from_manifest`] and [`Project::from_metadata`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use quantize_rs::Recipe;
+use quantize_rs::{KeyPath, KeyStyle, Recipe, RecipeError, RecipeLayer};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -115,13 +117,16 @@ impl Project {
         let table = as_table(quantize, METADATA_KEY)?;
         let mut defaults = table.clone();
         let models = defaults.remove("models");
+        let top = KeyPath::keys(METADATA_KEY.split('.'));
+        let defaults_layer = RecipeLayer { at: &top, keys: &defaults };
         // Defaults are checked on their own, so their errors name the defaults' keys.
-        parse_recipe(Value::Object(defaults.clone()), &format!("{METADATA_KEY}."))?;
+        Recipe::from_layers(&[defaults_layer]).map_err(key_error)?;
         let Some(models) = models else {
             return Ok(project);
         };
         for (name, decl) in as_table(&models, &format!("{METADATA_KEY}.models"))? {
-            let key = format!("{METADATA_KEY}.models.{name}");
+            let at = top.clone().key("models").key(name.clone());
+            let key = at.render(KeyStyle::Kebab);
             check_name(name, &key)?;
             let mut decl = as_table(decl, &key)?.clone();
             let path = match decl.remove("path") {
@@ -141,22 +146,8 @@ impl Project {
                     });
                 }
             };
-            let own_keys: Vec<String> = decl.keys().cloned().collect();
-            let mut merged = defaults.clone();
-            merge(&mut merged, decl);
-            let recipe = parse_recipe(Value::Object(merged), &format!("{key}.")).map_err(|e| match e {
-                // An error in a key the model did not set comes from the defaults.
-                Error::Key { key: k, message } => {
-                    let rest = k.strip_prefix(&format!("{key}.")).unwrap_or(&k);
-                    let first = rest.split('.').next().unwrap_or(rest);
-                    if own_keys.iter().any(|o| o == first || o.replace('_', "-") == first) {
-                        Error::Key { key: k, message }
-                    } else {
-                        Error::Key { key: format!("{METADATA_KEY}.{rest}"), message }
-                    }
-                }
-                other => other,
-            })?;
+            let recipe =
+                Recipe::from_layers(&[defaults_layer, RecipeLayer { at: &at, keys: &decl }]).map_err(key_error)?;
             project.models.insert(name.clone(), DeclaredModel { name: name.clone(), path, recipe, key });
         }
         Ok(project)
@@ -187,50 +178,9 @@ fn check_name(name: &str, key: &str) -> Result<()> {
     }
 }
 
-/// Overlays `over` onto `base`, table by table, so a model's `calibration = { data = ... }`
-/// keeps the default `calibration.method`.
-fn merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
-    for (k, v) in over {
-        // The two spellings of a key are one key.
-        let alt = if k.contains('_') { k.replace('_', "-") } else { k.replace('-', "_") };
-        if let Some(old) = (alt != k).then(|| base.remove(&alt)).flatten() {
-            base.insert(k.clone(), old);
-        }
-        match (base.get_mut(&k), v) {
-            (Some(Value::Object(b)), Value::Object(o)) => merge(b, o),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
-
-/// Deserializes and validates a recipe; errors carry `prefix` + the key path.
-fn parse_recipe(value: Value, prefix: &str) -> Result<Recipe> {
-    let recipe: Recipe = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = kebab_only(&e.into_inner().to_string());
-        let key = if path == "." || path.is_empty() {
-            prefix.trim_end_matches('.').to_string()
-        } else {
-            format!("{prefix}{path}")
-        };
-        Error::Key { key, message }
-    })?;
-    recipe.validate(prefix).map_err(|e| match e {
-        quantize_rs::Error::Option { key, message } => Error::Key { key, message },
-        other => Error::Key { key: prefix.trim_end_matches('.').to_string(), message: other.to_string() },
-    })?;
-    Ok(recipe)
-}
-
-/// serde lists both spellings of every key in "expected one of ..."; Cargo.toml uses kebab-case.
-fn kebab_only(message: &str) -> String {
-    let Some((head, list)) = message.split_once("expected one of ") else {
-        return message.to_string();
-    };
-    let keys: Vec<&str> = list.split(", ").filter(|k| !k.contains('_')).collect();
-    format!("{head}expected one of {}", keys.join(", "))
+/// Cargo.toml is written in kebab-case: keys and the key lists of messages are spelled so.
+fn key_error(e: RecipeError) -> Error {
+    Error::Key { key: e.key(KeyStyle::Kebab), message: e.message(KeyStyle::Kebab) }
 }
 
 #[cfg(test)]
@@ -270,7 +220,7 @@ mod tests {
         assert_eq!(a.recipe.min_elements, 16);
         let cal = a.recipe.calibration.as_ref().unwrap();
         assert_eq!(cal.data, Path::new("a.npy"));
-        assert_eq!(cal.method, quantize_rs::recipe::CalibrationMethod::Entropy);
+        assert_eq!(cal.method, quantize_rs::CalibrationMethod::Entropy);
         // Keys left out take their defaults; snake_case spellings are accepted.
         assert!(cal.graph_rewrites && cal.bias_correction);
         let b = &p.models["b"];

@@ -13,94 +13,30 @@
 //! Errors are compile errors on the macro's argument: a crate without the build script is told
 //! what to add, an unknown name gets the list of declared names.
 //!
-//! This crate reads the JSON that `quantize_build::manifest` writes with its own types (a
-//! proc-macro must not depend on the quantizer); `FORMAT` must match.
+//! The JSON is read with the `quantize-manifest` types `quantize-build` writes it with (a
+//! proc-macro cannot depend on the quantizer, which depends on it); a file of another
+//! `quantize_manifest::FORMAT` is an error that says to align the versions.
 
 use std::path::{Path, PathBuf};
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
+use quantize_manifest::{Dim, FORMAT, INDEX_FILE, Index, OUT_SUBDIR, Tensor};
 use quote::quote;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
-/// `quantize_build::manifest::FORMAT`.
-const FORMAT: u32 = 1;
+/// The manifest without the full recipe, which the expansion does not use.
+type Manifest = quantize_manifest::Manifest<IgnoredAny>;
 
-#[derive(Deserialize)]
-struct Index {
-    format: u32,
-    manifest_path: PathBuf,
-    models: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Dim {
-    Fixed(u64),
-    Symbolic(String),
-    Unknown,
-}
-
-#[derive(Deserialize)]
-struct Tensor {
-    name: String,
-    elem_type: String,
-    shape: Option<Vec<Dim>>,
-}
-
-#[derive(Deserialize)]
-struct Summary {
-    bits: u8,
-    unsigned: bool,
-    per_channel: bool,
-    block_size: Option<u64>,
-    symmetric: bool,
-    native_int4: bool,
-    calibration: Option<String>,
-    scheme: String,
-    quantized_tensors: u64,
-    skipped_tensors: u64,
-    opset: i64,
-}
-
-#[derive(Deserialize)]
-struct Quality {
-    samples: u64,
-    snr_db: Float,
-    cosine: Float,
-    max_abs: Float,
-}
-
-/// A number, or `"inf"`, `"-inf"`, `"nan"` for what JSON numbers cannot hold.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Float {
-    Number(f64),
-    Text(String),
-}
-
-impl Float {
-    fn tokens(&self) -> TokenStream2 {
-        match self {
-            Float::Number(v) if v.is_finite() => quote!(#v),
-            Float::Text(t) if t == "inf" => quote!(::core::f64::INFINITY),
-            Float::Text(t) if t == "-inf" => quote!(::core::f64::NEG_INFINITY),
-            _ => quote!(::core::f64::NAN),
-        }
+/// A float literal; `inf`, `-inf` and `nan` as the `f64` constants.
+fn float_tokens(v: f64) -> TokenStream2 {
+    match v {
+        v if v.is_finite() => quote!(#v),
+        v if v.is_nan() => quote!(::core::f64::NAN),
+        v if v > 0.0 => quote!(::core::f64::INFINITY),
+        _ => quote!(::core::f64::NEG_INFINITY),
     }
-}
-
-#[derive(Deserialize)]
-struct Manifest {
-    name: String,
-    format: u32,
-    content_hash: String,
-    bytes_before: u64,
-    bytes_after: u64,
-    inputs: Vec<Tensor>,
-    outputs: Vec<Tensor>,
-    summary: Summary,
-    quality: Option<Quality>,
 }
 
 /// Embeds the quantized model `name` declared in `[package.metadata.quantize.models.<name>]`:
@@ -130,16 +66,15 @@ fn expand(name: &str, span: Span) -> Result<TokenStream2, String> {
             "include_quantized!(\"{name}\"): this crate has no build script, so nothing was quantized; {setup}"
         ));
     };
-    let dir = out_dir.join("quantize");
-    let index_path = dir.join("index.json");
+    let dir = out_dir.join(OUT_SUBDIR);
+    let index_path = dir.join(INDEX_FILE);
     if !index_path.is_file() {
         return Err(format!(
             "include_quantized!(\"{name}\"): this crate's build script does not run quantize-build ({} is missing); {setup}",
             index_path.display()
         ));
     }
-    let index: Index = read_json(&index_path)?;
-    check_format(index.format, &index_path)?;
+    let index: Index = read_versioned(&index_path)?;
     if !index.models.iter().any(|m| m == name) {
         let where_ = format!("[package.metadata.quantize.models] of {}", index.manifest_path.display());
         return Err(if index.models.is_empty() {
@@ -153,10 +88,9 @@ fn expand(name: &str, span: Span) -> Result<TokenStream2, String> {
             )
         });
     }
-    let manifest_path = dir.join(format!("{name}.json"));
-    let model_path = dir.join(format!("{name}.onnx"));
-    let manifest: Manifest = read_json(&manifest_path)?;
-    check_format(manifest.format, &manifest_path)?;
+    let manifest_path = dir.join(quantize_manifest::manifest_file(name));
+    let model_path = dir.join(quantize_manifest::model_file(name));
+    let manifest: Manifest = read_versioned(&manifest_path)?;
     if manifest.name != name || !model_path.is_file() {
         return Err(format!(
             "include_quantized!(\"{name}\"): {} does not describe {}; rebuild the crate",
@@ -171,19 +105,21 @@ fn expand(name: &str, span: Span) -> Result<TokenStream2, String> {
     };
     let model_lit = path_lit(&model_path)?;
     let manifest_lit = path_lit(&manifest_path)?;
-    let inputs = manifest.inputs.iter().map(tensor_tokens);
-    let outputs = manifest.outputs.iter().map(tensor_tokens);
-    let s = &manifest.summary;
+    let record = &manifest.record;
+    let inputs = record.inputs.iter().map(tensor_tokens);
+    let outputs = record.outputs.iter().map(tensor_tokens);
+    let s = &record.summary;
     let (bits, unsigned, per_channel, symmetric, native_int4) =
         (s.bits, s.unsigned, s.per_channel, s.symmetric, s.native_int4);
     let block_size = option_tokens(s.block_size.map(|b| quote!(#b)));
     let calibration = option_tokens(s.calibration.as_ref().map(|c| quote!(#c)));
     let (scheme, quantized, skipped, opset) = (&s.scheme, s.quantized_tensors, s.skipped_tensors, s.opset);
-    let quality = option_tokens(manifest.quality.as_ref().map(|q| {
-        let (samples, snr_db, cosine, max_abs) = (q.samples, q.snr_db.tokens(), q.cosine.tokens(), q.max_abs.tokens());
+    let quality = option_tokens(record.quality.as_ref().map(|q| {
+        let (samples, snr_db, cosine, max_abs) =
+            (q.samples, float_tokens(q.snr_db), float_tokens(q.cosine), float_tokens(q.max_abs));
         quote!(::quantize_rs::Quality { samples: #samples, snr_db: #snr_db, cosine: #cosine, max_abs: #max_abs })
     }));
-    let (before, after, hash) = (manifest.bytes_before, manifest.bytes_after, &manifest.content_hash);
+    let (before, after, hash) = (record.bytes_before, record.bytes_after, &record.content_hash);
     Ok(quote! {
         ::quantize_rs::EmbeddedModel {
             name: #name,
@@ -212,20 +148,23 @@ fn expand(name: &str, span: Span) -> Result<TokenStream2, String> {
     })
 }
 
-fn check_format(format: u32, path: &Path) -> Result<(), String> {
-    if format == FORMAT {
-        Ok(())
-    } else {
-        Err(format!(
+/// Reads a file of quantize-build's, checking its format before its layout, so a file from
+/// another version is reported as such rather than as a missing field.
+fn read_versioned<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, String> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        format: u32,
+    }
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let parse_error = |e: serde_json::Error| format!("{} is not a quantize-build manifest: {e}", path.display());
+    let Versioned { format } = serde_json::from_slice(&text).map_err(parse_error)?;
+    if format != FORMAT {
+        return Err(format!(
             "{} has format {format}, but this include_quantized! reads format {FORMAT}: use the same version of quantize-build and quantize-rs",
             path.display()
-        ))
+        ));
     }
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, String> {
-    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_slice(&text).map_err(|e| format!("{} is not a quantize-build manifest: {e}", path.display()))
+    serde_json::from_slice(&text).map_err(parse_error)
 }
 
 fn option_tokens(value: Option<TokenStream2>) -> TokenStream2 {

@@ -150,14 +150,7 @@ pub(crate) fn config(a: ConfigArgs) -> Result<(), Failure> {
 
 /// `int8 per-channel symmetric, weight-only`-style summary of a recipe, plus its non-default keys.
 fn scheme(r: &quantize_rs::Recipe) -> String {
-    let qtype = serde_json::to_value(r.qtype(r.bits)).ok().and_then(|v| v.as_str().map(String::from));
-    let layout = match (r.block_size, r.per_channel) {
-        (Some(b), _) => format!("blocked({b})"),
-        (None, true) => "per-channel".into(),
-        (None, false) => "per-tensor".into(),
-    };
-    let sym = if r.symmetric { "symmetric" } else { "asymmetric" };
-    let mut s = format!("{} {layout} {sym}", qtype.unwrap_or_default());
+    let mut s = r.scheme();
     s.push_str(match &r.calibration {
         None => ", weight-only",
         Some(_) => ", activations calibrated",

@@ -4,9 +4,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use quantize_rs::benchmark::{Benchmark, BenchmarkOptions, Latency};
+use quantize_rs::benchmark::Latency;
 use quantize_rs::info::human_bytes;
-use quantize_rs::validate::{Status, ValidateOptions, Validation};
+use quantize_rs::{Benchmark, BenchmarkOptions, Status, ValidateOptions, Validation};
 
 use crate::{Failure, Format, print_json};
 
@@ -59,7 +59,7 @@ pub(crate) fn validate(a: ValidateArgs) -> Result<(), Failure> {
         min_snr_db: a.min_snr_db,
         input_shapes: a.pair.input_shape.iter().cloned().collect(),
     };
-    let v = quantize_rs::validate::validate_files(&a.pair.original, &a.pair.quantized, &opts)?;
+    let v = quantize_rs::validate_files(&a.pair.original, &a.pair.quantized, &opts)?;
     match a.format {
         Format::Json => {
             let mut doc = serde_json::to_value(&v).expect("serializable");
@@ -174,7 +174,7 @@ pub(crate) fn benchmark(a: BenchmarkArgs) -> Result<(), Failure> {
         warmup: a.warmup,
         input_shapes: a.pair.input_shape.iter().cloned().collect(),
     };
-    let b = quantize_rs::benchmark::benchmark(&a.pair.original, &a.pair.quantized, &opts)?;
+    let b = quantize_rs::benchmark(&a.pair.original, &a.pair.quantized, &opts)?;
     match a.format {
         Format::Json => {
             let mut doc = serde_json::to_value(&b).expect("serializable");

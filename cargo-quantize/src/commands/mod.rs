@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use quantize_rs::info::{ModelInfo, human_bytes};
-use quantize_rs::pipeline::RunOptions;
-use quantize_rs::{Model, Recipe, SaveOptions};
+use quantize_rs::info::human_bytes;
+use quantize_rs::{Model, ModelInfo, Recipe, RunOptions, SaveOptions};
 
 pub(crate) use batch::{BatchArgs, ConfigArgs, batch, config};
 pub(crate) use check::{BenchmarkArgs, ValidateArgs, benchmark, validate};
@@ -41,7 +40,7 @@ fn run_job(
     let model = Model::load(input)?;
     // Data paths on the command line are relative to the working directory.
     let opts = RunOptions { progress: format == Format::Text && std::io::stderr().is_terminal() };
-    let outcome = quantize_rs::pipeline::run_with(model, recipe, Path::new("."), &opts)?;
+    let outcome = quantize_rs::run_with(model, recipe, Path::new("."), &opts)?;
     outcome.model.save(output, &SaveOptions { force: true, ..SaveOptions::default() })?;
     let seconds = start.elapsed().as_secs_f64();
     let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
