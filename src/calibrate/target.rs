@@ -1,0 +1,116 @@
+//! Accuracy-target mode: measure each activation's own contribution to the output error and
+//! return the worst to float until the output SNR on held-out data reaches the target.
+
+use std::collections::HashSet;
+
+use tract_onnx::prelude::Tensor;
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::onnx::model::Model;
+use crate::quant::QType;
+use crate::run::Runner;
+
+/// Output SNR (dB) of `candidate` against the float outputs `reference` on `samples`.
+pub(super) fn output_snr(candidate: &Model, reference: &[Vec<Vec<f32>>], samples: &[Vec<Tensor>]) -> Result<f64> {
+    let mut runner = Runner::for_model(candidate, &[], "the quantized model");
+    let mut cmp = crate::verify::Comparison::default();
+    for (sample, want) in samples.iter().zip(reference) {
+        for (a, b) in want.iter().zip(runner.run_f32(sample)?) {
+            cmp.add(a, &b);
+        }
+    }
+    Ok(cmp.finish(samples.len()).snr_db)
+}
+
+/// Held-out samples each activation's own contribution is measured on.
+pub(super) const PROBE_SAMPLES: usize = 2;
+
+/// The accuracy-target search: returns the activations to keep quantized and what it did.
+/// `reference` holds the float model's outputs on `held_out`.
+pub(super) fn search_target(
+    weights_only: &Model,
+    sel: &Selection,
+    activations: &[ActivationRange],
+    qtype: QType,
+    held_out: &[Vec<Tensor>],
+    reference: &[Vec<Vec<f32>>],
+    target: f64,
+) -> Result<(Vec<ActivationRange>, TargetSearch)> {
+    // Each activation's own contribution to the output error: the weight-only model with that one
+    // activation quantized, against the weight-only model, on a few held-out samples.
+    let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
+    let mut wo = Runner::for_model(weights_only, &[], "the weight-quantized model");
+    let wo_reference: Vec<Vec<Vec<f32>>> = probe.iter().map(|s| wo.run_f32(s)).collect::<Result<_>>()?;
+    let mut alone = Vec::with_capacity(activations.len());
+    for a in activations {
+        let mut candidate = weights_only.clone();
+        let one = Selection {
+            tensors: vec![a.tensor.clone()],
+            nodes: sel.nodes.clone(),
+            uses: vec![],
+            tied: vec![],
+            skipped: vec![],
+        };
+        rewrite(&mut candidate, &one, std::slice::from_ref(a), qtype);
+        alone.push(output_snr(&candidate, &wo_reference, probe)?);
+    }
+    // Worst first: the lowest output SNR when quantized alone.
+    let mut order: Vec<usize> = (0..activations.len()).collect();
+    order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]).then(a.cmp(&b)));
+    let mut trials: Vec<(usize, f64)> = Vec::new();
+    let mut measure = |k: usize| -> Result<f64> {
+        if let Some(&(_, snr)) = trials.iter().find(|(n, _)| *n == k) {
+            return Ok(snr);
+        }
+        let returned: HashSet<usize> = order[..k].iter().copied().collect();
+        let keep: Vec<ActivationRange> =
+            (0..activations.len()).filter(|i| !returned.contains(i)).map(|i| activations[i].clone()).collect();
+        let mut candidate = weights_only.clone();
+        let trial = Selection {
+            tensors: keep.iter().map(|a| a.tensor.clone()).collect(),
+            nodes: sel.nodes.clone(),
+            uses: vec![],
+            tied: vec![],
+            skipped: vec![],
+        };
+        rewrite(&mut candidate, &trial, &keep, qtype);
+        let snr = output_snr(&candidate, reference, held_out)?;
+        trials.push((k, snr));
+        Ok(snr)
+    };
+    let all = measure(0)?;
+    let n = activations.len();
+    let k = if all >= target {
+        0
+    } else {
+        let none = measure(n)?;
+        if none < target {
+            return Err(Error::Gate {
+                gate: "target-snr-db".into(),
+                message: format!(
+                    "even with every activation in float the weights alone give {none:.2} dB on the verification data, below the {target} dB target; quantize fewer weights (exclude, layer-bits) or lower the target"
+                ),
+            });
+        }
+        // Smallest count that reaches the target: measure(lo) < target <= measure(hi).
+        let (mut lo, mut hi) = (0, n);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            if measure(mid)? >= target { hi = mid } else { lo = mid }
+        }
+        hi
+    };
+    let reached = trials.iter().find(|(c, _)| *c == k).map(|t| t.1).unwrap_or(all);
+    let returned: HashSet<usize> = order[..k].iter().copied().collect();
+    let keep = (0..n).filter(|i| !returned.contains(i)).map(|i| activations[i].clone()).collect();
+    let search = TargetSearch {
+        target_db: target,
+        reached_db: reached,
+        all_quantized_db: all,
+        returned_to_float: order[..k].iter().map(|&i| activations[i].tensor.clone()).collect(),
+        alone_db: order.iter().map(|&i| (activations[i].tensor.clone(), alone[i])).collect(),
+        trials,
+    };
+    Ok((keep, search))
+}
