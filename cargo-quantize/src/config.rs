@@ -307,6 +307,9 @@ mod tests {
         assert_eq!(e.0, "bits: expected 4 or 8, got 6");
         let e = jobs("yaml", "models:\n  - {input: a.onnx, output: b.onnx, bits: 6}\n").unwrap_err();
         assert_eq!(e.0, "models[0].bits: expected 4 or 8, got 6");
+        // Recipe keys are spelled snake_case, a layer_bits pattern as written.
+        let e = jobs("yaml", "models:\n  - {input: a.onnx, output: b.onnx, layer-bits: {head-1.*: 5}}\n").unwrap_err();
+        assert_eq!(e.0, "models[0].layer_bits.head-1.*: expected 4, 8 or 32 (keep float), got 5");
         let e = jobs("yaml", "models:\n  - {input: a.onnx}\n").unwrap_err();
         assert_eq!(e.0, "models[0].output: missing; models[0] needs `input` and `output`");
         let e = jobs("yaml", "models: 3\n").unwrap_err();

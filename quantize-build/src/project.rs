@@ -251,6 +251,23 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_default_inside_a_table_the_model_also_sets_names_the_default() {
+        let e = error(&format!(
+            "{HEAD}[package.metadata.quantize]\ncalibration = {{ data = \"c.npy\", method = \"best\" }}\n\
+             [package.metadata.quantize.models.digits]\npath = \"d.onnx\"\ncalibration = {{ data = \"d.npy\" }}\n"
+        ));
+        assert!(e.starts_with("package.metadata.quantize.calibration.method: unknown variant `best`"), "{e}");
+        let e = error(&format!(
+            "{HEAD}[package.metadata.quantize]\ncalibration = {{ data = \"c.npy\" }}\n\
+             [package.metadata.quantize.models.digits]\npath = \"d.onnx\"\ncalibration = {{ percentile = 0 }}\n"
+        ));
+        assert_eq!(
+            e,
+            "package.metadata.quantize.models.digits.calibration.percentile: expected a value in (0, 100], got 0"
+        );
+    }
+
+    #[test]
     fn an_unknown_key_is_named_with_its_path() {
         let e = error(&format!("{HEAD}[package.metadata.quantize.models.digits]\npath = \"d.onnx\"\nbitz = 8\n"));
         assert!(e.starts_with("package.metadata.quantize.models.digits.bitz: unknown field `bitz`, expected one of `bits`, `unsigned`, `per-channel`, `block-size`,"), "{e}");
