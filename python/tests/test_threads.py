@@ -15,7 +15,7 @@ import quantize_rs
 from conftest import CLS
 
 
-def long_job_data(n: int = 24) -> np.ndarray:
+def long_job_data(n: int = 160) -> np.ndarray:
     rng = np.random.default_rng(1)
     return rng.standard_normal((n, 3, 48, 192), dtype=np.float32)
 
@@ -39,18 +39,18 @@ def test_other_threads_keep_running_during_calibration(tmp_path):
         stop.set()
         t.join()
     during = [x for x in ticks if start <= x <= end]
-    gaps = np.diff(during)
-    assert end - start > 0.3, "the job is too short to show anything"
-    # A thread that sleeps 5 ms per tick gets well over half its ticks while the engine works,
-    # and never waits long (holding the GIL for the whole job would give none).
-    assert len(during) > 0.5 * (end - start) / 0.005 * 0.5, (len(during), end - start)
-    assert gaps.max() < 0.25, gaps.max()
+    gaps = np.diff([start, *during, end])
+    assert end - start > 0.3, f"the job took {end - start:.2f} s: too short to show anything"
+    # Holding the GIL for the job would leave one gap as long as the job; released, the ticker
+    # (5 ms sleeps) never waits long, even on a busy machine.
+    assert len(during) >= 10 and gaps.max() < min(0.2, (end - start) / 2), (len(during), gaps.max(), end - start)
+    print(f"job {end - start:.2f} s, {len(during)} ticks, longest gap {gaps.max() * 1e3:.1f} ms")
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT to self")
 def test_ctrl_c_interrupts_a_long_calibration(tmp_path):
     out = tmp_path / "c.onnx"
-    data = long_job_data(48)
+    data = long_job_data()
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     start = time.perf_counter()
     timer.start()
@@ -58,7 +58,10 @@ def test_ctrl_c_interrupts_a_long_calibration(tmp_path):
         quantize_rs.quantize_with_calibration(CLS, out, calibration_data=data, method="entropy")
     elapsed = time.perf_counter() - start
     timer.join()
+    # The same job runs well over a second uninterrupted (see the test above); the interrupt is
+    # seen within one 50 ms wait.
     assert elapsed < 0.3 + 0.5, elapsed
+    print(f"interrupted after {elapsed:.2f} s")
     # Nothing is written, then or later (the abandoned job drops its result).
     time.sleep(0.1)
     assert not out.exists()
