@@ -130,6 +130,164 @@ fn concurrent_builders_share_one_complete_entry() {
     assert_eq!(fs::read_dir(&cache).unwrap().count(), 1);
 }
 
+/// The losing side of the race, made to happen: storing an entry that another build completed
+/// first keeps the winner's files (not this build's bytes) and removes this build's temporary.
+#[test]
+fn a_store_that_loses_the_race_uses_the_winners_entry() {
+    let pkg = package(DIGITS);
+    let tmp = tempfile::tempdir().unwrap();
+    let cache_dir = tmp.path().join("c");
+    let first = builder(pkg.path(), &tmp.path().join("o"), &cache_dir).build();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    let record = first.models[0].manifest.record.clone();
+    let winner = fs::read(cache_dir.join(&record.content_hash).join("model.onnx")).unwrap();
+
+    let cache = Cache::new(&cache_dir);
+    let stored = cache.store(b"the loser's bytes", record.clone()).unwrap();
+    assert!(!stored.hit, "this build ran the job");
+    assert_eq!(stored.model_path, cache_dir.join(&record.content_hash).join("model.onnx"));
+    assert_eq!(fs::read(&stored.model_path).unwrap(), winner, "the winner's file stays");
+    assert_eq!(stored.record, record);
+    let entries: Vec<String> =
+        fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(entries, [record.content_hash.as_str()], "the loser's temporary folder is gone");
+}
+
+/// A package declaring one MatMul model with a 2048 x 2048 weight: its quantization takes long
+/// enough in a test build that processes started together all miss the cache.
+fn big_package() -> tempfile::TempDir {
+    use prost::Message;
+    use quantize_rs::proto::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto, dtype,
+        type_proto,
+    };
+    let (rows, cols) = (2048usize, 2048usize);
+    let mut s: u32 = 12345;
+    let w: Vec<u8> = (0..rows * cols)
+        .flat_map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5).to_le_bytes()
+        })
+        .collect();
+    let vi = |name: &str| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(dtype::FLOAT),
+                shape: None,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let m = ModelProto {
+        ir_version: Some(7),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
+        graph: Some(GraphProto {
+            name: Some("big".into()),
+            node: vec![NodeProto {
+                op_type: Some("MatMul".into()),
+                name: Some("mm".into()),
+                input: vec!["x".into(), "w".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            initializer: vec![TensorProto {
+                name: Some("w".into()),
+                dims: vec![rows as i64, cols as i64],
+                data_type: Some(dtype::FLOAT),
+                raw_data: Some(w.into()),
+                ..Default::default()
+            }],
+            input: vec![vi("x")],
+            output: vec![vi("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("models")).unwrap();
+    fs::write(dir.path().join("models/big.onnx"), m.encode_to_vec()).unwrap();
+    let toml = "[package]\nname = \"app\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+                [package.metadata.quantize.models.big]\npath = \"models/big.onnx\"\n";
+    fs::write(dir.path().join("Cargo.toml"), toml).unwrap();
+    dir
+}
+
+const RACE_ENV: &str = "QUANTIZE_BUILD_RACE_CHILD";
+
+/// The child side of [`builder_processes_racing_for_one_entry_share_it`]: run only by it (as
+/// `<this test binary> race_child --exact --ignored` with RACE_ENV = "package;out;cache;go-file").
+#[test]
+#[ignore = "a child process of builder_processes_racing_for_one_entry_share_it"]
+fn race_child() {
+    let Ok(spec) = std::env::var(RACE_ENV) else { return };
+    let parts: Vec<&str> = spec.split(';').collect();
+    let (pkg, out, cache, go) = (Path::new(parts[0]), Path::new(parts[1]), Path::new(parts[2]), Path::new(parts[3]));
+    // Start together: wait for the parent's go file.
+    let start = std::time::Instant::now();
+    while !go.exists() {
+        assert!(start.elapsed().as_secs() < 120, "no go file");
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let built = builder(pkg, out, cache).build();
+    assert!(built.errors.is_empty(), "{:?}", built.errors);
+    println!("RACE-RESULT cache_hit={}", built.models[0].cache_hit);
+}
+
+/// Separate build-script processes (this test binary, re-run as children) fill one cache entry
+/// at the same time: all succeed with the same bytes, one complete entry is left and no
+/// temporary folder. At least two must have run the job (else no race happened and it is
+/// retried on a fresh cache): one entry from two jobs means a rename lost and its build used the
+/// winner's entry.
+#[test]
+fn builder_processes_racing_for_one_entry_share_it() {
+    const PROCESSES: usize = 4;
+    let pkg = big_package();
+    let tmp = tempfile::tempdir().unwrap();
+    for attempt in 0..3 {
+        let cache = tmp.path().join(format!("c{attempt}"));
+        let go = tmp.path().join(format!("go{attempt}"));
+        let children: Vec<_> = (0..PROCESSES)
+            .map(|i| {
+                let out = tmp.path().join(format!("o{attempt}-{i}"));
+                let spec = format!("{};{};{};{}", pkg.path().display(), out.display(), cache.display(), go.display());
+                let child = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["race_child", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+                    .env(RACE_ENV, spec)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("start a child");
+                (child, out)
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        fs::write(&go, b"").unwrap();
+        let mut ran = 0;
+        let mut outputs = Vec::new();
+        for (child, out) in children {
+            let o = child.wait_with_output().unwrap();
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+            // libtest may print "test race_child ... " on the same line first.
+            let line = stdout.lines().find(|l| l.contains("RACE-RESULT")).expect("the child ran its build");
+            ran += usize::from(line.contains("RACE-RESULT cache_hit=false"));
+            outputs.push(fs::read(out.join("quantize/big.onnx")).unwrap());
+        }
+        assert!(outputs.windows(2).all(|w| w[0] == w[1]), "every build embeds the same bytes");
+        let entries: Vec<String> =
+            fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(entries.len(), 1, "one entry, no temporary folder: {entries:?}");
+        assert_eq!(fs::read(cache.join(&entries[0]).join("model.onnx")).unwrap(), outputs[0]);
+        if ran >= 2 {
+            return;
+        }
+        eprintln!("attempt {attempt}: {ran} of {PROCESSES} builds ran the job; no race, retrying");
+    }
+    panic!("{PROCESSES} build processes started together never raced in 3 attempts");
+}
+
 #[test]
 fn a_bad_declaration_becomes_a_cargo_error_naming_the_key() {
     let pkg = package("[package.metadata.quantize.models.digits]\npath = \"models/digits.onnx\"\nbits = 6\n");
