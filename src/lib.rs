@@ -17,8 +17,6 @@ pub mod embed;
 #[cfg(feature = "quantize")]
 pub mod error;
 #[cfg(feature = "quantize")]
-pub mod fold;
-#[cfg(feature = "quantize")]
 pub mod info;
 #[cfg(feature = "quantize")]
 pub mod onnx;
@@ -34,6 +32,8 @@ pub mod quant;
 pub mod quantize;
 #[cfg(feature = "quantize")]
 pub mod recipe;
+#[cfg(feature = "quantize")]
+pub mod rewrite;
 #[cfg(feature = "tract")]
 pub mod run;
 #[cfg(feature = "tract")]

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-
 use crate::error::{Error, Result};
 use crate::onnx::model::Model;
 use crate::quantize::{Report, quantize_model};
@@ -18,7 +17,6 @@ pub use crate::calibrate::CalibrationReport;
 #[cfg(not(feature = "tract"))]
 #[derive(Debug, Clone, serde::Serialize)]
 pub enum CalibrationReport {}
-
 
 /// What a job produced.
 #[derive(Debug)]
@@ -66,7 +64,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let mut decomposed = 0;
     let rewrites = recipe.calibration.as_ref().is_some_and(|c| c.graph_rewrites);
     let mut early_upgrade = None;
-    if rewrites && model.opset().is_some_and(|v| v < 14) && crate::fold::hard_swish_chains(&model) > 0 {
+    if rewrites && model.opset().is_some_and(|v| v < 14) && crate::rewrite::hard_swish_chains(&model) > 0 {
         // HardSwish (opset 14) is one float op where `x * HardSigmoid(x)` is two, and ONNX
         // Runtime gives each float reader of a quantized tensor its own DequantizeLinear: worth
         // raising the opset for. A model that cannot be raised is left as it is (the upgrade
@@ -75,20 +73,20 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     }
     if fold {
         let mut names = crate::onnx::graph::Names::of_graph(model.graph());
-        folded = crate::fold::fold_conv_affine(&mut model, &mut names);
+        folded = crate::rewrite::fold_conv_affine(&mut model, &mut names);
         // Static quantization also folds the affine ops after an activation into the convolution
         // that reads them, writes hard-swish as one op and a softmax over a middle axis as
         // elementwise ops: fewer and faster float passes between the integer kernels (see
         // `fold`). Weight-only models keep their float graph as it is.
         if rewrites {
-            fused = crate::fold::fuse_hard_swish(&mut model, &mut names);
-            decomposed = crate::fold::decompose_softmax(&mut model, &mut names);
-            folded += crate::fold::fold_affine_into_conv(&mut model, &mut names);
+            fused = crate::rewrite::fuse_hard_swish(&mut model, &mut names);
+            decomposed = crate::rewrite::decompose_softmax(&mut model, &mut names);
+            folded += crate::rewrite::fold_affine_into_conv(&mut model, &mut names);
         }
         // Constants the rewrites replaced (a Mul/Add reordering replaces some without folding,
         // and calibration drops unused constants anyway).
         if folded > 0 || recipe.calibration.is_some() {
-            crate::fold::drop_unused(model.graph_mut());
+            crate::rewrite::drop_unused(model.graph_mut());
         }
     }
     let folded_float = recipe.calibration.as_ref().map(|_| model.clone());

@@ -536,9 +536,9 @@ fn hard_swish_cnn(opset: i64) -> ModelProto {
 /// The rewrites static quantization runs before calibrating, in the pipeline's order.
 fn rewrite(m: &mut Model) -> (usize, usize) {
     let mut names = quantize_rs::graph::Names::of_graph(m.graph());
-    let fused = quantize_rs::fold::fuse_hard_swish(m, &mut names);
-    let folded = quantize_rs::fold::fold_affine_into_conv(m, &mut names);
-    quantize_rs::fold::drop_unused(m.graph_mut());
+    let fused = quantize_rs::rewrite::fuse_hard_swish(m, &mut names);
+    let folded = quantize_rs::rewrite::fold_affine_into_conv(m, &mut names);
+    quantize_rs::rewrite::drop_unused(m.graph_mut());
     (fused, folded)
 }
 
@@ -656,7 +656,7 @@ fn softmax_over_a_middle_axis_becomes_elementwise_ops_with_the_same_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let decompose = |m: &mut Model| {
         let mut names = quantize_rs::graph::Names::of_graph(m.graph());
-        quantize_rs::fold::decompose_softmax(m, &mut names)
+        quantize_rs::rewrite::decompose_softmax(m, &mut names)
     };
     // ReduceMax takes axes as an attribute before opset 18 and as an input from 18.
     for opset in [13, 18] {

@@ -180,6 +180,6 @@ pub(super) fn quantize_biases(
         g.node[i].input[2] = out;
         g.node.insert(i, dq);
     }
-    crate::fold::drop_unused(g);
+    crate::rewrite::drop_unused(g);
     count
 }
