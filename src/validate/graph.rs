@@ -1,0 +1,140 @@
+//! Graph checks: structure, connectivity (every input produced once, in scope) and opsets.
+
+use crate::onnx::graph::{NodeExt, node_domain, node_label, node_subgraphs, walk_graphs};
+use crate::onnx::model::Model;
+use crate::onnx::proto::{GraphProto, NodeProto, dtype};
+use crate::ops::{self, ir_version_for_opset, min_opset};
+use std::collections::HashSet;
+
+pub(super) fn structure(m: &Model) -> Vec<String> {
+    let mut p = vec![];
+    let g = m.graph();
+    if g.node.is_empty() {
+        p.push("the main graph has no nodes".into());
+    }
+    if g.output.is_empty() {
+        p.push("the main graph has no outputs".into());
+    }
+    if m.proto.ir_version.is_none_or(|v| v < 1) {
+        p.push("the model declares no IR version".into());
+    }
+    walk_graphs(g, &mut |_, sub| {
+        for n in &sub.node {
+            if n.op_type.as_deref().is_none_or(str::is_empty) {
+                p.push(format!("node '{}' has no op type", node_label(n)));
+            }
+        }
+        for t in &sub.initializer {
+            if t.name.as_deref().is_none_or(str::is_empty) {
+                p.push("an initializer has no name".into());
+            }
+        }
+    });
+    p
+}
+
+/// Every node input must be defined before it is read: by a graph input, an initializer, an
+/// earlier node, or (in a subgraph) a name visible in an enclosing graph. No name is produced twice.
+pub(super) fn connectivity(g: &GraphProto) -> Vec<String> {
+    let mut problems = vec![];
+    check_scope(g, &HashSet::new(), "the main graph", &mut problems);
+    problems
+}
+
+pub(super) fn check_scope(g: &GraphProto, outer: &HashSet<String>, where_: &str, problems: &mut Vec<String>) {
+    let mut defined: HashSet<String> = HashSet::new();
+    defined.extend(g.input.iter().filter_map(|v| v.name.clone()));
+    defined.extend(g.initializer.iter().filter_map(|t| t.name.clone()));
+    defined.extend(g.sparse_initializer.iter().filter_map(|t| t.values.as_ref().and_then(|v| v.name.clone())));
+    for (i, n) in g.node.iter().enumerate() {
+        for input in n.input.iter().filter(|s| !s.is_empty()) {
+            if !defined.contains(input) && !outer.contains(input) {
+                problems.push(format!(
+                    "{where_}: node '{}' ({}) reads '{input}', which no graph input, initializer or earlier node produces",
+                    node_label(n),
+                    n.op_type.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+        let subs = node_subgraphs(i, n);
+        if !subs.is_empty() {
+            let visible: HashSet<String> = outer.union(&defined).cloned().collect();
+            for (_, sub) in subs {
+                let inner = format!("the body of node '{}' in {where_}", node_label(n));
+                check_scope(sub, &visible, &inner, problems);
+            }
+        }
+        for o in n.output.iter().filter(|s| !s.is_empty()) {
+            if !defined.insert(o.clone()) {
+                problems.push(format!("{where_}: '{o}' is produced twice (again by node '{}')", node_label(n)));
+            }
+        }
+    }
+    for o in &g.output {
+        let name = o.name.clone().unwrap_or_default();
+        if !defined.contains(&name) && !outer.contains(&name) {
+            problems.push(format!("{where_}: output '{name}' is produced by nothing"));
+        }
+    }
+}
+
+pub(super) fn opsets(m: &Model, original: &Model) -> Vec<String> {
+    let mut p = vec![];
+    let Some(opset) = m.opset() else {
+        return vec!["the model imports no default-domain (ai.onnx) opset".into()];
+    };
+    if let Some(before) = original.opset()
+        && opset < before
+    {
+        p.push(format!("the opset went down from {before} to {opset}; quantizing never lowers it"));
+    }
+    let ir = m.proto.ir_version.unwrap_or(0);
+    let ir_needed = ir_version_for_opset(opset);
+    if ir < ir_needed {
+        p.push(format!("IR version {ir} is too old for opset {opset} (needs {ir_needed})"));
+    }
+    let imported: HashSet<String> = m
+        .proto
+        .opset_import
+        .iter()
+        .map(|o| match o.domain.as_deref() {
+            None | Some("") | Some("ai.onnx") => String::new(),
+            Some(d) => d.to_string(),
+        })
+        .collect();
+    let mut missing_domains = HashSet::new();
+    let mut int4 = false;
+    walk_graphs(m.graph(), &mut |_, g| {
+        int4 |= g.initializer.iter().any(|t| matches!(t.data_type, Some(dtype::INT4 | dtype::UINT4)));
+        for n in &g.node {
+            let d = node_domain(n);
+            if !imported.contains(d) && missing_domains.insert(d.to_string()) {
+                p.push(format!("node '{}' uses domain '{d}', which the model does not import", node_label(n)));
+            }
+            if !is_qdq(n) {
+                continue;
+            }
+            let op = n.op_type.as_deref().unwrap_or("");
+            let mut need = |what: &str, min: i64| {
+                if opset < min {
+                    p.push(format!("node '{}' ({op}) {what} needs opset {min}, the model has {opset}", node_label(n)));
+                }
+            };
+            need("", min_opset::PER_TENSOR);
+            if n.attr("axis").is_some() {
+                need("with `axis`", min_opset::PER_AXIS);
+            }
+            if n.attr("block_size").is_some() {
+                need("with `block_size`", min_opset::BLOCKED_OR_INT4);
+            }
+        }
+    });
+    if int4 && opset < min_opset::BLOCKED_OR_INT4 {
+        p.push(format!("INT4/UINT4 tensors need opset {}, the model has {opset}", min_opset::BLOCKED_OR_INT4));
+    }
+    p
+}
+
+pub(super) fn is_qdq(n: &NodeProto) -> bool {
+    node_domain(n).is_empty() && matches!(n.op_type.as_deref(), Some(ops::QUANTIZE_LINEAR | ops::DEQUANTIZE_LINEAR))
+}

@@ -1,0 +1,232 @@
+//! Running both models: the interface check, synthesized inputs, and the output comparison.
+
+use super::*;
+use crate::data::{Dim, InputSpec, Sample};
+use crate::error::{Error, Result};
+use crate::onnx::model::Model;
+use crate::onnx::proto::dtype;
+use crate::run::{Runner, as_f32};
+use crate::verify::Comparison;
+use std::collections::BTreeMap;
+use tract_onnx::prelude::{DatumType, Tensor};
+
+pub(super) fn interface(original: &Model, quantized: &Model) -> Vec<String> {
+    let mut p = vec![];
+    let ports = |m: &Model| -> Vec<crate::info::Port> {
+        crate::info::ModelInfo::of(m).map(|i| [i.inputs, i.outputs].concat()).unwrap_or_default()
+    };
+    let split = |m: &Model| {
+        let all = ports(m);
+        let n_out = m.graph().output.len();
+        let (i, o) = all.split_at(all.len().saturating_sub(n_out));
+        (i.to_vec(), o.to_vec())
+    };
+    let (oi, oo) = split(original);
+    let (qi, qo) = split(quantized);
+    for (what, a, b) in [("input", &oi, &qi), ("output", &oo, &qo)] {
+        let names = |v: &[crate::info::Port]| v.iter().map(|x| x.name.clone()).collect::<Vec<_>>();
+        if names(a) != names(b) {
+            p.push(format!("graph {what}s are {:?}, the original's are {:?}", names(b), names(a)));
+            continue;
+        }
+        for (x, y) in a.iter().zip(b.iter()) {
+            if x.elem_type != y.elem_type {
+                p.push(format!("{what} '{}' is {}, the original's is {}", y.name, y.elem_type, x.elem_type));
+            }
+            if x.shape != y.shape {
+                p.push(format!("{what} '{}' has shape {:?}, the original's is {:?}", y.name, y.shape, x.shape));
+            }
+        }
+    }
+    p
+}
+
+pub(super) fn datum_type(elem_type: i32) -> Option<DatumType> {
+    Some(match elem_type {
+        dtype::FLOAT => DatumType::F32,
+        dtype::UINT8 => DatumType::U8,
+        dtype::INT8 => DatumType::I8,
+        4 => DatumType::U16,
+        5 => DatumType::I16,
+        dtype::INT32 => DatumType::I32,
+        dtype::INT64 => DatumType::I64,
+        dtype::BOOL => DatumType::Bool,
+        dtype::FLOAT16 => DatumType::F16,
+        dtype::DOUBLE => DatumType::F64,
+        12 => DatumType::U32,
+        13 => DatumType::U64,
+        _ => return None,
+    })
+}
+
+/// One set of inputs for `model`, made from its declared input shapes (or the shape `shapes`
+/// gives for an input name): symbolic or unknown sizes become 1, floats are deterministic
+/// pseudo-random values in [-1, 1), integers and booleans are zero (a valid index or mask for
+/// any table).
+pub fn synthetic_inputs(model: &Model, shapes: &BTreeMap<String, Vec<usize>>) -> Result<Sample> {
+    let specs = InputSpec::of_model(model)?;
+    if let Some(unknown) = shapes.keys().find(|k| !specs.iter().any(|s| &s.name == *k)) {
+        return Err(Error::Option {
+            key: "--input-shape".into(),
+            message: format!(
+                "the model has no input '{unknown}'; its inputs are {}",
+                specs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    specs
+        .iter()
+        .map(|s| {
+            let declared = || {
+                s.dims.iter().map(|d| match d {
+                    Dim::Fixed(n) => *n,
+                    Dim::Symbolic(_) => 1,
+                })
+            };
+            let shape: Vec<usize> = match shapes.get(&s.name) {
+                Some(given) => {
+                    let fits = given.len() == s.dims.len()
+                        && given.iter().zip(&s.dims).all(|(g, d)| !matches!(d, Dim::Fixed(n) if n != g));
+                    if !fits {
+                        return Err(Error::Option {
+                            key: "--input-shape".into(),
+                            message: format!(
+                                "input '{}' declares shape [{}], which {given:?} does not fit",
+                                s.name,
+                                s.dims
+                                    .iter()
+                                    .map(|d| match d {
+                                        Dim::Fixed(n) => n.to_string(),
+                                        Dim::Symbolic(_) => "?".into(),
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        });
+                    }
+                    given.clone()
+                }
+                None => declared().collect(),
+            };
+            let dt = datum_type(s.elem_type).ok_or_else(|| {
+                Error::InvalidModel(format!(
+                    "input '{}' is {}, which cannot be synthesized",
+                    s.name,
+                    dtype::name(s.elem_type)
+                ))
+            })?;
+            let what = format!("synthetic input '{}'", s.name);
+            let tract_err = |e: tract_onnx::prelude::TractError| crate::run::tract_error(&what, e);
+            if dt.is_float() {
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = (0..n)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                    })
+                    .collect();
+                let t = Tensor::from_shape(&shape, &values).map_err(tract_err)?;
+                t.cast_to_dt(dt).map(|c| c.into_owned()).map_err(tract_err)
+            } else {
+                Tensor::zero_dt(dt, &shape).map_err(tract_err)
+            }
+        })
+        .collect()
+}
+
+/// The bytes tract runs for `m`: 4-bit tensors widened and blocked constants folded when needed
+/// (what `EmbeddedModel::tract_runnable` does), with a note saying so.
+pub fn tract_bytes(m: &Model) -> Result<(Vec<u8>, Option<String>)> {
+    let bytes = m.to_bytes();
+    Ok(match crate::embed::tract_compatible(&bytes)? {
+        None => (bytes, None),
+        Some((converted, c)) => (
+            converted,
+            Some(format!(
+                "tract has no 4-bit type and no blocked DequantizeLinear: ran it with {} INT4 tensor(s) widened to 8 bits and {} blocked weight(s) folded to float, as include_quantized! does",
+                c.widened_int4, c.folded_blocked
+            )),
+        ),
+    })
+}
+
+pub(super) fn run_both(original: &Model, quantized: &Model, samples: &[Sample]) -> (Check, Vec<OutputComparison>) {
+    let names = crate::run::output_names(quantized);
+    let (bytes, note) = match tract_bytes(quantized) {
+        Ok(b) => b,
+        Err(e) => {
+            return (Check::new("runs", vec![format!("cannot prepare the quantized model for tract: {e}")]), vec![]);
+        }
+    };
+    let mut q = Runner::new(bytes, names.clone(), &[], "the quantized model");
+    let mut f = Runner::for_model(original, &[], "the original model");
+    let mut problems = vec![];
+    let mut per_output = vec![Comparison::default(); names.len()];
+    let mut pooled = Comparison::default();
+    let mut compared = true;
+    for (k, s) in samples.iter().enumerate() {
+        let qv = match q.run(s) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("sample {k}: {}", without_backtrace(&e.to_string())));
+                compared = false;
+                break;
+            }
+        };
+        let qv: Vec<Vec<f32>> = match qv.iter().map(as_f32).collect() {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("sample {k}: {e}"));
+                compared = false;
+                break;
+            }
+        };
+        for (name, values) in names.iter().zip(&qv) {
+            if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+                problems.push(format!("sample {k}: output '{name}' holds {} at element {i}", values[i]));
+            }
+        }
+        if !compared {
+            continue;
+        }
+        match f.run(s).and_then(|v| v.iter().map(as_f32).collect::<Result<Vec<_>>>()) {
+            Ok(fv) => {
+                for (i, (a, b)) in fv.iter().zip(&qv).enumerate() {
+                    if a.len() != b.len() {
+                        problems.push(format!(
+                            "sample {k}: output '{}' has {} values, the original's has {}",
+                            names[i],
+                            b.len(),
+                            a.len()
+                        ));
+                    }
+                    per_output[i].add(a, b);
+                    pooled.add(a, b);
+                }
+            }
+            // The original not running is not the quantized model's fault: no comparison, noted.
+            Err(_) => compared = false,
+        }
+    }
+    let mut check = Check::new("runs", problems);
+    let ran = format!("ran {} input set(s) in tract", samples.len());
+    check.note = Some(match (&note, compared) {
+        (Some(n), true) => format!("{ran}; {n}"),
+        (None, true) => ran,
+        (n, false) => format!(
+            "{ran}; the original model does not run in tract, so outputs were not compared{}",
+            n.as_ref().map(|n| format!("; {n}")).unwrap_or_default()
+        ),
+    });
+    if !compared || check.status == Status::Failed {
+        return (check, vec![]);
+    }
+    let fig = |name: &str, c: &Comparison| {
+        let v = c.finish(samples.len());
+        OutputComparison { name: name.into(), snr_db: v.snr_db, cosine: v.cosine, max_abs: v.max_abs }
+    };
+    let mut outputs: Vec<OutputComparison> = names.iter().zip(&per_output).map(|(n, c)| fig(n, c)).collect();
+    outputs.push(fig("all", &pooled));
+    (check, outputs)
+}
