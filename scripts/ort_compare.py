@@ -171,10 +171,22 @@ def dumps(obj, **kw) -> str:
 # --------------------------------------------------------------------------
 
 
-def make_session(path: str):
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def make_session(path: str, opt_level: str = "all"):
+    """An ORT session, 1 thread. `opt_level` "disable" runs every node as the ONNX spec defines it
+    (DequantizeLinear as (q - zp) * scale, no fusion into integer or MatMulNBits kernels, which
+    may quantize activations on their own)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[opt_level]
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     so.log_severity_level = 4  # fatal only: failures are reported in the JSON
@@ -303,11 +315,11 @@ def compare_runs(ref_runs, cand_runs):
 def do_compare(args) -> dict:
     dims = parse_dims(args.dim)
     try:
-        ref_sess = make_session(args.reference)
+        ref_sess = make_session(args.reference, args.opt_level)
     except Exception as e:  # noqa: BLE001
         raise CompareError(f"reference failed to load: {e}", 2) from None
     try:
-        cand_sess = make_session(args.candidate)
+        cand_sess = make_session(args.candidate, args.opt_level)
     except Exception as e:  # noqa: BLE001
         raise CompareError(f"candidate failed to load: {e}", 1) from None
 
@@ -369,6 +381,8 @@ def main(argv=None) -> int:
     p.add_argument("--dim", action="append", default=[], metavar="NAME=VALUE", help="value of a symbolic dim; repeatable")
     p.add_argument("--inputs", help=".npz (keyed by input name, or NAME:K) or .npy with the inputs to use")
     p.add_argument("--int-high", type=int, default=10, help="integer inputs are drawn from [0, INT_HIGH)")
+    p.add_argument("--opt-level", choices=OPT_LEVELS, default="all",
+                   help="ORT graph optimization for both models (disable: every node as the spec defines it)")
     args = p.parse_args(argv)
 
     try:

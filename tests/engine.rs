@@ -54,7 +54,8 @@ fn ops(m: &ModelProto) -> Vec<String> {
 /// not from the library: symmetric int8 fake quantization with one scale per slice along `axis`
 /// (`None`: one for the tensor): scale = max|w| / 127, q = round-half-to-even(w / scale), w' = q *
 /// scale (what DequantizeLinear computes). A float model holding these weights must give the
-/// quantized model's outputs in ONNX Runtime, up to float summation order.
+/// quantized model's outputs in ONNX Runtime run as the spec defines each node (no fusions), up to
+/// float summation order.
 fn fake_quant_int8(w: &[f32], dims: &[usize], axis: Option<usize>) -> Vec<f32> {
     let (outer, n, inner) = match axis {
         Some(a) => (dims[..a].iter().product::<usize>(), dims[a], dims[a + 1..].iter().product::<usize>()),
@@ -126,7 +127,11 @@ fn hand_computed_int8_values_scales_and_outputs() {
     // The dequantized weight, by hand: [[127 * 0.5/127, -76 * 2/127], [51 * 0.5/127, 127 * 2/127]].
     let hand = [0.5, -76.0 * (2.0f32 / 127.0), 51.0 * (0.5f32 / 127.0), 2.0];
     let reference = write(dir.path(), "hand.onnx", &with_weight(m, "W", &hand));
-    assert_same_outputs(&reference, &out, &Compare::samples(4), 1e-6);
+    assert_same_outputs(&reference, &out, &Compare::samples(4).unoptimized(), 1e-6);
+    // With its optimizations ORT runs DequantizeLinear + MatMul as MatMulNBits, which quantizes
+    // the activations too: close to the reference, not equal.
+    let r = ort_compare(&reference, &out, &Compare::samples(4));
+    assert!(pooled_snr(&r) > 40.0, "{r}");
 }
 
 #[test]
@@ -263,7 +268,7 @@ fn already_quantized_parts_stay_and_the_rest_is_quantized() {
     // The kept DequantizeLinear and the new W2 (per column) give what the hand reference gives.
     let w2 = fake_quant_int8(&weight(&m, "W2"), &[16, 16], Some(1));
     let reference = write(dir.path(), "reference.onnx", &with_weight(m, "W2", &w2));
-    assert_same_outputs(&reference, &out, &Compare::samples(4), 1e-5);
+    assert_same_outputs(&reference, &out, &Compare::samples(4).unoptimized(), 1e-5);
 }
 
 #[test]
@@ -308,7 +313,7 @@ fn resize_scales_and_other_non_weights_are_left_bit_exact() {
     // Only W changed (per output channel); the 2x upsampling is the float model's.
     let w = fake_quant_int8(&weight(&m, "W"), &[8, 4, 3, 3], Some(0));
     let reference = write(dir.path(), "reference.onnx", &with_weight(m, "W", &w));
-    assert_same_outputs(&reference, &out, &Compare::samples(4), 1e-5);
+    assert_same_outputs(&reference, &out, &Compare::samples(4).unoptimized(), 1e-5);
 }
 
 #[test]
@@ -487,5 +492,5 @@ fn old_ir_models_drop_quantized_weights_from_the_inputs() {
     let w1 = fake_quant_int8(&weight(&m, "W1"), &[8, 4, 3, 3], None);
     let w2 = fake_quant_int8(&weight(&m, "W2"), &[10, 288], None);
     let reference = write(dir.path(), "reference.onnx", &with_weight(with_weight(m, "W1", &w1), "W2", &w2));
-    assert_same_outputs(&reference, &out, &Compare::samples(4), 1e-5);
+    assert_same_outputs(&reference, &out, &Compare::samples(4).unoptimized(), 1e-5);
 }

@@ -66,7 +66,8 @@ fn external_data_is_read_on_load_and_written_past_the_threshold() {
     let p = write(dir.path(), "ext.onnx", &m);
     let loaded = Model::load(&p).unwrap();
     assert_eq!(loaded.graph().initializer[0].raw_data.as_deref(), Some(&raw[..]));
-    ort_compare(&write(dir.path(), "inline.onnx", &matmul_model()), &p, &Compare::samples(1));
+    // ONNX Runtime reads the external weight itself: exactly the inline model's outputs.
+    assert_same_outputs(&write(dir.path(), "inline.onnx", &matmul_model()), &p, &Compare::samples(2), 0.0);
 
     // Saving above the threshold moves large tensors to `<name>.data`, page-aligned.
     let mut q = loaded.clone();
@@ -112,8 +113,10 @@ fn unsafe_or_inconsistent_external_references_are_refused() {
     }
 }
 
+/// A save that completes replaces the old file and leaves no temporary behind. (A save killed
+/// midway is tested on the real binary in cargo-quantize/tests/interrupted.rs.)
 #[test]
-fn saving_is_atomic_and_leaves_no_temporary_files() {
+fn saving_replaces_the_file_and_leaves_no_temporary_files() {
     let dir = tempfile::tempdir().unwrap();
     let p = write(dir.path(), "m.onnx", &matmul_model());
     let mut m = Model::load(&p).unwrap();
@@ -121,7 +124,7 @@ fn saving_is_atomic_and_leaves_no_temporary_files() {
     let out = dir.path().join("q.onnx");
     std::fs::write(&out, b"old contents").unwrap();
     m.save(&out, &SaveOptions::default()).unwrap();
-    assert!(Model::load(&out).is_ok());
+    assert_eq!(std::fs::read(&out).unwrap(), m.to_bytes(), "the new model, whole");
     let names: Vec<String> =
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names.len(), 2, "no temporary file left: {names:?}");

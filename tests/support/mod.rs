@@ -390,11 +390,15 @@ pub struct Compare {
     pub int_high: i64,
     /// An `.npy`/`.npz` file whose samples are used instead of random inputs.
     pub inputs: Option<PathBuf>,
+    /// ORT runs both models without graph optimizations: every node as the ONNX spec defines it
+    /// (for exact comparisons with a hand-written reference: ORT's fused kernels, e.g. DQ +
+    /// MatMul into MatMulNBits, may quantize activations on their own).
+    pub unoptimized: bool,
 }
 
 impl Default for Compare {
     fn default() -> Self {
-        Compare { samples: 2, seed: 0, dims: Vec::new(), int_high: 10, inputs: None }
+        Compare { samples: 2, seed: 0, dims: Vec::new(), int_high: 10, inputs: None, unoptimized: false }
     }
 }
 
@@ -413,6 +417,12 @@ impl Compare {
     /// Uses the samples of an `.npy`/`.npz` file instead of random inputs.
     pub fn inputs(mut self, file: &Path) -> Compare {
         self.inputs = Some(file.into());
+        self
+    }
+
+    /// Runs both models with ORT's graph optimizations off (see [`Compare::unoptimized`]).
+    pub fn unoptimized(mut self) -> Compare {
+        self.unoptimized = true;
         self
     }
 }
@@ -434,6 +444,9 @@ pub fn ort_compare(reference: &Path, candidate: &Path, opts: &Compare) -> serde_
     }
     if let Some(i) = &opts.inputs {
         cmd.arg("--inputs").arg(i);
+    }
+    if opts.unoptimized {
+        cmd.args(["--opt-level", "disable"]);
     }
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {}: {e}", python().display()));
     let text = String::from_utf8_lossy(&out.stdout);
