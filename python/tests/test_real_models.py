@@ -60,3 +60,25 @@ def test_static_cls_from_a_reader_in_onnxruntime(tmp_path, cls_inputs, method):
     print(f"static {method}: ORT output SNR {snr:.2f} dB, tract {r.verification.snr_db:.2f} dB")
     assert snr >= limit, f"static {method}: {snr:.2f} dB < {limit}"
     assert quantize_rs.validate(CLS, out, data=[{"x": x} for x in cls_inputs["eval"][:3]]).passed
+
+
+def test_a_folder_of_images_with_preprocessing(tmp_path, images):
+    """Calibration data as a folder of images (a format the CLI reads), with ImagePreprocess."""
+    import shutil
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("chelsea.png", "coins.png", "rocket.jpg", "text.png"):
+        shutil.copy(images[name], folder / name)
+    image = quantize_rs.ImagePreprocess(size=(48, 192), channels="bgr", mean=[0.5], std=[0.5])
+    out = tmp_path / "img.onnx"
+    # (verify_data cannot be images: the engine verifies without the image settings.)
+    r = quantize_rs.quantize_with_calibration(CLS, out, calibration_data=folder, image=image)
+    assert r.calibration.samples == 4
+    v = quantize_rs.validate(CLS, out, data=folder, image={"size": [48, 192], "channels": "bgr", "mean": [0.5], "std": [0.5]})
+    assert v.passed and v.samples == 4 and v.pooled.snr_db > 10
+    with pytest.raises(quantize_rs.RecipeError) as e:
+        quantize_rs.quantize_with_calibration(
+            CLS, out, calibration_data=folder, image=quantize_rs.ImagePreprocess(size=(48, 192), layout="hwc")
+        )
+    assert e.value.key == "image"
