@@ -15,12 +15,17 @@ import quantize_rs
 from conftest import CLS
 
 
-def long_job_data(n: int = 160) -> np.ndarray:
+@pytest.fixture(scope="module")
+def long_job_data(tmp_path_factory):
+    """A file of samples (a path, so the engine starts at once: the interrupt lands in its work,
+    not in writing in-memory data) for a calibration of about two seconds (the interrupt comes at 0.3 s)."""
     rng = np.random.default_rng(1)
-    return rng.standard_normal((n, 3, 48, 192), dtype=np.float32)
+    path = tmp_path_factory.mktemp("data") / "cls-320.npy"
+    np.save(path, rng.standard_normal((320, 3, 48, 192), dtype=np.float32))
+    return path
 
 
-def test_other_threads_keep_running_during_calibration(tmp_path):
+def test_other_threads_keep_running_during_calibration(tmp_path, long_job_data):
     ticks = []
     stop = threading.Event()
 
@@ -33,7 +38,7 @@ def test_other_threads_keep_running_during_calibration(tmp_path):
     t.start()
     try:
         start = time.perf_counter()
-        quantize_rs.quantize_with_calibration(CLS, tmp_path / "c.onnx", calibration_data=long_job_data(), method="entropy")
+        quantize_rs.quantize_with_calibration(CLS, tmp_path / "c.onnx", calibration_data=long_job_data, method="entropy")
         end = time.perf_counter()
     finally:
         stop.set()
@@ -48,9 +53,9 @@ def test_other_threads_keep_running_during_calibration(tmp_path):
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT to self")
-def test_ctrl_c_interrupts_a_long_calibration(tmp_path):
+def test_ctrl_c_interrupts_a_long_calibration(tmp_path, long_job_data):
     out = tmp_path / "c.onnx"
-    data = long_job_data()
+    data = long_job_data
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     start = time.perf_counter()
     timer.start()
