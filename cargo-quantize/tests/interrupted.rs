@@ -8,23 +8,50 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use quantize_rs::proto::{ModelProto, dtype};
-
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use quantize_rs::proto::{
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto, dtype, type_proto,
+};
 
 /// One MatMul with a `rows x cols` float weight: 4096 x 4096 is a 64 MB model whose quantization
 /// and 16 MB save take long enough, in the test build of the binary, to be interrupted.
 fn big_matmul(rows: usize, cols: usize, seed: u64) -> ModelProto {
-    use support::{f32_tensor, graph, model, node, value_info};
-    let g = graph(
-        "big",
-        vec![node("MatMul", &["x", "w"], &["y"])],
-        vec![f32_tensor("w", &[rows as i64, cols as i64], &rand_f32(rows * cols, seed))],
-        vec![value_info("x", dtype::FLOAT, &[1, rows as i64])],
-        vec![value_info("y", dtype::FLOAT, &[1, cols as i64])],
-    );
-    model(g, 13)
+    let raw: Vec<u8> = rand_f32(rows * cols, seed).iter().flat_map(|x| x.to_le_bytes()).collect();
+    let vi = |name: &str| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(dtype::FLOAT),
+                shape: None,
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    ModelProto {
+        ir_version: Some(7),
+        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(13) }],
+        graph: Some(GraphProto {
+            name: Some("big".into()),
+            node: vec![NodeProto {
+                op_type: Some("MatMul".into()),
+                name: Some("mm".into()),
+                input: vec!["x".into(), "w".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            initializer: vec![TensorProto {
+                name: Some("w".into()),
+                dims: vec![rows as i64, cols as i64],
+                data_type: Some(dtype::FLOAT),
+                raw_data: Some(raw.into()),
+                ..Default::default()
+            }],
+            input: vec![vi("x")],
+            output: vec![vi("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn names(dir: &Path) -> Vec<String> {
