@@ -135,7 +135,7 @@ _FLAGS = [
     (re.compile(r"--op-types\b"), lambda m: "op_types=[...]"),
     (re.compile(r"--block-size\b"), lambda m: "block_size"),
     (re.compile(r"--input-shape\b"), lambda m: "input_shapes"),
-    (re.compile(r"--data\b"), lambda m: "data="),
+    (re.compile(r"--data\b"), lambda m: "data=..."),
     (re.compile(r"--runs\b"), lambda m: "runs"),
     (re.compile(r"\bverify-data\b"), lambda m: "verify_data"),
     (re.compile(r"\bmin-snr-db\b"), lambda m: "min_snr_db"),
