@@ -11,7 +11,8 @@ use crate::analyse::{Storage, analyse};
 use crate::error::Result;
 use crate::onnx::graph::{node_domain, walk_graphs};
 use crate::onnx::model::Model;
-use crate::onnx::proto::{ValueInfoProto, dtype, tensor_shape_proto::dimension::Value, type_proto};
+use crate::onnx::proto::{ValueInfoProto, dtype};
+use crate::onnx::shape::{Dim, declared_shape, elem_type};
 
 /// One graph input or output.
 #[derive(Debug, Clone, Serialize)]
@@ -54,21 +55,8 @@ pub struct ModelInfo {
 }
 
 fn port(v: &ValueInfoProto) -> Port {
-    let tensor = v.r#type.as_ref().and_then(|t| match &t.value {
-        Some(type_proto::Value::TensorType(tt)) => Some(tt),
-        _ => None,
-    });
-    let elem_type = tensor.and_then(|t| t.elem_type).map(dtype::name).unwrap_or("?").to_string();
-    let shape = tensor.and_then(|t| t.shape.as_ref()).map(|s| {
-        s.dim
-            .iter()
-            .map(|d| match &d.value {
-                Some(Value::DimValue(n)) => n.to_string(),
-                Some(Value::DimParam(p)) if !p.is_empty() => p.clone(),
-                _ => "?".to_string(),
-            })
-            .collect()
-    });
+    let elem_type = elem_type(v).map(dtype::name).unwrap_or("?").to_string();
+    let shape = declared_shape(v).map(|dims| dims.iter().map(Dim::to_string).collect());
     Port { name: v.name.clone().unwrap_or_default(), elem_type, shape }
 }
 

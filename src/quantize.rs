@@ -13,9 +13,10 @@ use crate::analyse::{Analysis, Constant, Storage, analyse};
 use crate::error::{Error, Result};
 use crate::onnx::graph::{GraphPath, Names, NodeExt, graph_at_mut};
 use crate::onnx::model::Model;
+use crate::onnx::model::ir_version_for_opset;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
 use crate::onnx::tensor::{constant_value, finite_floats, le_bytes, pack_int4};
-use crate::ops::{WeightRole, ir_version_for_opset, min_opset};
+use crate::ops::{WeightRole, min_opset};
 use crate::quant::{Granularity, QType, Quantized, quantize};
 use crate::recipe::Recipe;
 

@@ -16,7 +16,7 @@ const TOL: f64 = 1e-6;
 fn upgraded(m: &ModelProto, target: i64) -> (ModelProto, Upgrade) {
     let mut up = m.clone();
     let report = upgrade(&mut up, target).unwrap_or_else(|e| panic!("upgrade to {target}: {e}"));
-    up.ir_version = Some(quantize_rs::ops::ir_version_for_opset(target));
+    up.ir_version = Some(quantize_rs::onnx::model::ir_version_for_opset(target));
     assert_eq!(opset_of(&up), Some(target));
     assert_eq!(report.to, target);
     (up, report)

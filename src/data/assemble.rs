@@ -53,15 +53,7 @@ impl Prepared {
 }
 
 pub(super) fn dims_text(dims: &[Dim]) -> String {
-    let d: Vec<String> = dims
-        .iter()
-        .map(|d| match d {
-            Dim::Fixed(n) => n.to_string(),
-            Dim::Symbolic(s) if s.is_empty() => "?".into(),
-            Dim::Symbolic(s) => s.clone(),
-        })
-        .collect();
-    format!("[{}]", d.join(", "))
+    crate::onnx::shape::shape_text(dims)
 }
 
 /// Decides how `shape` splits into samples for `spec`, and the shape of one sample.
@@ -239,7 +231,7 @@ pub(super) fn check_shape(
                     dims_text(&spec.dims)
                 ));
             }
-            Dim::Symbolic(s) if !s.is_empty() => match symbols.get(s) {
+            Dim::Symbolic(s) => match symbols.get(s) {
                 Some((other, who)) if *other != size => {
                     return Err(format!(
                         "dim {i} ('{s}') is {size}, but input '{who}' has '{s}' = {other}; inputs sharing a \

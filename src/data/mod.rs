@@ -59,8 +59,8 @@ use tract_onnx::prelude::Tensor;
 use crate::error::{Error, Result};
 use crate::onnx::model::Model;
 use crate::onnx::proto::dtype;
-use crate::onnx::proto::tensor_shape_proto::dimension::Value as DimValue;
-use crate::onnx::proto::type_proto;
+pub use crate::onnx::shape::Dim;
+use crate::onnx::shape::{declared_shape, elem_type};
 use crate::recipe::ImagePreprocess;
 
 mod archives;
@@ -87,16 +87,6 @@ pub struct InputSpec {
     pub dims: Vec<Dim>,
 }
 
-/// One dimension of an [`InputSpec`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dim {
-    /// A fixed size: the data must have exactly this.
-    Fixed(usize),
-    /// A size chosen by the data, named by a symbol such as `batch` (the empty name when the model
-    /// gives none). Inputs that share a non-empty symbol must agree on its size within a sample.
-    Symbolic(String),
-}
-
 /// One complete set of model inputs, in [`InputSpec`] order.
 pub type Sample = Vec<Tensor>;
 
@@ -114,28 +104,13 @@ impl InputSpec {
             if initializers.contains(name.as_str()) {
                 continue;
             }
-            let tensor = input.r#type.as_ref().and_then(|t| match &t.value {
-                Some(type_proto::Value::TensorType(tt)) => Some(tt),
-                _ => None,
-            });
-            let Some(shape) = tensor.and_then(|t| t.shape.as_ref()) else {
+            let Some(dims) = declared_shape(input) else {
                 return Err(Error::InvalidModel(format!(
                     "graph input '{name}' declares no tensor shape, so calibration data cannot be matched to it; \
                      export the model with input shapes"
                 )));
             };
-            // Exporters write 0 or -1 for sizes they do not know.
-            let dims = shape
-                .dim
-                .iter()
-                .map(|d| match &d.value {
-                    Some(DimValue::DimValue(n)) if *n > 0 => Dim::Fixed(*n as usize),
-                    // Paddle writes "?" for every unknown dim: a placeholder, not a shared name.
-                    Some(DimValue::DimParam(p)) if p != "?" => Dim::Symbolic(p.clone()),
-                    _ => Dim::Symbolic(String::new()),
-                })
-                .collect();
-            specs.push(InputSpec { name, elem_type: tensor.and_then(|t| t.elem_type).unwrap_or(0), dims });
+            specs.push(InputSpec { name, elem_type: elem_type(input).unwrap_or(0), dims });
         }
         Ok(specs)
     }
@@ -228,7 +203,8 @@ mod tests {
             .iter()
             .map(|d| match d.parse() {
                 Ok(n) => Dim::Fixed(n),
-                Err(_) => Dim::Symbolic(if *d == "?" { String::new() } else { d.to_string() }),
+                Err(_) if *d == "?" => Dim::Unknown,
+                Err(_) => Dim::Symbolic(d.to_string()),
             })
             .collect();
         InputSpec { name: name.into(), elem_type, dims }

@@ -6,4 +6,5 @@
 pub mod graph;
 pub mod model;
 pub mod proto;
+pub mod shape;
 pub mod tensor;

@@ -228,3 +228,18 @@ fn load_external(t: &mut TensorProto, base_dir: Option<&Path>) -> Result<()> {
     t.data_location = None;
     Ok(())
 }
+
+/// The IR version a model needs for a default-domain opset (from ONNX's versioning table).
+pub fn ir_version_for_opset(opset: i64) -> i64 {
+    match opset {
+        ..=8 => 3,
+        9 => 4,
+        10 => 5,
+        11 => 6,
+        12..=14 => 7,
+        15..=18 => 8,
+        19..=20 => 9,
+        21..=22 => 10,
+        _ => 11,
+    }
+}

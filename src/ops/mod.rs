@@ -27,7 +27,7 @@ pub use elementwise::{ADD, BATCH_NORMALIZATION, CLIP, CONCAT, DIV, HARD_SIGMOID,
 pub use gather::GATHER;
 pub use gemm::{GEMM, MATMUL};
 pub use passthrough::{MAX_POOL, RESIZE, SPLIT};
-pub use quantized::{DEQUANTIZE_LINEAR, QUANTIZE_LINEAR, ir_version_for_opset, is_quantized_op, min_opset};
+pub use quantized::{DEQUANTIZE_LINEAR, QUANTIZE_LINEAR, is_quantized_op, min_opset};
 
 /// How an op uses a constant input as a weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

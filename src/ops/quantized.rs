@@ -49,21 +49,6 @@ pub mod min_opset {
     pub const BLOCKED_OR_INT4: i64 = 21;
 }
 
-/// The IR version a model needs for a default-domain opset (from ONNX's versioning table).
-pub fn ir_version_for_opset(opset: i64) -> i64 {
-    match opset {
-        ..=8 => 3,
-        9 => 4,
-        10 => 5,
-        11 => 6,
-        12..=14 => 7,
-        15..=18 => 8,
-        19..=20 => 9,
-        21..=22 => 10,
-        _ => 11,
-    }
-}
-
 /// How a DequantizeLinear's scale maps onto its input, checked against the shapes.
 #[derive(Debug, Clone, Copy)]
 pub enum Layout {

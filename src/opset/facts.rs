@@ -12,9 +12,9 @@ use std::collections::HashMap;
 
 use crate::onnx::graph::{NodeExt, node_domain};
 use crate::onnx::proto::{
-    AttributeProto, FunctionProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, dtype,
-    tensor_shape_proto::dimension::Value as Dim, type_proto,
+    AttributeProto, FunctionProto, GraphProto, NodeProto, TensorProto, ValueInfoProto, dtype, type_proto,
 };
+use crate::onnx::shape::Dim;
 
 /// Constants up to this many elements are kept for transforms to read (scales, shapes, axes).
 const MAX_KEPT_ELEMENTS: i64 = 4096;
@@ -118,15 +118,7 @@ impl<'p> Scope<'p> {
     fn declare(&mut self, v: &ValueInfoProto) {
         let (Some(name), Some(t)) = (v.name.as_ref(), v.r#type.as_ref()) else { return };
         let Some(type_proto::Value::TensorType(tt)) = &t.value else { return };
-        let dims = tt.shape.as_ref().map(|s| {
-            s.dim
-                .iter()
-                .map(|d| match d.value {
-                    Some(Dim::DimValue(v)) if v >= 0 => Some(v),
-                    _ => None,
-                })
-                .collect()
-        });
+        let dims = tt.shape.as_ref().map(|s| s.dim.iter().map(|d| Dim::of(d).fixed().map(|n| n as i64)).collect());
         let elem = tt.elem_type.filter(|&e| e != 0);
         let known = self.facts.entry(name.clone()).or_default();
         known.elem = known.elem.or(elem);

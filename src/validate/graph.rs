@@ -2,8 +2,9 @@
 
 use crate::onnx::graph::{NodeExt, node_domain, node_label, node_subgraphs, walk_graphs};
 use crate::onnx::model::Model;
+use crate::onnx::model::ir_version_for_opset;
 use crate::onnx::proto::{GraphProto, NodeProto, dtype};
-use crate::ops::{self, ir_version_for_opset, min_opset};
+use crate::ops::{self, min_opset};
 use std::collections::HashSet;
 
 pub(super) fn structure(m: &Model) -> Vec<String> {

@@ -81,7 +81,7 @@ pub fn synthetic_inputs(model: &Model, shapes: &BTreeMap<String, Vec<usize>>) ->
             let declared = || {
                 s.dims.iter().map(|d| match d {
                     Dim::Fixed(n) => *n,
-                    Dim::Symbolic(_) => 1,
+                    Dim::Symbolic(_) | Dim::Unknown => 1,
                 })
             };
             let shape: Vec<usize> = match shapes.get(&s.name) {
@@ -96,10 +96,7 @@ pub fn synthetic_inputs(model: &Model, shapes: &BTreeMap<String, Vec<usize>>) ->
                                 s.name,
                                 s.dims
                                     .iter()
-                                    .map(|d| match d {
-                                        Dim::Fixed(n) => n.to_string(),
-                                        Dim::Symbolic(_) => "?".into(),
-                                    })
+                                    .map(|d| d.fixed().map_or("?".into(), |n| n.to_string()))
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             ),

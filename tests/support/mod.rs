@@ -283,7 +283,7 @@ impl ModelBuilder {
     /// The model, with the IR version its opset needs.
     pub fn build(self) -> ModelProto {
         ModelProto {
-            ir_version: Some(quantize_rs::ops::ir_version_for_opset(self.opset)),
+            ir_version: Some(quantize_rs::onnx::model::ir_version_for_opset(self.opset)),
             producer_name: Some("quantize-rs tests".into()),
             opset_import: self.imports,
             graph: Some(self.graph),
