@@ -23,8 +23,6 @@ pub enum Storage {
 /// One reading of a constant by a node.
 #[derive(Debug, Clone)]
 pub struct Use {
-    /// Graph of the reading node (may be nested below the constant's graph).
-    pub graph: GraphPath,
     /// Name (or label) of the node.
     pub node: String,
     /// Its op type.
@@ -139,7 +137,6 @@ fn visit(
             let rank = out.constants[idx].dims.len();
             let role = weight_role(n, j, rank)?;
             out.constants[idx].uses.push(Use {
-                graph: path.clone(),
                 node: node_label(n),
                 op_type: n.op_type.clone().unwrap_or_default(),
                 input: j,

@@ -5,70 +5,90 @@
 
 #![warn(missing_docs)]
 
+// The layers, bottom to top (ARCHITECTURE.md). Only `onnx` and `embed` are public modules; the
+// rest is reached through the re-exports below, so unused code is visible to the compiler.
 #[cfg(feature = "quantize")]
-pub mod analyse;
+mod analyse;
 #[cfg(feature = "tract")]
-pub mod benchmark;
+mod benchmark;
 #[cfg(feature = "tract")]
-pub mod calibrate;
+mod calibrate;
 #[cfg(feature = "tract")]
-pub mod data;
+mod data;
 pub mod embed;
 #[cfg(feature = "quantize")]
-pub mod error;
+mod error;
 #[cfg(feature = "quantize")]
-pub mod info;
+mod info;
 #[cfg(feature = "quantize")]
 pub mod onnx;
 #[cfg(feature = "quantize")]
-pub mod ops;
+mod ops;
 #[cfg(feature = "quantize")]
-pub mod opset;
+mod opset;
 #[cfg(feature = "quantize")]
-pub mod pipeline;
+mod pipeline;
 #[cfg(feature = "quantize")]
-pub mod quant;
+mod quant;
 #[cfg(feature = "quantize")]
-pub mod quantize;
+mod quantize;
 #[cfg(feature = "quantize")]
-pub mod recipe;
+mod recipe;
 #[cfg(feature = "quantize")]
-pub mod rewrite;
+mod rewrite;
 #[cfg(feature = "tract")]
-pub mod run;
+mod run;
 #[cfg(feature = "tract")]
-pub mod validate;
+mod validate;
 #[cfg(feature = "quantize")]
-pub mod verify;
+mod verify;
 
 /// This engine's version and a fingerprint of its sources: a cache of quantized models keyed on
 /// it is invalidated by any change to the engine.
 pub const ENGINE_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("QUANTIZE_RS_ENGINE"));
 
+#[cfg(feature = "tract")]
+pub use benchmark::{Benchmark, BenchmarkOptions, Latency, ModelFigures, benchmark};
+#[cfg(feature = "tract")]
+pub use calibrate::{ActivationRange, TargetSearch};
+#[cfg(feature = "tract")]
+pub use data::{InputSpec, Sample, load_for_model, load_samples};
 #[cfg(feature = "quantize")]
 pub use error::{Error, Result};
 #[cfg(feature = "quantize")]
+pub use info::{ModelInfo, Port, human_bytes};
+#[cfg(feature = "quantize")]
 pub use onnx::model::{Model, SaveOptions};
-// Old paths, until the front doors and tests use the new ones.
-#[cfg(feature = "tract")]
-pub use benchmark::{Benchmark, BenchmarkOptions, benchmark};
 #[cfg(feature = "quantize")]
-pub use info::ModelInfo;
+pub use opset::{Handling, OpChange, Upgrade, op_changes, upgrade as upgrade_opset};
 #[cfg(feature = "quantize")]
-pub use onnx::{graph, model, proto};
+pub use pipeline::{CalibrationReport, Outcome, RunOptions, run, run_with};
 #[cfg(feature = "quantize")]
-pub use pipeline::{CalibrationReport, Outcome, RunOptions, Verification, run, run_with};
+pub use quant::{Granularity, QType};
 #[cfg(feature = "quantize")]
-pub use quantize::{Report, quantize_model};
+pub use quantize::{QuantSpec, QuantizedTensor, Report, SkippedTensor, quantize_model};
 #[cfg(feature = "quantize")]
 pub use recipe::{
     Calibration, CalibrationMethod, ImagePreprocess, KeyPath, KeySegment, KeyStyle, Recipe, RecipeError, RecipeLayer,
     RecipeProblem,
 };
 #[cfg(feature = "tract")]
+pub use run::Runner;
+#[cfg(feature = "tract")]
 pub use validate::{
     Check, OutputComparison, Status, ValidateOptions, Validation, WeightComparison, validate, validate_files,
+    without_backtrace,
 };
+#[cfg(feature = "quantize")]
+pub use verify::Verification;
+
+/// Internals that the integration tests drive directly (the graph rewrites run alone). Not
+/// part of the API: no stability promise.
+#[cfg(feature = "quantize")]
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::rewrite::{decompose_softmax, drop_unused, fold_affine_into_conv, fuse_hard_swish};
+}
 
 pub use embed::{Dim, ElemType, EmbeddedModel, Quality, RecipeSummary, TensorInfo};
 /// Embeds a model quantized by `quantize-build`: `static M: EmbeddedModel = include_quantized!("name");`

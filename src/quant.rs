@@ -1,4 +1,5 @@
-//! The numeric core: scales and zero points, quantized values, 4-bit packing.
+//! The numeric core: scales and zero points, quantized values, their error (4-bit packing is the
+//! storage format, in `onnx::tensor`).
 //!
 //! Guarantees, checked by the tests below: zero is exactly representable; a slice that is all
 //! zero or holds one constant value dequantizes exactly; every other value comes back within half
@@ -173,6 +174,7 @@ fn for_each_run(dims: &[usize], gran: Granularity, mut f: impl FnMut(usize, usiz
 }
 
 /// Group index of every element (for checks and tests; quantization itself streams runs).
+#[cfg(test)]
 pub fn group_of_each(dims: &[usize], gran: Granularity) -> Vec<usize> {
     let mut out = vec![0; dims.iter().product()];
     for_each_run(dims, gran, |s, len, g| out[s..s + len].fill(g));

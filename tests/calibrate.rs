@@ -3,11 +3,11 @@
 
 mod support;
 
-use quantize_rs::calibrate::CalibrationReport;
-use quantize_rs::pipeline::{Outcome, run};
-use quantize_rs::proto::{ModelProto, dtype};
-use quantize_rs::recipe::{Calibration, CalibrationMethod};
+use quantize_rs::CalibrationReport;
+use quantize_rs::onnx::proto::{ModelProto, dtype};
+use quantize_rs::{Calibration, CalibrationMethod};
 use quantize_rs::{Model, Recipe, SaveOptions};
+use quantize_rs::{Outcome, run};
 use support::*;
 
 /// X[N,3,16,16] -> Conv(8) -> Relu -> Conv(8) -> Relu -> GlobalAveragePool -> Flatten -> Gemm(10).
@@ -142,10 +142,12 @@ fn paddle_style_unknown_dims_take_each_sample_size_from_a_folder() {
     // sample may differ, and samples of different sizes come one .npy file each.
     let dir = tempfile::tempdir().unwrap();
     let mut x = value_info("X", dtype::FLOAT, &[-1, 3, -1, -1]);
-    if let Some(quantize_rs::proto::type_proto::Value::TensorType(t)) = x.r#type.as_mut().and_then(|t| t.value.as_mut())
+    if let Some(quantize_rs::onnx::proto::type_proto::Value::TensorType(t)) =
+        x.r#type.as_mut().and_then(|t| t.value.as_mut())
     {
         for d in &mut t.shape.as_mut().unwrap().dim {
-            if let Some(quantize_rs::proto::tensor_shape_proto::dimension::Value::DimParam(p)) = d.value.as_mut() {
+            if let Some(quantize_rs::onnx::proto::tensor_shape_proto::dimension::Value::DimParam(p)) = d.value.as_mut()
+            {
                 *p = "?".into();
             }
         }
@@ -165,11 +167,12 @@ fn paddle_style_unknown_dims_take_each_sample_size_from_a_folder() {
     // which must not stop the sample's concrete shapes from propagating.
     let mut g = g;
     let mut hint = value_info("c", dtype::FLOAT, &[-1, 4, -1, -1]);
-    if let Some(quantize_rs::proto::type_proto::Value::TensorType(t)) =
+    if let Some(quantize_rs::onnx::proto::type_proto::Value::TensorType(t)) =
         hint.r#type.as_mut().and_then(|t| t.value.as_mut())
     {
         for (d, name) in t.shape.as_mut().unwrap().dim.iter_mut().zip(["batch", "", "floor(h/2) + 1", "w"]) {
-            if let Some(quantize_rs::proto::tensor_shape_proto::dimension::Value::DimParam(p)) = d.value.as_mut() {
+            if let Some(quantize_rs::onnx::proto::tensor_shape_proto::dimension::Value::DimParam(p)) = d.value.as_mut()
+            {
                 *p = name.into();
             }
         }
@@ -268,13 +271,13 @@ fn accuracy_target_returns_the_worst_activations_to_float_until_it_holds() {
     }
     // A weight op whose input went back to float runs as a float op, which cannot saturate: its
     // weight has its 8 bits back; the ones still fused keep 7.
-    let weight_ops: Vec<&quantize_rs::proto::NodeProto> =
+    let weight_ops: Vec<&quantize_rs::onnx::proto::NodeProto> =
         outcome.model.graph().node.iter().filter(|n| matches!(n.op_type.as_deref(), Some("Conv" | "Gemm"))).collect();
     assert!(weight_ops.iter().any(|n| !n.input[0].ends_with("_dequantized")), "one runs float here");
     for n in weight_ops {
         let fused = n.input[0].ends_with("_dequantized");
         let entry = outcome.report.quantized.iter().find(|q| q.name == n.input[1]).unwrap();
-        assert_eq!(entry.spec.qtype == quantize_rs::quant::QType::Int7, fused, "{}: {:?}", n.input[1], entry.spec);
+        assert_eq!(entry.spec.qtype == quantize_rs::QType::Int7, fused, "{}: {:?}", n.input[1], entry.spec);
     }
     // A target the weights alone cannot reach, and a target without held-out data, are errors.
     let err = with_target(dir.path(), Some(weight_only + 20.0), true).unwrap_err().to_string();
@@ -330,7 +333,7 @@ fn integer_kernel_weights_get_7_bits_that_avx2_pairs_cannot_saturate() {
         assert_eq!(amax(&v), 63, "{w}");
         assert!(2 * 255 * amax(&v) <= i16::MAX as i32);
         let entry = safe.report.quantized.iter().find(|q| q.name == w).unwrap();
-        assert_eq!(entry.spec.qtype, quantize_rs::quant::QType::Int7);
+        assert_eq!(entry.spec.qtype, quantize_rs::QType::Int7);
         assert!(entry.sqnr_db > 30.0 && entry.sqnr_db.is_finite(), "{w}: {}", entry.sqnr_db);
     }
     assert_eq!(amax(&stored_weight(&safe.model, "Wd")), 127);
@@ -452,9 +455,9 @@ fn bias_correction_removes_the_mean_shift_of_quantized_weights() {
         let outcome = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap();
         let corrected = outcome.calibration.as_ref().unwrap().bias_corrected;
         let f = Model::load(&float).unwrap();
-        let samples = quantize_rs::data::load_for_model(&f, &dir.path().join("held_out.npy"), None, None).unwrap();
-        let mut a = quantize_rs::run::Runner::for_model(&f, &[], "float");
-        let mut b = quantize_rs::run::Runner::for_model(&outcome.model, &[], "quantized");
+        let samples = quantize_rs::load_for_model(&f, &dir.path().join("held_out.npy"), None, None).unwrap();
+        let mut a = quantize_rs::Runner::for_model(&f, &[], "float");
+        let mut b = quantize_rs::Runner::for_model(&outcome.model, &[], "quantized");
         let mut shift = [0.0f64; 8];
         for s in &samples {
             let (ya, yb) = (a.run_f32(s).unwrap(), b.run_f32(s).unwrap());
@@ -535,10 +538,10 @@ fn hard_swish_cnn(opset: i64) -> ModelProto {
 
 /// The rewrites static quantization runs before calibrating, in the pipeline's order.
 fn rewrite(m: &mut Model) -> (usize, usize) {
-    let mut names = quantize_rs::graph::Names::of_graph(m.graph());
-    let fused = quantize_rs::rewrite::fuse_hard_swish(m, &mut names);
-    let folded = quantize_rs::rewrite::fold_affine_into_conv(m, &mut names);
-    quantize_rs::rewrite::drop_unused(m.graph_mut());
+    let mut names = quantize_rs::onnx::graph::Names::of_graph(m.graph());
+    let fused = quantize_rs::testing::fuse_hard_swish(m, &mut names);
+    let folded = quantize_rs::testing::fold_affine_into_conv(m, &mut names);
+    quantize_rs::testing::drop_unused(m.graph_mut());
     (fused, folded)
 }
 
@@ -655,8 +658,8 @@ fn softmax_model(opset: i64) -> ModelProto {
 fn softmax_over_a_middle_axis_becomes_elementwise_ops_with_the_same_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let decompose = |m: &mut Model| {
-        let mut names = quantize_rs::graph::Names::of_graph(m.graph());
-        quantize_rs::rewrite::decompose_softmax(m, &mut names)
+        let mut names = quantize_rs::onnx::graph::Names::of_graph(m.graph());
+        quantize_rs::testing::decompose_softmax(m, &mut names)
     };
     // ReduceMax takes axes as an attribute before opset 18 and as an input from 18.
     for opset in [13, 18] {

@@ -5,9 +5,9 @@ mod support;
 
 use std::path::Path;
 
-use quantize_rs::proto::{ModelProto, dtype};
-use quantize_rs::quant::{Granularity, QType};
+use quantize_rs::onnx::proto::{ModelProto, dtype};
 use quantize_rs::{Error, Model, Recipe, SaveOptions, quantize_model};
+use quantize_rs::{Granularity, QType};
 use support::*;
 
 /// X[1,4,8,8] -> Conv(W1[8,4,3,3], B1) -> Relu -> Flatten -> Gemm(W2[10,288], transB) -> Y.
@@ -91,7 +91,7 @@ fn with_weight(mut m: ModelProto, name: &str, values: &[f32]) -> ModelProto {
 }
 
 /// The float values of a tensor stored as raw little-endian bytes (how these tests write them).
-fn f32_values(t: &quantize_rs::proto::TensorProto) -> Vec<f32> {
+fn f32_values(t: &quantize_rs::onnx::proto::TensorProto) -> Vec<f32> {
     assert_eq!(t.data_type, Some(dtype::FLOAT));
     t.raw_data.as_ref().unwrap().chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
@@ -240,7 +240,7 @@ fn a_weight_read_along_different_axes_falls_back_to_per_tensor_and_says_so() {
 #[test]
 fn already_quantized_parts_stay_and_the_rest_is_quantized() {
     let dir = tempfile::tempdir().unwrap();
-    let wq = quantize_rs::proto::TensorProto {
+    let wq = quantize_rs::onnx::proto::TensorProto {
         name: Some("Wq".into()),
         dims: vec![16, 16],
         data_type: Some(dtype::INT8),

@@ -5,17 +5,17 @@ mod support;
 
 use std::process::Command;
 
-use quantize_rs::proto::{StringStringEntryProto, tensor_proto::DataLocation};
+use quantize_rs::onnx::proto::{StringStringEntryProto, tensor_proto::DataLocation};
 use quantize_rs::{Error, Model, Recipe, SaveOptions, quantize_model};
 use support::*;
 
-fn matmul_model() -> quantize_rs::proto::ModelProto {
+fn matmul_model() -> quantize_rs::onnx::proto::ModelProto {
     let g = graph(
         "mm",
         vec![node("MatMul", &["X", "W"], &["Y"]).named("mm")],
         vec![f32_tensor("W", &[64, 32], &rand_f32(2048, 31))],
-        vec![value_info("X", quantize_rs::proto::dtype::FLOAT, &[2, 64])],
-        vec![value_info("Y", quantize_rs::proto::dtype::FLOAT, &[2, 32])],
+        vec![value_info("X", quantize_rs::onnx::proto::dtype::FLOAT, &[2, 64])],
+        vec![value_info("Y", quantize_rs::onnx::proto::dtype::FLOAT, &[2, 32])],
     );
     model(g, 13)
 }

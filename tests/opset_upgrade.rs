@@ -5,8 +5,8 @@
 mod support;
 
 use quantize_rs::Error;
-use quantize_rs::opset::{Upgrade, upgrade};
-use quantize_rs::proto::{ModelProto, NodeProto, dtype};
+use quantize_rs::onnx::proto::{ModelProto, NodeProto, dtype};
+use quantize_rs::{Upgrade, upgrade_opset as upgrade};
 use support::*;
 
 const F: i32 = dtype::FLOAT;
@@ -678,7 +678,7 @@ fn nodes_in_loop_bodies_are_upgraded() {
 
 #[test]
 fn model_local_functions_are_upgraded_with_constant_nodes() {
-    use quantize_rs::proto::{FunctionProto, OperatorSetIdProto};
+    use quantize_rs::onnx::proto::{FunctionProto, OperatorSetIdProto};
     let f = FunctionProto {
         name: Some("AddAxis".into()),
         domain: Some("local".into()),

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use quantize_rs::info::human_bytes;
+use quantize_rs::human_bytes;
 use quantize_rs::{Model, Recipe, RunOptions, SaveOptions};
 use serde::Serialize;
 
@@ -251,7 +251,7 @@ fn run_one(job: &Job, force: bool) -> JobResult {
         return JobResult::new(job, Status::Skipped, 0.0);
     }
     let outcome = (|| -> quantize_rs::Result<(u64, u64, usize)> {
-        quantize_rs::model::check_output(&job.output, Some(&job.input), force)?;
+        quantize_rs::onnx::model::check_output(&job.output, Some(&job.input), force)?;
         let model = Model::load(&job.input)?;
         let outcome = quantize_rs::run_with(model, &job.recipe, &job.base_dir, &RunOptions::default())?;
         outcome.model.save(&job.output, &SaveOptions { force: true, ..SaveOptions::default() })?;
@@ -267,7 +267,7 @@ fn run_one(job: &Job, force: bool) -> JobResult {
         }
         Err(e) => {
             r.status = Status::Failed;
-            r.error = Some(quantize_rs::validate::without_backtrace(&e.to_string().replace(['\n', '\r'], " ")));
+            r.error = Some(quantize_rs::without_backtrace(&e.to_string().replace(['\n', '\r'], " ")));
         }
     }
     r

@@ -132,7 +132,7 @@ pub fn main(mut args: Vec<OsString>, as_cargo: bool) -> i32 {
         Ok(()) => 0,
         Err(f) => {
             if let Some(m) = &f.message {
-                let m = quantize_rs::validate::without_backtrace(&m.replace(['\n', '\r'], " "));
+                let m = quantize_rs::without_backtrace(&m.replace(['\n', '\r'], " "));
                 eprintln!("error: {m}");
                 if format == Format::Json {
                     out(&format!("{}\n", serde_json::json!({ "ok": false, "error": m })));

@@ -10,7 +10,7 @@ use std::time::Instant;
 use cargo_metadata::MetadataCommand;
 use clap::Args;
 use quantize_build::{Cache, DeclaredModel, Project, cache};
-use quantize_rs::info::human_bytes;
+use quantize_rs::human_bytes;
 use serde::Serialize;
 
 use crate::jobs::{default_jobs, parallel};
@@ -243,7 +243,7 @@ fn one(package: &str, root: &std::path::Path, model: &DeclaredModel, cache: &Cac
             r.bytes_after = Some(c.record.bytes_after);
         }
         Ok(None) => r.status = Status::Missing,
-        Err(e) => r.error = Some(quantize_rs::validate::without_backtrace(&one_line(&e.to_string()))),
+        Err(e) => r.error = Some(quantize_rs::without_backtrace(&one_line(&e.to_string()))),
     }
     r.seconds = start.elapsed().as_secs_f64();
     r

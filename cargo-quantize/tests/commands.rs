@@ -169,7 +169,7 @@ fn validate_runs_synthetic_inputs_without_data() {
 }
 
 /// Quantizes the MLP, then lets `edit` break the result.
-fn broken(dir: &std::path::Path, edit: impl FnOnce(&mut quantize_rs::proto::ModelProto)) -> std::path::PathBuf {
+fn broken(dir: &std::path::Path, edit: impl FnOnce(&mut quantize_rs::onnx::proto::ModelProto)) -> std::path::PathBuf {
     let m = dir.join("m.onnx");
     write_model(&m, &mlp(3));
     let q = dir.join("q.onnx");
@@ -230,7 +230,7 @@ fn validate_rejects_a_dangling_input_and_a_wrong_zero_point_type() {
     assert_eq!(quantize_rs(dir.path(), &["quantize", "m.onnx", "-o", "q.onnx", "--asymmetric", "--unsigned"]).code, 0);
     let mut proto = read_model(&dir.path().join("q.onnx"));
     let zp = proto.graph.as_mut().unwrap().initializer.iter_mut().find(|t| t.name.as_deref() == Some("w1_zero_point"));
-    zp.expect("asymmetric weights have a zero point").data_type = Some(quantize_rs::proto::dtype::INT8);
+    zp.expect("asymmetric weights have a zero point").data_type = Some(quantize_rs::onnx::proto::dtype::INT8);
     write_model(&dir.path().join("bad-zp.onnx"), &proto);
     let r = quantize_rs(dir.path(), &["validate", "m.onnx", "bad-zp.onnx"]);
     assert_eq!(r.code, 1);

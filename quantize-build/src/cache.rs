@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use prost::Message;
-use quantize_rs::proto::{ModelProto, tensor_proto::DataLocation};
+use quantize_rs::onnx::proto::{ModelProto, tensor_proto::DataLocation};
 use quantize_rs::{Model, ModelInfo};
 use sha2::{Digest, Sha256};
 
@@ -241,7 +241,7 @@ fn external_files(bytes: &[u8]) -> Vec<String> {
     };
     let mut found = std::collections::BTreeSet::new();
     if let Some(g) = proto.graph.as_mut() {
-        let _ = quantize_rs::graph::for_each_tensor_mut(g, &mut |t| {
+        let _ = quantize_rs::onnx::graph::for_each_tensor_mut(g, &mut |t| {
             let location = t.external_data.iter().find(|e| e.key.as_deref() == Some("location"));
             if let (Some(DataLocation::External), Some(loc)) =
                 (t.data_location.and_then(|d| DataLocation::try_from(d).ok()), location)

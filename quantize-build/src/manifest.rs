@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use quantize_rs::info::Port;
+use quantize_rs::Port;
 use quantize_rs::{ModelInfo, Outcome, Recipe};
 use serde::{Deserialize, Serialize};
 
@@ -107,7 +107,7 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let mut text = serde_json::to_vec_pretty(value).expect("manifest types serialize");
     text.push(b'\n');
-    quantize_rs::model::write_atomic(path, &text).map_err(|e| match e {
+    quantize_rs::onnx::model::write_atomic(path, &text).map_err(|e| match e {
         quantize_rs::Error::Write { path, source } => Error::Io { path, source },
         other => Error::Io { path: path.into(), source: std::io::Error::other(other.to_string()) },
     })

@@ -157,7 +157,7 @@ fn a_store_that_loses_the_race_uses_the_winners_entry() {
 /// enough in a test build that processes started together all miss the cache.
 fn big_package() -> tempfile::TempDir {
     use prost::Message;
-    use quantize_rs::proto::{
+    use quantize_rs::onnx::proto::{
         GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TypeProto, ValueInfoProto, dtype,
         type_proto,
     };

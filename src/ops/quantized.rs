@@ -2,6 +2,10 @@
 //! what marks a model part as already quantized (left exactly as it is), and the opset and IR
 //! versions each DequantizeLinear feature needs.
 
+// Calibration and validation (the `tract` feature) are what read the rest of this; the full
+// build lints it.
+#![cfg_attr(not(feature = "tract"), allow(dead_code, unused_imports))]
+
 use crate::onnx::graph::{NodeExt, node_domain};
 use crate::onnx::proto::{NodeProto, TensorProto};
 use crate::onnx::tensor::{element_count, float_data, int_data};

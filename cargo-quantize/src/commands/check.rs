@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use quantize_rs::benchmark::Latency;
-use quantize_rs::info::human_bytes;
+use quantize_rs::Latency;
+use quantize_rs::human_bytes;
 use quantize_rs::{Benchmark, BenchmarkOptions, Status, ValidateOptions, Validation};
 
 use crate::{Failure, Format, print_json};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use quantize_rs::info::human_bytes;
+use quantize_rs::human_bytes;
 use quantize_rs::{Model, ModelInfo, Recipe, RunOptions, SaveOptions};
 
 pub(crate) use batch::{BatchArgs, ConfigArgs, batch, config};
@@ -36,7 +36,7 @@ fn run_job(
 ) -> Result<(), Failure> {
     use std::io::IsTerminal;
     let start = Instant::now();
-    quantize_rs::model::check_output(output, Some(input), force)?;
+    quantize_rs::onnx::model::check_output(output, Some(input), force)?;
     let model = Model::load(input)?;
     // Data paths on the command line are relative to the working directory.
     let opts = RunOptions { progress: format == Format::Text && std::io::stderr().is_terminal() };

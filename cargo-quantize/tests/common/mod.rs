@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use quantize_rs::proto::{ModelProto, dtype};
+use quantize_rs::onnx::proto::{ModelProto, dtype};
 
 // The workspace's model builders and .npy writer, shared with the root package's tests.
 #[path = "../../../tests/support/mod.rs"]
