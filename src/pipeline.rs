@@ -53,69 +53,28 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let bytes_in = prost::Message::encoded_len(&model.proto) as u64;
     let original = (recipe.calibration.is_some() || recipe.verify_data.is_some()).then(|| model.clone());
     // Per-channel affine ops (batch norm) are folded into the convolutions before them first (see
-    // `fold`): ONNX Runtime would fold them in the float model but cannot once the weight is behind
+    // `rewrite`): ONNX Runtime would fold them in the float model but cannot once the weight is behind
     // a DequantizeLinear, static quantization needs the folded output, and the file gets smaller.
     // The folded float model is what calibration observes.
     // Weight-only per-tensor quantization is the exception: one scale for the whole folded weight
     // would have to cover channels the batch norm scaled apart.
     let fold = recipe.calibration.is_some() || recipe.per_channel || recipe.block_size.is_some();
-    let mut folded = 0;
-    let mut fused = 0;
-    let mut decomposed = 0;
+    // Static quantization also folds the affine ops after an activation into the convolution
+    // that reads them, writes hard-swish as one op and a softmax over a middle axis as
+    // elementwise ops: fewer and faster float passes between the integer kernels (see
+    // `rewrite`). Weight-only models keep their float graph as it is. Calibration drops unused
+    // constants anyway.
     let rewrites = recipe.calibration.as_ref().is_some_and(|c| c.graph_rewrites);
-    let mut early_upgrade = None;
-    if rewrites && model.opset().is_some_and(|v| v < 14) && crate::rewrite::hard_swish_chains(&model) > 0 {
-        // HardSwish (opset 14) is one float op where `x * HardSigmoid(x)` is two, and ONNX
-        // Runtime gives each float reader of a quantized tensor its own DequantizeLinear: worth
-        // raising the opset for. A model that cannot be raised is left as it is (the upgrade
-        // changes nothing when it fails) and gets the two-op form.
-        early_upgrade = crate::opset::upgrade(&mut model.proto, 14).ok();
-    }
-    if fold {
-        let mut names = crate::onnx::graph::Names::of_graph(model.graph());
-        folded = crate::rewrite::fold_conv_affine(&mut model, &mut names);
-        // Static quantization also folds the affine ops after an activation into the convolution
-        // that reads them, writes hard-swish as one op and a softmax over a middle axis as
-        // elementwise ops: fewer and faster float passes between the integer kernels (see
-        // `fold`). Weight-only models keep their float graph as it is.
-        if rewrites {
-            fused = crate::rewrite::fuse_hard_swish(&mut model, &mut names);
-            decomposed = crate::rewrite::decompose_softmax(&mut model, &mut names);
-            folded += crate::rewrite::fold_affine_into_conv(&mut model, &mut names);
-        }
-        // Constants the rewrites replaced (a Mul/Add reordering replaces some without folding,
-        // and calibration drops unused constants anyway).
-        if folded > 0 || recipe.calibration.is_some() {
-            crate::rewrite::drop_unused(model.graph_mut());
-        }
-    }
+    let prepared = crate::rewrite::prepare(&mut model, fold, rewrites, recipe.calibration.is_some());
     let folded_float = recipe.calibration.as_ref().map(|_| model.clone());
-    let mut report = quantize_model(&mut model, recipe)?;
-    report.folded_nodes = folded;
-    report.fused_hard_swish = fused;
-    report.decomposed_softmax = decomposed;
-    if let Some(up) = early_upgrade {
-        report.opset_before = up.from;
-        for (op, n) in up.rewritten {
-            *report.upgraded_ops.entry(op).or_default() += n;
-        }
-    }
+    let weights = quantize_model(&mut model, recipe)?;
     let calibration = match (&recipe.calibration, &folded_float) {
         (Some(cal), Some(float)) => {
             Some(calibrate(float, &mut model, cal, base_dir, opts, recipe.verify_data.as_deref())?)
         }
         _ => None,
     };
-    #[cfg(feature = "tract")]
-    if let Some(cal) = &calibration {
-        // Weights calibration requantized to 7 bits: the weight report says so.
-        for (name, sqnr) in &cal.reduced_range_weights {
-            if let Some(q) = report.quantized.iter_mut().find(|q| &q.name == name) {
-                q.spec.qtype = crate::quant::QType::Int7;
-                q.sqnr_db = *sqnr;
-            }
-        }
-    }
+    let report = Report::combine(weights, prepared, calibration.as_ref());
     let bytes_out = prost::Message::encoded_len(&model.proto) as u64;
     let verification = match (&recipe.verify_data, &original) {
         (Some(data), Some(float)) => Some(verify(float, &model, &base_dir.join(data), None)?),

@@ -1,7 +1,7 @@
 //! Walking an ONNX model: graphs nested in node attributes (If/Loop/Scan bodies), typed
 //! attribute access, and fresh names that never collide with the model's own.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
 use crate::onnx::proto::{AttributeProto, GraphProto, NodeProto, TensorProto, attribute_proto::AttributeType};
@@ -335,17 +335,4 @@ impl Names {
         self.used.insert(candidate.clone());
         candidate
     }
-}
-
-/// Names defined in a graph scope (inputs, initializers, node outputs), for resolving which
-/// scope a name used in a subgraph refers to.
-pub fn defined_names(g: &GraphProto) -> BTreeSet<&str> {
-    let mut s: BTreeSet<&str> = BTreeSet::new();
-    s.extend(g.input.iter().filter_map(|v| v.name.as_deref()));
-    s.extend(g.initializer.iter().filter_map(|t| t.name.as_deref()));
-    s.extend(g.sparse_initializer.iter().filter_map(|t| t.values.as_ref().and_then(|v| v.name.as_deref())));
-    for n in &g.node {
-        s.extend(n.output.iter().map(String::as_str));
-    }
-    s
 }

@@ -223,6 +223,50 @@ pub fn drop_unused(g: &mut GraphProto) {
     g.node.retain(|n| constant_value(n).is_none() || n.output.iter().any(|o| live.contains(o)));
 }
 
+/// What the prepare step did to the float model before quantization.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// BatchNormalization / per-channel Mul and Add nodes folded into a convolution.
+    pub folded_nodes: usize,
+    /// Spelled-out hard-swish chains written as one op.
+    pub fused_hard_swish: usize,
+    /// Softmax nodes over a non-last axis written as Exp / ReduceSum.
+    pub decomposed_softmax: usize,
+    /// The opset raise done for HardSwish, if any.
+    pub upgrade: Option<crate::opset::Upgrade>,
+}
+
+/// The prepare step: the rewrites a job asks for, in order. `fold` folds affine ops into the
+/// convolution before them; `static_rewrites` (static quantization with graph rewrites on) also
+/// raises the opset to 14 for HardSwish where the model spells it out, fuses hard-swish, writes
+/// a softmax over a middle axis as elementwise ops and folds affine ops into the convolution
+/// after them; `drop_constants` removes the constants nothing reads any more.
+pub fn prepare(model: &mut Model, fold: bool, static_rewrites: bool, drop_constants: bool) -> Prepared {
+    let mut done = Prepared::default();
+    if static_rewrites && model.opset().is_some_and(|v| v < 14) && hard_swish_chains(model) > 0 {
+        // HardSwish (opset 14) is one float op where `x * HardSigmoid(x)` is two, and ONNX
+        // Runtime gives each float reader of a quantized tensor its own DequantizeLinear: worth
+        // raising the opset for. A model that cannot be raised is left as it is (the upgrade
+        // changes nothing when it fails) and gets the two-op form.
+        done.upgrade = crate::opset::upgrade(&mut model.proto, 14).ok();
+    }
+    if !fold {
+        return done;
+    }
+    let mut names = Names::of_graph(model.graph());
+    done.folded_nodes = fold_conv_affine(model, &mut names);
+    if static_rewrites {
+        done.fused_hard_swish = fuse_hard_swish(model, &mut names);
+        done.decomposed_softmax = decompose_softmax(model, &mut names);
+        done.folded_nodes += fold_affine_into_conv(model, &mut names);
+    }
+    // Constants the rewrites replaced (a Mul/Add reordering replaces some without folding).
+    if done.folded_nodes > 0 || drop_constants {
+        drop_unused(model.graph_mut());
+    }
+    done
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
