@@ -78,11 +78,9 @@ import qdq_counts  # noqa: E402
 from ort_peer_quantize import lift_constants  # noqa: E402
 
 # ==========================================================================
-# Gates: adjust after measuring.
+# Gates: in scripts/floors.py (see the end of this comment).
 # ==========================================================================
 
-# Minimum pooled output SNR (dB) vs the float model on the held-out set, per
-# config and model. Configs / models not listed are reported but not gated.
 # For calibration of expectations, measured on this held-out set with a plain
 # numpy round-to-nearest symmetric *weight-only* fake quantization of the
 # Conv/MatMul weights (activations left in float):
