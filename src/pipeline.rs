@@ -74,7 +74,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
         }
         _ => None,
     };
-    let report = Report::combine(weights, prepared, calibration.as_ref());
+    let report = combine_reports(weights, prepared, calibration.as_ref());
     let bytes_out = prost::Message::encoded_len(&model.proto) as u64;
     let verification = match (&recipe.verify_data, &original) {
         (Some(data), Some(float)) => Some(verify(float, &model, &base_dir.join(data), None)?),
@@ -141,4 +141,33 @@ fn calibrate(
         key: "calibration".into(),
         message: "static calibration runs models with tract: enable the `tract` feature of quantize-rs".into(),
     })
+}
+
+/// The job's report from its steps' reports: the prepare step's rewrites (and the opset
+/// raise it began with), the weight report, and what calibration changed in the weights
+/// (weights of integer kernels requantized to 7 bits).
+fn combine_reports(
+    mut weights: Report,
+    prepared: crate::rewrite::Prepared,
+    calibration: Option<&CalibrationReport>,
+) -> Report {
+    weights.folded_nodes = prepared.folded_nodes;
+    weights.fused_hard_swish = prepared.fused_hard_swish;
+    weights.decomposed_softmax = prepared.decomposed_softmax;
+    if let Some(up) = prepared.upgrade {
+        weights.opset_before = up.from;
+        for (op, n) in up.rewritten {
+            *weights.upgraded_ops.entry(op).or_default() += n;
+        }
+    }
+    #[cfg(feature = "tract")]
+    for (name, sqnr) in calibration.iter().flat_map(|c| &c.reduced_range_weights) {
+        if let Some(q) = weights.quantized.iter_mut().find(|q| &q.name == name) {
+            q.spec.qtype = crate::quant::QType::Int7;
+            q.sqnr_db = *sqnr;
+        }
+    }
+    #[cfg(not(feature = "tract"))]
+    let _ = calibration;
+    weights
 }

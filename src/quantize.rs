@@ -119,35 +119,6 @@ pub struct Report {
 }
 
 impl Report {
-    /// The job's report from its steps' reports: the prepare step's rewrites (and the opset
-    /// raise it began with), the weight report, and what calibration changed in the weights
-    /// (weights of integer kernels requantized to 7 bits).
-    pub(crate) fn combine(
-        mut weights: Report,
-        prepared: crate::rewrite::Prepared,
-        calibration: Option<&crate::pipeline::CalibrationReport>,
-    ) -> Report {
-        weights.folded_nodes = prepared.folded_nodes;
-        weights.fused_hard_swish = prepared.fused_hard_swish;
-        weights.decomposed_softmax = prepared.decomposed_softmax;
-        if let Some(up) = prepared.upgrade {
-            weights.opset_before = up.from;
-            for (op, n) in up.rewritten {
-                *weights.upgraded_ops.entry(op).or_default() += n;
-            }
-        }
-        #[cfg(feature = "tract")]
-        for (name, sqnr) in calibration.iter().flat_map(|c| &c.reduced_range_weights) {
-            if let Some(q) = weights.quantized.iter_mut().find(|q| &q.name == name) {
-                q.spec.qtype = QType::Int7;
-                q.sqnr_db = *sqnr;
-            }
-        }
-        #[cfg(not(feature = "tract"))]
-        let _ = calibration;
-        weights
-    }
-
     /// Quantized weights by op type: (count, bytes before, bytes after).
     pub fn by_op_type(&self) -> BTreeMap<String, (usize, u64, u64)> {
         let mut m: BTreeMap<String, (usize, u64, u64)> = BTreeMap::new();
