@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
 use quantize_rs::{
-    BenchmarkOptions, Error, ImagePreprocess, Model, ModelInfo, Recipe, RunOptions, SaveOptions, ValidateOptions,
+    BenchmarkOptions, Error, ImagePreprocess, KeyStyle, Model, ModelInfo, Recipe, RunOptions, SaveOptions,
+    ValidateOptions,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -104,11 +105,14 @@ fn parse<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Failure> {
     })
 }
 
-/// A recipe given as JSON (kebab-case or snake_case keys, as config files take them), validated.
+/// A recipe given as JSON (kebab-case or snake_case keys), parsed and checked by the library's
+/// one recipe parser; a bad key is named as Python spells it (`calibration.method`).
 fn parse_recipe(value: Value) -> Result<Recipe, Failure> {
-    let recipe: Recipe = parse(value)?;
-    recipe.validate("").map_err(failure)?;
-    Ok(recipe)
+    Recipe::from_value(&value).map_err(|e| {
+        let (key, message) = (e.key(KeyStyle::Snake), e.message(KeyStyle::Snake));
+        let text = if key.is_empty() { message } else { format!("{key}: {message}") };
+        Failure::new("option", text).with("key", key)
+    })
 }
 
 /// Image settings, parsed and checked as the recipe's `calibration.image`.
