@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::onnx::graph::{Names, NodeExt};
 use crate::onnx::model::Model;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
-use crate::onnx::tensor::constant_value;
+use crate::onnx::tensor::{constant_value, constant_value_mut};
 use crate::ops;
 use crate::quant::QType;
 
@@ -155,8 +155,7 @@ pub(super) fn correct_biases(
                     g.node
                         .iter_mut()
                         .find(|c| c.output.first() == Some(b) && constant_value(c).is_some())
-                        .and_then(|c| c.attribute.iter_mut().find(|a| a.name.as_deref() == Some("value")))
-                        .and_then(|a| a.t.as_mut())
+                        .and_then(constant_value_mut)
                 }
             }
             Some(_) => None,

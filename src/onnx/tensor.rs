@@ -17,6 +17,12 @@ pub fn constant_value(node: &NodeProto) -> Option<&TensorProto> {
     node.attribute.iter().find(|a| a.name.as_deref() == Some("value")).and_then(|a| a.t.as_ref())
 }
 
+/// [`constant_value`], to change in place.
+pub fn constant_value_mut(node: &mut NodeProto) -> Option<&mut TensorProto> {
+    constant_value(node)?;
+    node.attribute.iter_mut().find(|a| a.name.as_deref() == Some("value")).and_then(|a| a.t.as_mut())
+}
+
 /// The tensor's name, or `<unnamed>`.
 pub fn name_of(t: &TensorProto) -> &str {
     t.name.as_deref().unwrap_or("<unnamed>")
