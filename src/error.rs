@@ -6,6 +6,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong in quantize-rs.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The caller stopped the job (`RunOptions::cancel`).
+    #[error("cancelled: the job was stopped before it finished; nothing was written")]
+    Cancelled,
     /// A file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {

@@ -35,11 +35,24 @@ pub struct Outcome {
     pub bytes_out: u64,
 }
 
-/// How [`run_with`] reports progress.
-#[derive(Debug, Clone, Copy, Default)]
+/// How [`run_with`] reports progress and is stopped.
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Show a progress bar over calibration samples (when stderr is a terminal).
     pub progress: bool,
+    /// Set from another thread to stop the job: calibration checks it before each sample (and
+    /// each accuracy-target trial) and the job returns [`Error::Cancelled`], writing nothing.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl RunOptions {
+    /// [`Error::Cancelled`] once `cancel` is set.
+    pub fn check_cancelled(&self) -> Result<()> {
+        match &self.cancel {
+            Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(Error::Cancelled),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Runs `recipe` on `model`. Relative data paths in the recipe resolve against `base_dir`.
@@ -68,6 +81,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let prepared = crate::rewrite::prepare(&mut model, fold, rewrites, recipe.calibration.is_some());
     let folded_float = recipe.calibration.as_ref().map(|_| model.clone());
     let weights = quantize_model(&mut model, recipe)?;
+    opts.check_cancelled()?;
     let calibration = match (&recipe.calibration, &folded_float) {
         (Some(cal), Some(float)) => {
             Some(calibrate(float, &mut model, cal, base_dir, opts, recipe.verify_data.as_deref())?)
@@ -77,7 +91,12 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let report = combine_reports(weights, prepared, calibration.as_ref());
     let bytes_out = prost::Message::encoded_len(&model.proto) as u64;
     let verification = match (&recipe.verify_data, &original) {
-        (Some(data), Some(float)) => Some(verify(float, &model, &base_dir.join(data), None)?),
+        (Some(data), Some(float)) => Some(verify(
+            float,
+            &model,
+            &base_dir.join(data),
+            recipe.calibration.as_ref().and_then(|c| c.image.as_ref()),
+        )?),
         _ => None,
     };
     if let (Some(min), Some(v)) = (recipe.min_snr_db, &verification)
@@ -125,7 +144,7 @@ fn calibrate(
         (Some(_), Some(d)) => Some(crate::data::load_for_model(float, &base_dir.join(d), cal.image.as_ref(), None)?),
         _ => None,
     };
-    crate::calibrate::calibrate(float, model, cal, &samples, held_out.as_deref(), opts.progress)
+    crate::calibrate::calibrate(float, model, cal, &samples, held_out.as_deref(), opts)
 }
 
 #[cfg(not(feature = "tract"))]

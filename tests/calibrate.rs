@@ -715,3 +715,20 @@ fn a_model_tract_cannot_run_is_an_error_naming_the_op_and_what_to_do() {
     assert!(e.contains("Frobnicate"), "the message names the op: {e}");
     assert!(e.contains("--op-types") && e.contains("weight-only"), "and says what to do: {e}");
 }
+
+#[test]
+fn a_cancelled_job_stops_with_an_error_and_returns_no_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let float = write(dir.path(), "float.onnx", &cnn());
+    samples(dir.path(), "calib.npy", 16, 100);
+    let recipe = Recipe { min_elements: 0, calibration: Some(calibration("calib.npy")), ..Recipe::default() };
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let opts = quantize_rs::RunOptions { progress: false, cancel: Some(flag.clone()) };
+    let err = quantize_rs::run_with(Model::load(&float).unwrap(), &recipe, dir.path(), &opts).unwrap_err();
+    assert!(matches!(err, quantize_rs::Error::Cancelled), "{err}");
+    assert!(err.to_string().contains("nothing was written"), "{err}");
+    // The same options with the flag down run the job to its end.
+    flag.store(false, std::sync::atomic::Ordering::SeqCst);
+    let outcome = quantize_rs::run_with(Model::load(&float).unwrap(), &recipe, dir.path(), &opts).unwrap();
+    assert!(outcome.calibration.is_some_and(|c| !c.activations.is_empty()));
+}

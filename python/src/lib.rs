@@ -71,6 +71,8 @@ fn io_errno(e: &std::io::Error) -> Value {
 fn failure(e: Error) -> Failure {
     let message = e.to_string();
     match &e {
+        // Only after Ctrl-C, whose KeyboardInterrupt Python has already raised: never seen.
+        Error::Cancelled => Failure::internal(message),
         Error::Read { path, source } => {
             Failure::new("read", message).with("filename", path_value(path)).with("errno", io_errno(source))
         }
@@ -143,18 +145,18 @@ fn check_output(input: &Path, output: &Path, force: bool) -> Result<(), Error> {
 
 /// Runs `job` on its own thread with the GIL released and waits for it in 50 ms slices, checking
 /// for signals (Ctrl-C) in between. On `KeyboardInterrupt` (or any exception a signal handler
-/// raises) the exception is returned at once and `cancelled` is set, so the job writes nothing.
-/// The library has no cancellation hook, so the engine's own work runs on to its end in the
-/// background (its result is dropped) instead of stopping within a sample.
+/// raises) the exception is returned at once and `cancelled` is set: the job writes nothing, and
+/// the engine, which checks the flag before each calibration sample (`RunOptions::cancel`),
+/// stops within a sample.
 fn wait_interruptibly(
     py: Python<'_>,
-    job: impl FnOnce(&AtomicBool) -> Result<Value, Failure> + Send + 'static,
+    job: impl FnOnce(Arc<AtomicBool>) -> Result<Value, Failure> + Send + 'static,
 ) -> PyResult<String> {
     let cancelled = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let flag = cancelled.clone();
     let spawned = std::thread::Builder::new().name("quantize-rs".into()).spawn(move || {
-        let _ = tx.send(job(&flag));
+        let _ = tx.send(job(flag));
     });
     if let Err(e) = spawned {
         return Ok(Failure::internal(format!("cannot start a worker thread: {e}")).reply());
@@ -219,8 +221,8 @@ fn run(py: Python<'_>, request: Value) -> PyResult<String> {
         let start = Instant::now();
         check_output(&r.input, &r.output, r.force).map_err(failure)?;
         let model = Model::load(&r.input).map_err(failure)?;
-        let outcome = quantize_rs::run_with(model, &recipe, &r.base_dir, &RunOptions { progress: r.progress })
-            .map_err(failure)?;
+        let opts = RunOptions { progress: r.progress, cancel: Some(cancelled.clone()) };
+        let outcome = quantize_rs::run_with(model, &recipe, &r.base_dir, &opts).map_err(failure)?;
         if cancelled.load(Ordering::SeqCst) {
             return Err(Failure::internal("cancelled"));
         }

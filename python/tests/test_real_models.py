@@ -70,11 +70,15 @@ def test_a_folder_of_images_with_preprocessing(tmp_path, images):
     folder.mkdir()
     for name in ("chelsea.png", "coins.png", "rocket.jpg", "text.png"):
         shutil.copy(images[name], folder / name)
+    held_out = tmp_path / "held-out"
+    held_out.mkdir()
+    shutil.copy(images["camera.png"], held_out / "camera.png")
     image = quantize_rs.ImagePreprocess(size=(48, 192), channels="bgr", mean=[0.5], std=[0.5])
     out = tmp_path / "img.onnx"
-    # (verify_data cannot be images: the engine verifies without the image settings.)
-    r = quantize_rs.quantize_with_calibration(CLS, out, calibration_data=folder, image=image)
+    # Held-out images are read with the same image settings as the calibration images.
+    r = quantize_rs.quantize_with_calibration(CLS, out, calibration_data=folder, image=image, verify_data=held_out)
     assert r.calibration.samples == 4
+    assert r.verification.samples == 1 and r.verification.snr_db > 10
     v = quantize_rs.validate(CLS, out, data=folder, image={"size": [48, 192], "channels": "bgr", "mean": [0.5], "std": [0.5]})
     assert v.passed and v.samples == 4 and v.pooled.snr_db > 10
     with pytest.raises(quantize_rs.RecipeError) as e:

@@ -1,5 +1,6 @@
 """The GIL is released while the engine works (another Python thread keeps running), and
-Ctrl-C (SIGINT) raises KeyboardInterrupt promptly with nothing written."""
+Ctrl-C (SIGINT) raises KeyboardInterrupt promptly, stops the engine within a sample and writes
+nothing."""
 
 from __future__ import annotations
 
@@ -67,6 +68,11 @@ def test_ctrl_c_interrupts_a_long_calibration(tmp_path, long_job_data):
     # seen within one 50 ms wait.
     assert elapsed < 0.3 + 0.5, elapsed
     print(f"interrupted after {elapsed:.2f} s")
-    # Nothing is written, then or later (the abandoned job drops its result).
-    time.sleep(0.1)
+    # The engine stops too (it checks the cancel flag before each sample): after a moment for the
+    # sample in flight, the process burns no more CPU (a job still running would use ~1 s of CPU
+    # per second here), and nothing is written, then or later.
+    time.sleep(0.3)
+    cpu = time.process_time()
+    time.sleep(0.5)
+    assert time.process_time() - cpu < 0.15, "the calibration kept running after Ctrl-C"
     assert not out.exists()

@@ -113,7 +113,7 @@ pub fn calibrate(
     cal: &Calibration,
     samples: &[Vec<Tensor>],
     verify: Option<&[Vec<Tensor>]>,
-    progress: bool,
+    opts: &crate::pipeline::RunOptions,
 ) -> Result<CalibrationReport> {
     if cal.target_snr_db.is_some() && verify.is_none() {
         return Err(Error::Option {
@@ -149,7 +149,7 @@ pub fn calibrate(
     // are per-channel means worth observing.
     let bias_correction = cal.bias_correction && cal.method == CalibrationMethod::Minmax;
     let axes = if bias_correction { channel_axes(quantized.graph(), &sel) } else { vec![None; sel.tensors.len()] };
-    let Observed { observers, is_float, means } = observe(float, &sel.tensors, &axes, samples, progress)?;
+    let Observed { observers, is_float, means } = observe(float, &sel.tensors, &axes, samples, opts)?;
     let means: HashMap<String, Vec<f64>> =
         sel.tensors.iter().zip(means).filter_map(|(t, m)| m.and_then(|m| m.means()).map(|v| (t.clone(), v))).collect();
     let run_seconds = start.elapsed().as_secs_f64();
@@ -202,7 +202,7 @@ pub fn calibrate(
                 let mut trial = quantized.clone();
                 finish_weights(&mut trial, &sel)?;
                 let (keep, mut search) =
-                    search_target(&trial, &sel, &activations, qtype, held_out, &reference, target)?;
+                    search_target(&trial, &sel, &activations, qtype, held_out, &reference, target, opts)?;
                 let sel = Selection { tensors: keep.iter().map(|a| a.tensor.clone()).collect(), ..sel };
                 let (reduced, corrected) = finish_weights(quantized, &sel)?;
                 let biases = rewrite(quantized, &sel, &keep, qtype);

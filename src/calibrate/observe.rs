@@ -30,7 +30,7 @@ pub(super) fn observe(
     tensors: &[String],
     axes: &[Option<usize>],
     samples: &[Vec<Tensor>],
-    progress: bool,
+    opts: &crate::pipeline::RunOptions,
 ) -> Result<Observed> {
     let what = float.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the float model".into());
     let mut runner = Runner::for_model(float, tensors, &what);
@@ -38,7 +38,7 @@ pub(super) fn observe(
     let mut observers = vec![Observer::default(); tensors.len()];
     let mut is_float = vec![true; tensors.len()];
     let mut means: Vec<Option<ChannelMeans>> = axes.iter().map(|a| a.map(ChannelMeans::new)).collect();
-    let bar = if progress {
+    let bar = if opts.progress {
         indicatif::ProgressBar::new(samples.len() as u64).with_style(
             indicatif::ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} samples {elapsed}")
                 .expect("valid template"),
@@ -50,6 +50,7 @@ pub(super) fn observe(
     // One sample's requested values as owned f32 tensors (moved out of tract's values, converted
     // only when not f32), with whether each held floats.
     let run = |runner: &mut Runner, sample: &Vec<Tensor>| -> Result<(Vec<Tensor>, Vec<bool>)> {
+        opts.check_cancelled()?;
         let values = runner.run(sample)?;
         let mut floats = Vec::with_capacity(values.len());
         let tensors = values

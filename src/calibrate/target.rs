@@ -28,6 +28,7 @@ pub(super) const PROBE_SAMPLES: usize = 2;
 
 /// The accuracy-target search: returns the activations to keep quantized and what it did.
 /// `reference` holds the float model's outputs on `held_out`.
+#[allow(clippy::too_many_arguments)] // the model, its plan, the data and the options: all needed
 pub(super) fn search_target(
     weights_only: &Model,
     sel: &Selection,
@@ -36,6 +37,7 @@ pub(super) fn search_target(
     held_out: &[Vec<Tensor>],
     reference: &[Vec<Vec<f32>>],
     target: f64,
+    opts: &crate::pipeline::RunOptions,
 ) -> Result<(Vec<ActivationRange>, TargetSearch)> {
     // Each activation's own contribution to the output error: the weight-only model with that one
     // activation quantized, against the weight-only model, on a few held-out samples.
@@ -53,6 +55,7 @@ pub(super) fn search_target(
             skipped: vec![],
         };
         rewrite(&mut candidate, &one, std::slice::from_ref(a), qtype);
+        opts.check_cancelled()?;
         alone.push(output_snr(&candidate, &wo_reference, probe)?);
     }
     // Worst first: the lowest output SNR when quantized alone.
@@ -75,6 +78,7 @@ pub(super) fn search_target(
             skipped: vec![],
         };
         rewrite(&mut candidate, &trial, &keep, qtype);
+        opts.check_cancelled()?;
         let snr = output_snr(&candidate, reference, held_out)?;
         trials.push((k, snr));
         Ok(snr)

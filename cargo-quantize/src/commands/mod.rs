@@ -39,7 +39,8 @@ fn run_job(
     quantize_rs::onnx::model::check_output(output, Some(input), force)?;
     let model = Model::load(input)?;
     // Data paths on the command line are relative to the working directory.
-    let opts = RunOptions { progress: format == Format::Text && std::io::stderr().is_terminal() };
+    let opts =
+        RunOptions { progress: format == Format::Text && std::io::stderr().is_terminal(), ..RunOptions::default() };
     let outcome = quantize_rs::run_with(model, recipe, Path::new("."), &opts)?;
     outcome.model.save(output, &SaveOptions { force: true, ..SaveOptions::default() })?;
     let seconds = start.elapsed().as_secs_f64();
