@@ -61,19 +61,9 @@ fn calibrated(dir: &std::path::Path, method: CalibrationMethod) -> (Outcome, std
 
 /// Minmax calibration on `data` with every other setting at its default.
 fn calibration(data: &str) -> Calibration {
-    Calibration {
-        data: data.into(),
-        method: CalibrationMethod::Minmax,
-        percentile: 99.99,
-        samples: None,
-        symmetric_activations: false,
-        full_range_weights: false,
-        bias_correction: true,
-        graph_rewrites: true,
-        op_types: None,
-        target_snr_db: None,
-        image: None,
-    }
+    let c = Calibration::new(data);
+    assert_eq!((c.method, c.percentile), (CalibrationMethod::Minmax, 99.99), "the defaults these tests assume");
+    c
 }
 
 fn count(m: &Model, op: &str) -> usize {
