@@ -134,11 +134,9 @@ fn a_save_killed_midway_leaves_the_previous_file_or_none() {
 }
 
 /// What a killed save leaves besides the output: its temporary file, which a process killed
-/// with SIGKILL cannot remove. Ignored until the library sweeps or avoids it (issue 16: "no temp
-/// litter"); run with `--ignored` to see it fail.
+/// with SIGKILL cannot remove; the next save into the folder sweeps it (its process is gone).
 #[cfg(unix)]
 #[test]
-#[ignore = "a SIGKILLed save leaves its .quantize-rs-*.tmp beside the output (library change needed)"]
 fn a_save_killed_midway_leaves_no_temporary_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -147,7 +145,8 @@ fn a_save_killed_midway_leaves_no_temporary_file() {
     let out = d.join("out.onnx");
     write_model(&out, &mlp(1));
     kill_during_save(d, &input, &out);
-    // The next save to the same path, completed, should leave only the models.
+    // The next save into the folder removes the temporary the killed one left (its process is
+    // gone), and leaves only the models.
     let r = quantize_rs(d, &["quantize", "big.onnx", "-o", "out.onnx", "--force"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(names(d), ["big.onnx", "out.onnx"]);

@@ -169,11 +169,37 @@ pub fn check_output(path: &Path, input: Option<&Path>, force: bool) -> Result<()
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
     let werr = |source| Error::Write { path: path.into(), source };
-    let mut tmp = tempfile::Builder::new().prefix(".quantize-rs-").suffix(".tmp").tempfile_in(dir).map_err(werr)?;
+    sweep_stale_temporaries(dir);
+    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+    let mut tmp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(werr)?;
     tmp.write_all(bytes).map_err(werr)?;
     tmp.as_file().sync_all().map_err(werr)?;
     tmp.persist(path).map_err(|e| werr(e.error))?;
     Ok(())
+}
+
+/// Temporary files of a save in progress: `.quantize-rs-<pid>-<random>.tmp`, beside the output.
+const TEMP_PREFIX: &str = ".quantize-rs-";
+
+/// Removes the temporaries that saves killed midway (SIGKILL, power loss) left in `dir`: those
+/// whose writing process no longer runs. Where that cannot be known (no `/proc`), nothing is
+/// removed; a file that cannot be removed is left as it is.
+fn sweep_stale_temporaries(dir: &Path) {
+    let proc_root = Path::new("/proc/self");
+    if !proc_root.exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)).filter(|n| n.ends_with(".tmp")) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn external_entry<'a>(t: &'a TensorProto, key: &str) -> Option<&'a str> {
@@ -241,5 +267,28 @@ pub fn ir_version_for_opset(opset: i64) -> i64 {
         19..=20 => 9,
         21..=22 => 10,
         _ => 11,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_save_sweeps_the_temporaries_of_dead_saves_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // pid_max is at most 2^22 on Linux: no process has this pid.
+        let dead = d.join(".quantize-rs-999999999-abc.tmp");
+        let live = d.join(format!(".quantize-rs-{}-def.tmp", std::process::id()));
+        let other = d.join(".quantize-rs-notes.tmp");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, b"x").unwrap();
+        }
+        write_atomic(&d.join("out.onnx"), b"model").unwrap();
+        assert!(!dead.exists(), "a dead save's temporary is removed");
+        assert!(live.exists() && other.exists(), "a running save's file and files not named by a pid stay");
+        assert_eq!(std::fs::read(d.join("out.onnx")).unwrap(), b"model");
     }
 }
