@@ -13,6 +13,8 @@ mod analyse;
 mod benchmark;
 #[cfg(feature = "tract")]
 mod calibrate;
+#[cfg(feature = "quantize")]
+mod control;
 #[cfg(feature = "tract")]
 mod data;
 pub mod embed;

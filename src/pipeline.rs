@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+pub use crate::control::RunOptions;
 use crate::error::{Error, Result};
 use crate::onnx::model::Model;
 use crate::quantize::{Report, quantize_model};
@@ -33,26 +34,6 @@ pub struct Outcome {
     pub bytes_in: u64,
     /// Encoded size of the output model.
     pub bytes_out: u64,
-}
-
-/// How [`run_with`] reports progress and is stopped.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Show a progress bar over calibration samples (when stderr is a terminal).
-    pub progress: bool,
-    /// Set from another thread to stop the job: calibration checks it before each sample (and
-    /// each accuracy-target trial) and the job returns [`Error::Cancelled`], writing nothing.
-    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-}
-
-impl RunOptions {
-    /// [`Error::Cancelled`] once `cancel` is set.
-    pub fn check_cancelled(&self) -> Result<()> {
-        match &self.cancel {
-            Some(flag) if flag.load(std::sync::atomic::Ordering::Relaxed) => Err(Error::Cancelled),
-            _ => Ok(()),
-        }
-    }
 }
 
 /// Runs `recipe` on `model`. Relative data paths in the recipe resolve against `base_dir`.

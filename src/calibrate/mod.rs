@@ -113,7 +113,7 @@ pub fn calibrate(
     cal: &Calibration,
     samples: &[Vec<Tensor>],
     verify: Option<&[Vec<Tensor>]>,
-    opts: &crate::pipeline::RunOptions,
+    opts: &crate::control::RunOptions,
 ) -> Result<CalibrationReport> {
     if cal.target_snr_db.is_some() && verify.is_none() {
         return Err(Error::Option {

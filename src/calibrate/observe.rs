@@ -30,7 +30,7 @@ pub(super) fn observe(
     tensors: &[String],
     axes: &[Option<usize>],
     samples: &[Vec<Tensor>],
-    opts: &crate::pipeline::RunOptions,
+    opts: &crate::control::RunOptions,
 ) -> Result<Observed> {
     let what = float.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the float model".into());
     let mut runner = Runner::for_model(float, tensors, &what);

@@ -37,7 +37,7 @@ pub(super) fn search_target(
     held_out: &[Vec<Tensor>],
     reference: &[Vec<Vec<f32>>],
     target: f64,
-    opts: &crate::pipeline::RunOptions,
+    opts: &crate::control::RunOptions,
 ) -> Result<(Vec<ActivationRange>, TargetSearch)> {
     // Each activation's own contribution to the output error: the weight-only model with that one
     // activation quantized, against the weight-only model, on a few held-out samples.
