@@ -57,9 +57,11 @@ pub struct Constant {
 }
 
 impl Constant {
-    /// Number of elements (0 when a dimension is negative, which the tensor checks reject).
+    /// Number of elements (0 when a dimension is negative, `u64::MAX` when the product
+    /// overflows: the tensor decoder then rejects it with an error naming it, instead of a size
+    /// filter skipping it as small).
     pub fn elements(&self) -> u64 {
-        self.dims.iter().map(|&d| d.max(0) as u64).product()
+        self.dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d.max(0) as u64)).unwrap_or(u64::MAX)
     }
 }
 

@@ -494,3 +494,20 @@ fn old_ir_models_drop_quantized_weights_from_the_inputs() {
     let reference = write(dir.path(), "reference.onnx", &with_weight(with_weight(m, "W1", &w1), "W2", &w2));
     assert_same_outputs(&reference, &out, &Compare::samples(4).unoptimized(), 1e-5);
 }
+
+#[test]
+fn dims_whose_product_overflows_are_an_error_naming_the_tensor() {
+    // [2^40, 2^40, 3, 3] holds 2^80 * 9 elements: 1 kB of data can never match it, and the
+    // product must not wrap to a small count that a size filter would skip.
+    let mut w = f32_tensor("W", &[1, 1, 16, 16], &rand_f32(256, 7));
+    w.dims = vec![1 << 40, 1 << 40, 3, 3];
+    let m = ModelBuilder::new(13)
+        .input("X", dtype::FLOAT, &[1, 1, 8, 8])
+        .output("Y", dtype::FLOAT)
+        .init(w)
+        .node(node("Conv", &["X", "W"], &["Y"]))
+        .build();
+    let mut model = Model::from_bytes(prost::Message::encode_to_vec(&m), None).unwrap();
+    let err = quantize_model(&mut model, &Recipe::default()).unwrap_err().to_string();
+    assert!(err.contains("'W'") && err.contains("overflows"), "{err}");
+}
