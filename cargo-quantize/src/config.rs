@@ -135,6 +135,8 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
                 recipe,
                 base_dir: base_dir(dir),
                 skip_existing: false,
+                // A single output's folder must exist, like `-o` of `quantize`.
+                create_dir: false,
             });
         }
     }
@@ -164,6 +166,7 @@ fn resolve(value: Value, dir: &Path) -> Result<Vec<Job>, ConfigError> {
                 recipe: recipe.clone(),
                 base_dir: base_dir(dir),
                 skip_existing,
+                create_dir: true,
             });
         }
     }

@@ -30,6 +30,21 @@ pub struct Job {
     pub base_dir: PathBuf,
     /// Leave the job alone when its output already exists.
     pub skip_existing: bool,
+    /// Create the output's folder when it is missing (batch outputs, like `mkdir -p`).
+    #[serde(skip)]
+    pub create_dir: bool,
+}
+
+/// The folder a batch writes into: created when missing (with its parents), refused when the
+/// path is a file.
+pub fn ensure_output_dir(dir: &Path) -> quantize_rs::Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(quantize_rs::Error::Option {
+            key: "output folder".into(),
+            message: format!("{} is a file, not a folder; choose a folder for the outputs", dir.display()),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|source| quantize_rs::Error::Write { path: dir.into(), source })
 }
 
 /// How a job ended.
@@ -251,6 +266,9 @@ fn run_one(job: &Job, force: bool) -> JobResult {
         return JobResult::new(job, Status::Skipped, 0.0);
     }
     let outcome = (|| -> quantize_rs::Result<(u64, u64, usize)> {
+        if let Some(dir) = job.output.parent().filter(|d| job.create_dir && !d.as_os_str().is_empty()) {
+            ensure_output_dir(dir)?;
+        }
         quantize_rs::onnx::model::check_output(&job.output, Some(&job.input), force)?;
         let model = Model::load(&job.input)?;
         let outcome = quantize_rs::run_with(model, &job.recipe, &job.base_dir, &RunOptions::default())?;
@@ -293,6 +311,7 @@ mod tests {
             recipe: Recipe::default(),
             base_dir: ".".into(),
             skip_existing: false,
+            create_dir: false,
         };
         assert!(check_distinct_outputs(&[job("a/m.onnx", "o/m.onnx"), job("b/n.onnx", "o/n.onnx")]).is_ok());
         let e = check_distinct_outputs(&[job("a/m.onnx", "o/m.onnx"), job("b/m.onnx", "o/./m.onnx")]).unwrap_err();

@@ -206,7 +206,11 @@ pub(crate) fn build(a: BuildArgs) -> Result<(), Failure> {
             counts.quantized,
             counts.missing,
             counts.failed,
-            cache.dir().display()
+            // Relative to the working directory when under it, as users type paths.
+            std::env::current_dir()
+                .ok()
+                .and_then(|cwd| cache.dir().strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| cache.dir().display().to_string())
         );
     }
     let ok = counts.failed == 0 && counts.missing == 0;

@@ -77,7 +77,7 @@ fn batch_continues_on_error_and_skips_existing() {
 }
 
 #[test]
-fn batch_refuses_colliding_outputs_and_missing_folders() {
+fn batch_refuses_colliding_outputs_and_files_as_folders_and_creates_missing_ones() {
     let dir = models();
     let d = dir.path();
     std::fs::create_dir_all(d.join("other")).unwrap();
@@ -87,9 +87,17 @@ fn batch_refuses_colliding_outputs_and_missing_folders() {
     assert!(r.stderr.contains("in/a.onnx and other/a.onnx would both be written to out/a.onnx"), "{}", r.stderr);
     assert!(outputs(d).is_empty());
 
-    let r = quantize_rs(d, &["batch", "in/a.onnx", "-o", "nowhere"]);
-    assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("output folder nowhere does not exist; create it first"), "{}", r.stderr);
+    // A missing output folder is created, with its parents (`-o quantized/`, like `mkdir -p`)...
+    let r = quantize_rs(d, &["batch", "in/a.onnx", "-o", "new/deeper"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(d.join("new/deeper/a.onnx").is_file());
+    // ...but a file is never taken for one.
+    std::fs::write(d.join("afile"), b"x").unwrap();
+    let r = quantize_rs(d, &["batch", "in/a.onnx", "-o", "afile"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("afile is a file, not a folder"), "{}", r.stderr);
+    std::fs::remove_dir_all(d.join("new")).unwrap();
+    std::fs::remove_file(d.join("afile")).unwrap();
 
     // An output that is its own input is refused without --force.
     let r = quantize_rs(d, &["batch", "in/a.onnx", "-o", "in"]);

@@ -51,9 +51,7 @@ impl BatchArgs {
 
 pub(crate) fn batch(a: BatchArgs) -> Result<(), Failure> {
     let recipe = a.recipe.recipe()?;
-    if !a.output_dir.is_dir() {
-        return Err(quantize_rs::Error::MissingOutputDir { path: a.output_dir.clone() }.into());
-    }
+    crate::jobs::ensure_output_dir(&a.output_dir)?;
     let jobs: Vec<Job> = a
         .models
         .iter()
@@ -66,6 +64,7 @@ pub(crate) fn batch(a: BatchArgs) -> Result<(), Failure> {
                 recipe: recipe.clone(),
                 base_dir: PathBuf::from("."),
                 skip_existing: a.skip_existing,
+                create_dir: true,
             }
         })
         .collect();
