@@ -44,6 +44,7 @@ pub fn run(model: Model, recipe: &Recipe, base_dir: &Path) -> Result<Outcome> {
 /// [`run`] with options.
 pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOptions) -> Result<Outcome> {
     recipe.validate("")?;
+    check_connections(&model, "the model is broken before quantization; re-export it, or repair it")?;
     let bytes_in = prost::Message::encoded_len(&model.proto) as u64;
     let original = (recipe.calibration.is_some() || recipe.verify_data.is_some()).then(|| model.clone());
     // Per-channel affine ops (batch norm) are folded into the convolutions before them first (see
@@ -108,6 +109,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
             });
         }
     }
+    check_connections(&model, "quantize-rs broke the graph it wrote, and did not write it; please report this bug")?;
     Ok(Outcome { model, report, calibration, verification, bytes_in, bytes_out })
 }
 
@@ -170,4 +172,16 @@ fn combine_reports(
     #[cfg(not(feature = "tract"))]
     let _ = calibration;
     weights
+}
+
+/// An error naming the first broken connection of `model` (and how many more there are).
+fn check_connections(model: &Model, what_to_do: &str) -> Result<()> {
+    let problems = crate::onnx::graph::broken_connections(model.graph());
+    let Some(first) = problems.first() else { return Ok(()) };
+    let origin = model.path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
+    let more = match problems.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    Err(Error::InvalidModel(format!("{origin}{first}{more}; {what_to_do}")))
 }

@@ -511,3 +511,40 @@ fn dims_whose_product_overflows_are_an_error_naming_the_tensor() {
     let err = quantize_model(&mut model, &Recipe::default()).unwrap_err().to_string();
     assert!(err.contains("'W'") && err.contains("overflows"), "{err}");
 }
+
+#[test]
+fn a_broken_input_graph_is_an_error_naming_the_node_and_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = f32_tensor("W", &[8, 8], &rand_f32(64, 3));
+    let dangling = ModelBuilder::new(13)
+        .input("X", dtype::FLOAT, &[1, 8])
+        .output("Y", dtype::FLOAT)
+        .init(w.clone())
+        .node(node("MatMul", &["X", "W"], &["H"]))
+        .node(node("Add", &["H", "nowhere"], &["Y"]))
+        .build();
+    let model = Model::from_bytes(prost::Message::encode_to_vec(&dangling), None).unwrap();
+    let err = quantize_rs::run(model, &Recipe { min_elements: 0, ..Recipe::default() }, dir.path()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("reads 'nowhere'") && text.contains("broken before quantization"), "{text}");
+    let twice = ModelBuilder::new(13)
+        .input("X", dtype::FLOAT, &[1, 8])
+        .output("Y", dtype::FLOAT)
+        .init(w)
+        .node(node("MatMul", &["X", "W"], &["Y"]))
+        .node(node("Relu", &["X"], &["Y"]))
+        .build();
+    let model = Model::from_bytes(prost::Message::encode_to_vec(&twice), None).unwrap();
+    let err = quantize_rs::run(model, &Recipe { min_elements: 0, ..Recipe::default() }, dir.path()).unwrap_err();
+    assert!(err.to_string().contains("'Y' is produced twice"), "{err}");
+    // Nodes out of order still connect: not an error.
+    let unsorted = ModelBuilder::new(13)
+        .input("X", dtype::FLOAT, &[1, 8])
+        .output("Y", dtype::FLOAT)
+        .init(f32_tensor("W", &[8, 8], &rand_f32(64, 3)))
+        .node(node("Relu", &["H"], &["Y"]))
+        .node(node("MatMul", &["X", "W"], &["H"]))
+        .build();
+    let model = Model::from_bytes(prost::Message::encode_to_vec(&unsorted), None).unwrap();
+    assert!(quantize_rs::run(model, &Recipe { min_elements: 0, ..Recipe::default() }, dir.path()).is_ok());
+}

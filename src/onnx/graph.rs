@@ -294,6 +294,48 @@ impl NodeExt for NodeProto {
     }
 }
 
+/// What is broken in how `root`'s tensors connect, whatever the node order: a node (at any
+/// depth) reading a name that nothing in its scope defines (graph inputs, initializers, node
+/// outputs of its graph or an enclosing one), a name produced twice in one graph, a graph output
+/// nothing produces. Empty when the graph connects.
+pub fn broken_connections(root: &GraphProto) -> Vec<String> {
+    fn scope(g: &GraphProto, outer: &HashSet<String>, where_: &str, problems: &mut Vec<String>) {
+        let mut defined: HashSet<String> = outer.clone();
+        defined.extend(g.input.iter().filter_map(|v| v.name.clone()));
+        defined.extend(g.initializer.iter().filter_map(|t| t.name.clone()));
+        defined.extend(g.sparse_initializer.iter().filter_map(|t| t.values.as_ref().and_then(|v| v.name.clone())));
+        let mut produced: HashSet<&str> = HashSet::new();
+        for n in &g.node {
+            for o in n.output.iter().filter(|s| !s.is_empty()) {
+                if !produced.insert(o) {
+                    problems.push(format!("{where_}: '{o}' is produced twice (again by node '{}')", node_label(n)));
+                }
+                defined.insert(o.clone());
+            }
+        }
+        for (i, n) in g.node.iter().enumerate() {
+            for input in n.input.iter().filter(|s| !s.is_empty() && !defined.contains(s.as_str())) {
+                problems.push(format!(
+                    "{where_}: node '{}' ({}) reads '{input}', which no graph input, initializer or node produces",
+                    node_label(n),
+                    n.op_type.as_deref().unwrap_or("?")
+                ));
+            }
+            for (_, sub) in node_subgraphs(i, n) {
+                scope(sub, &defined, &format!("the body of node '{}' in {where_}", node_label(n)), problems);
+            }
+        }
+        for o in g.output.iter().filter_map(|o| o.name.as_deref()) {
+            if !defined.contains(o) {
+                problems.push(format!("{where_}: output '{o}' is produced by nothing"));
+            }
+        }
+    }
+    let mut problems = vec![];
+    scope(root, &HashSet::new(), "the main graph", &mut problems);
+    problems
+}
+
 /// Every name the model uses, in every graph, and a source of new ones that collide with none.
 #[derive(Debug, Default, Clone)]
 pub struct Names {
