@@ -176,7 +176,7 @@ fn combine_reports(
 
 /// An error naming the first broken connection of `model` (and how many more there are).
 fn check_connections(model: &Model, what_to_do: &str) -> Result<()> {
-    let problems = crate::onnx::graph::broken_connections(model.graph());
+    let problems = crate::onnx::graph::broken_connections(model.graph(), false);
     let Some(first) = problems.first() else { return Ok(()) };
     let origin = model.path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default();
     let more = match problems.len() {

@@ -294,35 +294,44 @@ impl NodeExt for NodeProto {
     }
 }
 
-/// What is broken in how `root`'s tensors connect, whatever the node order: a node (at any
-/// depth) reading a name that nothing in its scope defines (graph inputs, initializers, node
-/// outputs of its graph or an enclosing one), a name produced twice in one graph, a graph output
-/// nothing produces. Empty when the graph connects.
-pub fn broken_connections(root: &GraphProto) -> Vec<String> {
-    fn scope(g: &GraphProto, outer: &HashSet<String>, where_: &str, problems: &mut Vec<String>) {
+/// What is broken in how `root`'s tensors connect: a node (at any depth) reading a name that
+/// nothing in its scope defines (graph inputs, initializers, node outputs of its graph or an
+/// enclosing one), a name produced twice in one graph, a graph output nothing produces. With
+/// `in_order`, a node may only read what comes before it (ONNX requires topologically sorted
+/// graphs; `validate` checks that), else any node of the scope counts. Empty when it connects.
+pub fn broken_connections(root: &GraphProto, in_order: bool) -> Vec<String> {
+    fn scope(g: &GraphProto, outer: &HashSet<String>, in_order: bool, where_: &str, problems: &mut Vec<String>) {
         let mut defined: HashSet<String> = outer.clone();
         defined.extend(g.input.iter().filter_map(|v| v.name.clone()));
         defined.extend(g.initializer.iter().filter_map(|t| t.name.clone()));
         defined.extend(g.sparse_initializer.iter().filter_map(|t| t.values.as_ref().and_then(|v| v.name.clone())));
-        let mut produced: HashSet<&str> = HashSet::new();
-        for n in &g.node {
+        let mut produced: HashSet<String> = HashSet::new();
+        let mut produce = |n: &NodeProto, defined: &mut HashSet<String>, problems: &mut Vec<String>| {
             for o in n.output.iter().filter(|s| !s.is_empty()) {
-                if !produced.insert(o) {
+                if !produced.insert(o.clone()) {
                     problems.push(format!("{where_}: '{o}' is produced twice (again by node '{}')", node_label(n)));
                 }
                 defined.insert(o.clone());
             }
+        };
+        if !in_order {
+            g.node.iter().for_each(|n| produce(n, &mut defined, problems));
         }
         for (i, n) in g.node.iter().enumerate() {
             for input in n.input.iter().filter(|s| !s.is_empty() && !defined.contains(s.as_str())) {
+                let source = if in_order { "earlier node" } else { "node" };
                 problems.push(format!(
-                    "{where_}: node '{}' ({}) reads '{input}', which no graph input, initializer or node produces",
+                    "{where_}: node '{}' ({}) reads '{input}', which no graph input, initializer or {source} produces",
                     node_label(n),
                     n.op_type.as_deref().unwrap_or("?")
                 ));
             }
             for (_, sub) in node_subgraphs(i, n) {
-                scope(sub, &defined, &format!("the body of node '{}' in {where_}", node_label(n)), problems);
+                let inner = format!("the body of node '{}' in {where_}", node_label(n));
+                scope(sub, &defined, in_order, &inner, problems);
+            }
+            if in_order {
+                produce(n, &mut defined, problems);
             }
         }
         for o in g.output.iter().filter_map(|o| o.name.as_deref()) {
@@ -332,7 +341,7 @@ pub fn broken_connections(root: &GraphProto) -> Vec<String> {
         }
     }
     let mut problems = vec![];
-    scope(root, &HashSet::new(), "the main graph", &mut problems);
+    scope(root, &HashSet::new(), in_order, "the main graph", &mut problems);
     problems
 }
 

@@ -1,6 +1,6 @@
 //! Graph checks: structure, connectivity (every input produced once, in scope) and opsets.
 
-use crate::onnx::graph::{NodeExt, node_domain, node_label, node_subgraphs, walk_graphs};
+use crate::onnx::graph::{NodeExt, node_domain, node_label, walk_graphs};
 use crate::onnx::model::Model;
 use crate::onnx::model::ir_version_for_opset;
 use crate::onnx::proto::{GraphProto, NodeProto, dtype};
@@ -37,46 +37,7 @@ pub(super) fn structure(m: &Model) -> Vec<String> {
 /// Every node input must be defined before it is read: by a graph input, an initializer, an
 /// earlier node, or (in a subgraph) a name visible in an enclosing graph. No name is produced twice.
 pub(super) fn connectivity(g: &GraphProto) -> Vec<String> {
-    let mut problems = vec![];
-    check_scope(g, &HashSet::new(), "the main graph", &mut problems);
-    problems
-}
-
-pub(super) fn check_scope(g: &GraphProto, outer: &HashSet<String>, where_: &str, problems: &mut Vec<String>) {
-    let mut defined: HashSet<String> = HashSet::new();
-    defined.extend(g.input.iter().filter_map(|v| v.name.clone()));
-    defined.extend(g.initializer.iter().filter_map(|t| t.name.clone()));
-    defined.extend(g.sparse_initializer.iter().filter_map(|t| t.values.as_ref().and_then(|v| v.name.clone())));
-    for (i, n) in g.node.iter().enumerate() {
-        for input in n.input.iter().filter(|s| !s.is_empty()) {
-            if !defined.contains(input) && !outer.contains(input) {
-                problems.push(format!(
-                    "{where_}: node '{}' ({}) reads '{input}', which no graph input, initializer or earlier node produces",
-                    node_label(n),
-                    n.op_type.as_deref().unwrap_or("?")
-                ));
-            }
-        }
-        let subs = node_subgraphs(i, n);
-        if !subs.is_empty() {
-            let visible: HashSet<String> = outer.union(&defined).cloned().collect();
-            for (_, sub) in subs {
-                let inner = format!("the body of node '{}' in {where_}", node_label(n));
-                check_scope(sub, &visible, &inner, problems);
-            }
-        }
-        for o in n.output.iter().filter(|s| !s.is_empty()) {
-            if !defined.insert(o.clone()) {
-                problems.push(format!("{where_}: '{o}' is produced twice (again by node '{}')", node_label(n)));
-            }
-        }
-    }
-    for o in &g.output {
-        let name = o.name.clone().unwrap_or_default();
-        if !defined.contains(&name) && !outer.contains(&name) {
-            problems.push(format!("{where_}: output '{name}' is produced by nothing"));
-        }
-    }
+    crate::onnx::graph::broken_connections(g, true)
 }
 
 pub(super) fn opsets(m: &Model, original: &Model) -> Vec<String> {
