@@ -79,6 +79,8 @@ SOURCES: Dict[str, str] = {
                   " 2-core AMD EPYC with AVX-512 VNNI, ONNX Runtime 1.32.0, under load (other engineers' cargo builds"
                   " ran throughout); for static SNR and task also the BENCHMARKS table at b22e063 (2026-11-27, a"
                   " 2-core EPYC without VNNI), so that the floors hold on CPUs with and without VNNI",
+    "2026-11-30 idle": "the cold-clone .ci/run of 315d77e (2026-11-30 17:44-18:17, BENCHMARKS 'CI gates'), the"
+                       " machine otherwise idle: static_compare.py --peer-methods minmax, 3 timed calibrations each",
 }
 
 FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
@@ -122,7 +124,13 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('static', 'cls', 'percentile', 'speed_vs_ort'): Floor('>=', 0.9, 1.6841, '2026-11-30'),
     ('static', 'cls', 'percentile', 'speedup'): Floor('>=', 0.66, 0.7802, '2026-11-30'),
     ('static', 'cls', 'percentile', 'task'): Floor('>=', 0.88, 0.9167, '2026-11-30'),
-    ('static', 'det', 'entropy', 'calib_vs_ort'): Floor('<=', 1.1, 0.9793, '2026-11-30'),
+    # det calibration / ORT MinMax's raised from 1.1 to 1.4: on an idle machine (the cold-clone
+    # .ci/run of 315d77e, 18:15, nothing else running) ours took 4.55-4.75 s against ORT's
+    # 3.73 s (1.22-1.27x, three runs each, low spread); the 0.84-0.98 it was set from was
+    # measured under load, which slows ORT's multi-threaded run more than ours. Not a regression:
+    # landed main 5965e64 takes the same 4.7 s here back to back. The claim "at most ORT's time"
+    # does not hold for det on this CPU (AVX-512 VNNI, where ORT's float inference is fast).
+    ('static', 'det', 'entropy', 'calib_vs_ort'): Floor('<=', 1.4, 1.2750, '2026-11-30 idle'),
     ('static', 'det', 'entropy', 'dq'): Floor('>=', 220, 220, '2026-11-30'),
     ('static', 'det', 'entropy', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
     ('static', 'det', 'entropy', 'peak_mb'): Floor('<=', 500, 420.2812, '2026-11-30'),
@@ -132,7 +140,7 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('static', 'det', 'entropy', 'speed_vs_ort'): Floor('>=', 0.9, 1.1221, '2026-11-30'),
     ('static', 'det', 'entropy', 'speedup'): Floor('>=', 1, 1.4711, '2026-11-30'),
     ('static', 'det', 'entropy', 'task'): Floor('>=', 0.64, 0.6738, '2026-11-30'),
-    ('static', 'det', 'minmax', 'calib_vs_ort'): Floor('<=', 1.1, 0.8633, '2026-11-30'),
+    ('static', 'det', 'minmax', 'calib_vs_ort'): Floor('<=', 1.4, 1.2743, '2026-11-30 idle'),
     ('static', 'det', 'minmax', 'dq'): Floor('>=', 228, 228, '2026-11-30'),
     ('static', 'det', 'minmax', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
     ('static', 'det', 'minmax', 'peak_mb'): Floor('<=', 500, 416.375, '2026-11-30'),
@@ -142,7 +150,7 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('static', 'det', 'minmax', 'speed_vs_ort'): Floor('>=', 0.9, 1.0274, '2026-11-30'),
     ('static', 'det', 'minmax', 'speedup'): Floor('>=', 1, 1.412, '2026-11-30'),
     ('static', 'det', 'minmax', 'task'): Floor('>=', 0.66, 0.696, '2026-11-30'),
-    ('static', 'det', 'mse', 'calib_vs_ort'): Floor('<=', 1.1, 0.8362, '2026-11-30'),
+    ('static', 'det', 'mse', 'calib_vs_ort'): Floor('<=', 1.4, 1.2189, '2026-11-30 idle'),
     ('static', 'det', 'mse', 'dq'): Floor('>=', 220, 220, '2026-11-30'),
     ('static', 'det', 'mse', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
     ('static', 'det', 'mse', 'peak_mb'): Floor('<=', 500, 418.2852, '2026-11-30'),
@@ -152,7 +160,7 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('static', 'det', 'mse', 'speed_vs_ort'): Floor('>=', 0.9, 1.1583, '2026-11-30'),
     ('static', 'det', 'mse', 'speedup'): Floor('>=', 1, 1.6032, '2026-11-30'),
     ('static', 'det', 'mse', 'task'): Floor('>=', 0.67, 0.7066, '2026-11-30'),
-    ('static', 'det', 'percentile', 'calib_vs_ort'): Floor('<=', 1.1, 0.8925, '2026-11-30'),
+    ('static', 'det', 'percentile', 'calib_vs_ort'): Floor('<=', 1.4, 1.2206, '2026-11-30 idle'),
     ('static', 'det', 'percentile', 'dq'): Floor('>=', 219, 219, '2026-11-30'),
     ('static', 'det', 'percentile', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
     ('static', 'det', 'percentile', 'peak_mb'): Floor('<=', 500, 420.2852, '2026-11-30'),
@@ -214,7 +222,9 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('static', 'yolo', 'entropy', 'speed_vs_ort'): Floor('>=', 0.9, 1.0423, '2026-11-30'),
     ('static', 'yolo', 'entropy', 'speedup'): Floor('>=', 1, 1.7049, '2026-11-30'),
     ('static', 'yolo', 'entropy', 'task'): Floor('>=', 0.67, 0.707, '2026-11-30'),
-    ('static', 'yolo', 'minmax', 'calib_vs_ort'): Floor('<=', 1.1, 0.9872, '2026-11-30'),
+    # yolo minmax/percentile raised 1.1 -> 1.2 like mse: idle they measured 1.05 and 1.00x, a 5-10%
+    # margin on a VM whose timings moved 50% under load.
+    ('static', 'yolo', 'minmax', 'calib_vs_ort'): Floor('<=', 1.2, 1.0541, '2026-11-30 idle'),
     ('static', 'yolo', 'minmax', 'dq'): Floor('>=', 347, 347, '2026-11-30'),
     ('static', 'yolo', 'minmax', 'ort_int_kernels'): Floor('>=', 199, 199, '2026-11-30'),
     ('static', 'yolo', 'minmax', 'peak_mb'): Floor('<=', 500, 315.8477, '2026-11-30'),
@@ -242,7 +252,7 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('static', 'yolo', 'mse', 'speed_vs_ort'): Floor('>=', 0.9, 1.0311, '2026-11-30'),
     ('static', 'yolo', 'mse', 'speedup'): Floor('>=', 1, 1.7516, '2026-11-30'),
     ('static', 'yolo', 'mse', 'task'): Floor('>=', 0.67, 0.707, '2026-11-30'),
-    ('static', 'yolo', 'percentile', 'calib_vs_ort'): Floor('<=', 1.1, 0.9629, '2026-11-30'),
+    ('static', 'yolo', 'percentile', 'calib_vs_ort'): Floor('<=', 1.2, 1.0029, '2026-11-30 idle'),
     ('static', 'yolo', 'percentile', 'dq'): Floor('>=', 347, 347, '2026-11-30'),
     ('static', 'yolo', 'percentile', 'ort_int_kernels'): Floor('>=', 199, 199, '2026-11-30'),
     ('static', 'yolo', 'percentile', 'peak_mb'): Floor('<=', 500, 315.9062, '2026-11-30'),
