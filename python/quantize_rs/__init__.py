@@ -53,6 +53,7 @@ from ._results import (
     Verification,
     WeightComparison,
 )
+from . import exceptions
 from .exceptions import (
     DataError,
     FileError,
@@ -93,12 +94,5 @@ __all__ = [
     "OutputComparison",
     "WeightComparison",
     "Benchmark",
-    "QuantizeError",
-    "FileError",
-    "ModelError",
-    "DataError",
-    "RecipeError",
-    "NothingQuantizedError",
-    "QualityGateError",
-    "InferenceError",
+    *exceptions.__all__,
 ]

@@ -317,6 +317,21 @@ def _globs(names: Optional[Iterable[str]]) -> List[str]:
     """Exact names as globs matching only themselves."""
     return [re.sub(r"([*?\[\]{}])", r"[\1]", n) for n in (names or [])]
 
+def _original_recipe(bits, per_channel, min_elements, layer_bits, native_int4, symmetric, excluded_layers, options):
+    """The Recipe behind the original package's calls: their keywords, then any Recipe keyword."""
+    exclude = list(options.pop("exclude", None) or []) + _globs(excluded_layers)
+    return Recipe(
+        bits=bits,
+        per_channel=per_channel,
+        min_elements=min_elements,
+        layer_bits=layer_bits,
+        native_int4=native_int4 or None,
+        symmetric=symmetric,
+        exclude=exclude or None,
+        **options,
+    )
+
+
 
 def quantize(
     input_path: PathLike,
@@ -354,16 +369,8 @@ def quantize(
     Returns a :class:`QuantizeResult`; raises a :class:`QuantizeError` subclass on failure.
     """
     progress = bool(options.pop("progress", False))
-    exclude = list(options.pop("exclude", None) or []) + _globs(excluded_layers)
-    recipe = Recipe(
-        bits=bits,
-        per_channel=per_channel,
-        min_elements=min_elements,
-        layer_bits=layer_bits,
-        native_int4=native_int4 or None,
-        symmetric=symmetric,
-        exclude=exclude or None,
-        **options,
+    recipe = _original_recipe(
+        bits, per_channel, min_elements, layer_bits, native_int4, symmetric, excluded_layers, options
     )
     return _run(input_path, output_path, recipe, force=force, progress=progress)
 
@@ -428,18 +435,9 @@ def quantize_with_calibration(
         options.setdefault("percentile", percentile)
     if calibration_data is None:
         calibration_data = _random_data(input_path, num_samples, sample_shape)
-    exclude = list(options.pop("exclude", None) or []) + _globs(excluded_layers)
-    recipe = Recipe(
-        bits=bits,
-        per_channel=per_channel,
-        min_elements=min_elements,
-        layer_bits=layer_bits,
-        native_int4=native_int4 or None,
-        symmetric=symmetric,
-        exclude=exclude or None,
-        calibration_data=calibration_data,
-        method=name,
-        **options,
+    options.update(calibration_data=calibration_data, method=name)
+    recipe = _original_recipe(
+        bits, per_channel, min_elements, layer_bits, native_int4, symmetric, excluded_layers, options
     )
     return _run(input_path, output_path, recipe, force=force, progress=progress)
 
