@@ -19,18 +19,22 @@ use crate::onnx::shape::Dim;
 /// Constants up to this many elements are kept for transforms to read (scales, shapes, axes).
 const MAX_KEPT_ELEMENTS: i64 = 4096;
 
-/// Ops whose (first) output has the first input's type and rank.
+/// Ops whose (first) output has the first input's type and rank: these and the op table's
+/// shape-preserving unary ops (`ops::elementwise::UNARY_SAME_SHAPE`).
 #[rustfmt::skip]
 const SAME_TYPE_AND_RANK: &[&str] = &[
-    "Abs", "Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "AveragePool", "BatchNormalization", "Ceil", "Celu",
-    "Clip", "Concat", "Conv", "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace", "Dropout", "Elu", "Erf",
-    "Exp", "Floor", "Gelu", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "GroupNormalization",
-    "HardSigmoid", "HardSwish", "Hardmax", "Identity", "InstanceNormalization", "LRN", "LayerNormalization",
-    "LeakyRelu", "Log", "LogSoftmax", "LpNormalization", "LpPool", "MaxRoiPool", "MeanVarianceNormalization",
-    "Mish", "Neg", "PRelu", "Pad", "Reciprocal", "Relu", "Resize", "ReverseSequence", "RoiAlign", "Round", "Selu",
-    "Shrink", "Sigmoid", "Sign", "Sin", "Sinh", "Slice", "Softmax", "Softplus", "Softsign", "SpaceToDepth", "Sqrt",
-    "Tan", "Tanh", "ThresholdedRelu", "Tile", "Transpose", "Trilu", "Upsample"
+    "Acos", "Acosh", "Asin", "Asinh", "Atan", "Atanh", "AveragePool", "Ceil", "Celu", "Concat", "Conv",
+    "ConvTranspose", "Cos", "Cosh", "CumSum", "DepthToSpace", "Dropout", "Erf", "Floor", "GlobalAveragePool",
+    "GlobalLpPool", "GlobalMaxPool", "GroupNormalization", "Hardmax", "InstanceNormalization", "LRN",
+    "LayerNormalization", "Log", "LogSoftmax", "LpNormalization", "LpPool", "MaxRoiPool",
+    "MeanVarianceNormalization", "PRelu", "Pad", "Reciprocal", "Resize", "ReverseSequence", "RoiAlign", "Round",
+    "Shrink", "Sign", "Sin", "Sinh", "Slice", "Softmax", "Softsign", "SpaceToDepth", "Sqrt", "Tan",
+    "ThresholdedRelu", "Tile", "Transpose", "Trilu", "Upsample"
 ];
+
+fn same_type_and_rank(op: &str) -> bool {
+    crate::ops::elementwise::UNARY_SAME_SHAPE.contains(&op) || SAME_TYPE_AND_RANK.contains(&op)
+}
 
 /// Broadcasting ops whose inputs and output share one type.
 #[rustfmt::skip]
@@ -185,7 +189,7 @@ impl<'p> Scope<'p> {
                 }
                 vec![]
             }
-            _ if SAME_TYPE_AND_RANK.contains(&op) => same(),
+            _ if same_type_and_rank(op) => same(),
             "Split" => vec![Facts::of_rank(x.elem, x.rank()); n.output.len()],
             "MaxPool" => vec![Facts::of_rank(x.elem, x.rank()), Facts::of_rank(Some(dtype::INT64), x.rank())],
             "TopK" => vec![Facts::of_rank(x.elem, x.rank()), Facts::of_rank(Some(dtype::INT64), x.rank())],

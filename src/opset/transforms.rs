@@ -10,10 +10,6 @@ use crate::onnx::proto::dtype;
 use super::context::NodeCtx;
 use crate::onnx::tensor::float_data;
 
-fn f32_values(t: &crate::onnx::proto::TensorProto) -> Option<Vec<f32>> {
-    float_data(t).ok()
-}
-
 /// `TensorProto.DataType` of bfloat16 (not among `dtype`'s named constants).
 const BFLOAT16: i32 = 16;
 
@@ -304,7 +300,7 @@ pub(crate) fn resize_roi_and_coordinates(ctx: &mut NodeCtx) -> Result<()> {
             return Err(ctx.fail(format!("has mode '{other}', which Resize-10 does not define; the model is invalid")));
         }
     }
-    let known = ctx.scope().constant(&scales).and_then(f32_values);
+    let known = ctx.scope().constant(&scales).and_then(|t| float_data(t).ok());
     let rounding = match known {
         _ if ctx.state.was_upsample => Some("floor"),
         Some(s) if s.iter().all(|&v| v >= 1.0) => Some("floor"),
@@ -393,7 +389,7 @@ pub(crate) fn groupnorm_per_channel(ctx: &mut NodeCtx) -> Result<()> {
     let x = first_input(ctx)?;
     let groups = ctx.node.attr_int("num_groups")?.ok_or_else(|| missing(ctx, "num_groups"))?;
     let channels = ctx.scope().dims(&x).and_then(|d| d.get(1).copied().flatten());
-    let constant = |i: usize| ctx.input(i).and_then(|n| ctx.scope().constant(n)).and_then(f32_values);
+    let constant = |i: usize| ctx.input(i).and_then(|n| ctx.scope().constant(n)).and_then(|t| float_data(t).ok());
     let (Some(c), Some(scale), Some(bias)) = (channels, constant(1), constant(2)) else {
         return Err(ctx.fail(
             "has per-group scale and bias, which opset 21 replaced by per-channel ones; they can be expanded \

@@ -2,7 +2,7 @@
 //! `x * HardSigmoid(x)` below opset 14).
 
 use super::*;
-use crate::onnx::graph::{Names, NodeExt, node_domain};
+use crate::onnx::graph::{Names, NodeExt};
 use crate::onnx::model::Model;
 use crate::onnx::proto::{NodeProto, TensorProto, dtype};
 use crate::onnx::tensor::finite_floats as float_values;
@@ -32,7 +32,7 @@ pub(super) fn other_input<'a>(n: &'a NodeProto, x: &str) -> Option<&'a str> {
 }
 
 pub(super) fn is_op(n: &NodeProto, op: &str) -> bool {
-    n.op_type.as_deref() == Some(op) && node_domain(n).is_empty() && n.output.len() == 1
+    ops::is(n, op) && n.output.len() == 1
 }
 
 /// One spelled-out hard-swish: node indices in the main graph.
