@@ -126,8 +126,8 @@ pub fn calibrate(
         Some(ops) => (ops.clone(), select(quantized.graph(), ops, None)),
         None => {
             // The weight ops, then the elementwise and pass-through ops between them.
-            let core = select(quantized.graph(), &to_strings(DEFAULT_ACTIVATION_OPS), None);
             let mut all = to_strings(DEFAULT_ACTIVATION_OPS);
+            let core = select(quantized.graph(), &all, None);
             all.extend(to_strings(ELEMENTWISE_ACTIVATION_OPS));
             all.extend(to_strings(PASSTHROUGH_ACTIVATION_OPS));
             let chain = core.tensors.iter().cloned().collect();

@@ -160,7 +160,7 @@ pub(super) fn quantize_biases(
             name: Some(sb.clone()),
             data_type: Some(dtype::FLOAT),
             dims: bt.dims.clone(),
-            raw_data: Some(scales.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+            raw_data: Some(crate::onnx::tensor::le_bytes(&scales).into()),
             ..Default::default()
         });
         let mut dq = NodeProto {

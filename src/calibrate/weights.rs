@@ -77,7 +77,7 @@ pub(super) fn reduce_weight_ranges(
         let q = quantize(&values, &dims, QType::Int7, gran, symmetric);
         let sqnr = sqnr_db(&values, &dims, &q, QType::Int7, gran);
         g.initializer[qi].raw_data = Some(q.values.into());
-        g.initializer[si].raw_data = Some(q.scales.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into());
+        g.initializer[si].raw_data = Some(crate::onnx::tensor::le_bytes(&q.scales).into());
         g.initializer[si].float_data.clear();
         if let Some(zi) = zi {
             g.initializer[zi].raw_data = Some(q.zero_points.iter().map(|&z| z as i8 as u8).collect::<Vec<u8>>().into());

@@ -212,7 +212,7 @@ fn load_external(t: &mut TensorProto, base_dir: Option<&Path>) -> Result<()> {
     if t.data_location != Some(DataLocation::External as i32) {
         return Ok(());
     }
-    let tensor = t.name.clone().unwrap_or_else(|| "<unnamed>".into());
+    let tensor = crate::onnx::tensor::name_of(t).to_string();
     let bad = |reason: String| Error::ExternalData { tensor: tensor.clone(), reason };
     let location = external_entry(t, "location").ok_or_else(|| bad("has no 'location' key".into()))?;
     let rel = Path::new(location);

@@ -17,7 +17,7 @@ pub(super) const SPECS: &[OpSpec] = &[
         weight: Some(WeightSpec { input: 1, role: conv_role }),
         int32_bias: Some(2),
         data_channel_axis: Some(|_| 1),
-        activation: Activation::IntegerKernel { default: true, needs_weight: true },
+        activation: Activation::IntegerKernel { needs_weight: true },
         saturating_kernel: Some(conv_saturates),
         output_shift: Some(conv_output_shift),
     },
@@ -27,7 +27,7 @@ pub(super) const SPECS: &[OpSpec] = &[
         // ONNX Runtime has no integer ConvTranspose kernel that would read an int32 bias.
         int32_bias: None,
         data_channel_axis: None,
-        activation: Activation::IntegerKernel { default: false, needs_weight: true },
+        activation: Activation::IntegerKernel { needs_weight: true },
         saturating_kernel: None,
         output_shift: None,
     },

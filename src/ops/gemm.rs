@@ -19,7 +19,7 @@ pub(super) const SPECS: &[OpSpec] = &[
         int32_bias: Some(2),
         // A: [M, K] reduces over axis 1, or axis 0 with transA.
         data_channel_axis: Some(|n| if n.attr("transA").and_then(|a| a.i).unwrap_or(0) == 0 { 1 } else { 0 }),
-        activation: Activation::IntegerKernel { default: true, needs_weight: true },
+        activation: Activation::IntegerKernel { needs_weight: true },
         saturating_kernel: Some(|_, _| true),
         output_shift: Some(gemm_output_shift),
     },
@@ -29,7 +29,7 @@ pub(super) const SPECS: &[OpSpec] = &[
         int32_bias: None,
         data_channel_axis: None,
         // Both operands may be activations (attention scores).
-        activation: Activation::IntegerKernel { default: true, needs_weight: false },
+        activation: Activation::IntegerKernel { needs_weight: false },
         saturating_kernel: Some(|_, _| true),
         output_shift: None,
     },

@@ -60,8 +60,6 @@ pub enum Activation {
     /// Runs as an integer kernel between DequantizeLinear and QuantizeLinear (QLinearConv,
     /// QLinearMatMul, QGemm): its activation inputs and its output are quantized.
     IntegerKernel {
-        /// Quantized by default (else only when `calibration.op-types` names it).
-        default: bool,
         /// Its weight input must be a quantized weight for the kernel to exist.
         needs_weight: bool,
     },
@@ -200,7 +198,7 @@ mod tests {
             assert!(spec_of(op).and_then(|s| s.weight).is_some(), "{op} has no weight input");
         }
         for op in DEFAULT_ACTIVATION_OPS {
-            assert!(matches!(spec_of(op).unwrap().activation, Activation::IntegerKernel { default: true, .. }), "{op}");
+            assert!(matches!(spec_of(op).unwrap().activation, Activation::IntegerKernel { .. }), "{op}");
         }
         for op in ELEMENTWISE_ACTIVATION_OPS {
             assert_eq!(spec_of(op).unwrap().activation, Activation::Elementwise, "{op}");

@@ -5,7 +5,7 @@ use super::*;
 use crate::onnx::graph::{Names, NodeExt};
 use crate::onnx::model::Model;
 use crate::onnx::proto::{NodeProto, TensorProto, dtype};
-use crate::onnx::tensor::finite_floats as float_values;
+use crate::onnx::tensor::finite_floats;
 use crate::ops;
 use std::collections::{HashMap, HashSet};
 
@@ -16,7 +16,7 @@ pub(super) fn scalar(consts: &HashMap<&str, &TensorProto>, name: &str, rank: Opt
     if t.data_type != Some(dtype::FLOAT) || t.dims.len() > rank.unwrap_or(1).max(1) {
         return None;
     }
-    match float_values(t).ok()?.as_slice() {
+    match finite_floats(t).ok()?.as_slice() {
         [v] => Some(*v),
         _ => None,
     }

@@ -42,7 +42,7 @@ use std::collections::{HashMap, HashSet};
 use crate::onnx::graph::{Names, NodeExt, node_domain};
 use crate::onnx::model::Model;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
-use crate::onnx::tensor::{constant_value, finite_floats as float_values, float_tensor};
+use crate::onnx::tensor::{constant_value, finite_floats, float_tensor};
 use crate::ops;
 pub use fold_conv::fold_conv_affine;
 use hard_swish::*;
@@ -63,7 +63,7 @@ fn per_channel(t: &TensorProto, channels: usize, rank: usize) -> Option<Vec<f32>
     if t.data_type != Some(dtype::FLOAT) {
         return None;
     }
-    let v = float_values(t).ok()?;
+    let v = finite_floats(t).ok()?;
     if v.len() == 1 && t.dims.len() <= rank {
         return Some(vec![v[0]; channels]);
     }
@@ -97,7 +97,7 @@ fn affine_of(n: &NodeProto, x: &str, consts: &HashMap<&str, &TensorProto>, c: us
                 .iter()
                 .map(|i| {
                     let t = consts.get(i.as_str())?;
-                    let v = (t.data_type == Some(dtype::FLOAT)).then(|| float_values(t).ok()).flatten()?;
+                    let v = (t.data_type == Some(dtype::FLOAT)).then(|| finite_floats(t).ok()).flatten()?;
                     (v.len() == c).then_some(v)
                 })
                 .collect();
@@ -177,9 +177,9 @@ impl ConvParams {
     /// The values of a convolution [`ConvParams::shape`] accepts.
     fn load(n: &NodeProto, consts: &HashMap<&str, &TensorProto>) -> Option<ConvParams> {
         let (dims, group) = ConvParams::shape(n, consts)?;
-        let weight = float_values(consts[n.input[1].as_str()]).ok()?;
+        let weight = finite_floats(consts[n.input[1].as_str()]).ok()?;
         let bias = match n.input.get(2).filter(|b| !b.is_empty()) {
-            Some(b) => float_values(consts[b.as_str()]).ok()?,
+            Some(b) => finite_floats(consts[b.as_str()]).ok()?,
             None => vec![0.0; dims[0] as usize],
         };
         Some(ConvParams { weight, dims: dims.to_vec(), bias, group })
@@ -320,8 +320,8 @@ mod tests {
         assert_eq!(ops, ["Conv", "Relu"]);
         assert_eq!(g.node[0].output, ["y"]);
         let consts = crate::onnx::graph::constants(g);
-        let w = float_values(consts[g.node[0].input[1].as_str()]).unwrap();
-        let b = float_values(consts[g.node[0].input[2].as_str()]).unwrap();
+        let w = finite_floats(consts[g.node[0].input[1].as_str()]).unwrap();
+        let b = finite_floats(consts[g.node[0].input[2].as_str()]).unwrap();
         assert_eq!(w, [10.0, 20.0, -3.0, -4.0]);
         assert_eq!(b, [0.5, 7.0]);
     }
@@ -353,8 +353,8 @@ mod tests {
         let g = m.graph();
         assert_eq!(g.node.len(), 3);
         let consts = crate::onnx::graph::constants(g);
-        let w = float_values(consts[g.node[0].input[1].as_str()]).unwrap();
-        let b = float_values(consts[g.node[0].input[2].as_str()]).unwrap();
+        let w = finite_floats(consts[g.node[0].input[1].as_str()]).unwrap();
+        let b = finite_floats(consts[g.node[0].input[2].as_str()]).unwrap();
         // scale 2/sqrt(4) = 1 and 1/sqrt(1) = 1; bias (1 - 1)*1 + 0 = 0 and (1 - 0)*1 + 3 = 4.
         for (x, e) in w.iter().zip([1.0, 0.0, 0.0, 1.0]) {
             assert!((x - e).abs() < 1e-6, "{w:?}");

@@ -64,7 +64,8 @@ pub(crate) fn batch(a: BatchArgs) -> Result<(), Failure> {
                 recipe: recipe.clone(),
                 base_dir: PathBuf::from("."),
                 skip_existing: a.skip_existing,
-                create_dir: true,
+                // The folder was made up front.
+                create_dir: false,
             }
         })
         .collect();
