@@ -144,7 +144,12 @@ fn a_save_killed_midway_leaves_no_temporary_file() {
     write_model(&input, &big_matmul(4096, 4096, 3));
     let out = d.join("out.onnx");
     write_model(&out, &mlp(1));
-    kill_during_save(d, &input, &out);
+    // Kill until one lands mid-save, so a temporary is really left for the next save to sweep.
+    assert!(
+        (0..6).any(|_| kill_during_save(d, &input, &out)),
+        "no kill landed during a save in 6 tries: the sweep was not tested"
+    );
+    assert!(names(d).iter().any(|n| is_save_temporary(n)), "the killed save left its temporary");
     // The next save into the folder removes the temporary the killed one left (its process is
     // gone), and leaves only the models.
     let r = quantize_rs(d, &["quantize", "big.onnx", "-o", "out.onnx", "--force"]);

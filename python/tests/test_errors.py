@@ -193,7 +193,3 @@ def test_inference_error(tmp_path):
         )
     assert isinstance(e.value, RuntimeError)
     assert "--op-types" not in str(e.value)
-
-
-def test_keyboard_interrupt_is_not_a_quantize_error():
-    assert not issubclass(KeyboardInterrupt, QuantizeError)
