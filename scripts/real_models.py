@@ -110,7 +110,16 @@ CONFIGS: Dict[str, List[str]] = {
     "int8-per-channel": ["--bits", "8", "--per-channel"],
     "int4-blocked32": ["--bits", "4", "--block-size", "32"],
     "int4-native": ["--bits", "4", "--per-channel", "--native-int4"],
+    "int4-blocked32-native": ["--bits", "4", "--block-size", "32", "--native-int4"],
+    # With calibration data: each layer's rounding chosen on its observed inputs (GPTQ) and biases
+    # corrected for the weights' mean shift; still weight-only. {calib} is the model's calibration
+    # folder (the samples written in (b); the held-out ones are never given).
+    "int8-per-channel+data": ["--bits", "8", "--per-channel", "--data", "{calib}"],
+    "int4-blocked32+data": ["--bits", "4", "--block-size", "32", "--data", "{calib}"],
+    "int4-blocked32-native+data": ["--bits", "4", "--block-size", "32", "--native-int4", "--data", "{calib}"],
 }
+# Configurations run by default (the +data ones on request: --configs).
+DEFAULT_CONFIGS = ["int8-per-tensor", "int8-per-channel", "int4-blocked32", "int4-native"]
 
 PEER_AS_IS = "ort-dynamic"  # ORT quantize_dynamic(per_channel=True, QInt8) on the model as published
 PEER_LIFTED = "ort-dynamic+lift"  # the same after lifting Constant-node weights into initializers
@@ -661,7 +670,7 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bin", default=str(root / "target/release/quantize-rs"), help="quantize-rs binary")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma list of {list(MODELS)}")
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {list(CONFIGS)}")
+    p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS), help=f"comma list of {list(CONFIGS)}")
     p.add_argument("--skip-peer", action="store_true", help="no onnxruntime quantize_dynamic reference rows")
     p.add_argument("--skip-ours", action="store_true", help="do not run the quantize-rs binary (script testing)")
     p.add_argument("--json", action="store_true", help="print the results JSON on stdout, the table on stderr")
@@ -718,7 +727,8 @@ def main() -> int:
         if not args.skip_ours:
             for cfg in configs:
                 out = work / f"{mk}.{cfg}.onnx"
-                cmd = [str(binary), "quantize", str(src), "-o", str(out), *CONFIGS[cfg], "--format", "json",
+                flags = [a.replace("{calib}", str(inputs_dir / "calib")) for a in CONFIGS[cfg]]
+                cmd = [str(binary), "quantize", str(src), "-o", str(out), *flags, "--format", "json",
                        *args.extra_args.split()]
                 rows.append(quantize_row(mk, cfg, "ours", cmd, src, out, feeds, ref_runs, f["bytes"], args.timeout))
 

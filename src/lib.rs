@@ -38,6 +38,8 @@ mod quantize;
 mod recipe;
 #[cfg(feature = "quantize")]
 mod rewrite;
+#[cfg(feature = "quantize")]
+mod rounding;
 #[cfg(feature = "tract")]
 mod run;
 #[cfg(feature = "tract")]
@@ -72,7 +74,7 @@ pub use quantize::{QuantSpec, QuantizedTensor, Report, SkippedTensor, quantize_m
 #[cfg(feature = "quantize")]
 pub use recipe::{
     Calibration, CalibrationMethod, ImagePreprocess, KeyPath, KeySegment, KeyStyle, Recipe, RecipeError, RecipeLayer,
-    RecipeProblem,
+    RecipeProblem, WeightRounding,
 };
 #[cfg(feature = "tract")]
 pub use run::Runner;

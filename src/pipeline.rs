@@ -53,18 +53,24 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     // The folded float model is what calibration observes.
     // Weight-only per-tensor quantization is the exception: one scale for the whole folded weight
     // would have to cover channels the batch norm scaled apart.
-    let fold = recipe.calibration.is_some() || recipe.per_channel || recipe.block_size.is_some();
+    // Calibration samples given for the weights only (`weight-only`) keep the model weight-only.
+    let static_cal = recipe.calibration.as_ref().filter(|c| !c.weight_only);
+    let weight_data = recipe.calibration.as_ref().filter(|c| c.weight_only);
+    let fold = static_cal.is_some() || recipe.per_channel || recipe.block_size.is_some();
     // Static quantization also folds the affine ops after an activation into the convolution
     // that reads them, writes hard-swish as one op and a softmax over a middle axis as
     // elementwise ops: fewer and faster float passes between the integer kernels (see
     // `rewrite`). Weight-only models keep their float graph as it is. Calibration drops unused
     // constants anyway.
-    let rewrites = recipe.calibration.as_ref().is_some_and(|c| c.graph_rewrites);
-    let prepared = crate::rewrite::prepare(&mut model, fold, rewrites, recipe.calibration.is_some());
+    let rewrites = static_cal.is_some_and(|c| c.graph_rewrites);
+    let prepared = crate::rewrite::prepare(&mut model, fold, rewrites, static_cal.is_some());
     let folded_float = recipe.calibration.as_ref().map(|_| model.clone());
-    let weights = quantize_model(&mut model, recipe)?;
+    let weights = match (weight_data, &folded_float) {
+        (Some(cal), Some(float)) => data_aware_weights(float, &mut model, recipe, cal, base_dir, opts)?,
+        _ => quantize_model(&mut model, recipe)?,
+    };
     opts.check_cancelled()?;
-    let calibration = match (&recipe.calibration, &folded_float) {
+    let calibration = match (static_cal, &folded_float) {
         (Some(cal), Some(float)) => {
             Some(calibrate(float, &mut model, cal, base_dir, opts, recipe.verify_data.as_deref())?)
         }
@@ -111,6 +117,50 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     }
     check_connections(&model, "quantize-rs broke the graph it wrote, and did not write it; please report this bug")?;
     Ok(Outcome { model, report, calibration, verification, bytes_in, bytes_out })
+}
+
+/// Weight-only quantization with calibration samples: the layers' inputs observed on the folded
+/// float model `float`, each weight rounded on its layer's statistics (`weight-rounding`), and
+/// the biases corrected for the mean shift the quantized weights cause (`bias-correction`).
+#[cfg(feature = "tract")]
+fn data_aware_weights(
+    float: &Model,
+    model: &mut Model,
+    recipe: &Recipe,
+    cal: &crate::recipe::Calibration,
+    base_dir: &Path,
+    opts: &RunOptions,
+) -> Result<Report> {
+    use crate::recipe::WeightRounding;
+    let samples = crate::data::load_for_model(float, &base_dir.join(&cal.data), cal.image.as_ref(), cal.samples)?;
+    let gptq = cal.weight_rounding == WeightRounding::Gptq;
+    let inputs = crate::calibrate::observe_layer_inputs(float, &recipe.op_types, &samples, gptq, opts)?;
+    drop(samples);
+    opts.check_cancelled()?;
+    let mut report = crate::quantize::quantize_model_with(model, recipe, gptq.then_some(&inputs.stats))?;
+    let bias_corrected = if cal.bias_correction {
+        crate::calibrate::correct_weight_only_biases(float, model, &inputs.means)?
+    } else {
+        0
+    };
+    let data = report.data_aware.get_or_insert_with(Default::default);
+    (data.samples, data.observe_seconds, data.bias_corrected) = (inputs.samples, inputs.seconds, bias_corrected);
+    Ok(report)
+}
+
+#[cfg(not(feature = "tract"))]
+fn data_aware_weights(
+    _: &Model,
+    _: &mut Model,
+    _: &Recipe,
+    _: &crate::recipe::Calibration,
+    _: &Path,
+    _: &RunOptions,
+) -> Result<Report> {
+    Err(Error::Option {
+        key: "calibration".into(),
+        message: "data-aware weights run models with tract: enable the `tract` feature of quantize-rs".into(),
+    })
 }
 
 #[cfg(feature = "tract")]

@@ -71,6 +71,10 @@ pub struct QuantizedTensor {
     /// Signal-to-quantization-noise ratio of the weight itself, in dB (`null` in JSON when the
     /// weight is represented exactly).
     pub sqnr_db: f64,
+    /// With data-aware rounding: how much lower (dB) the layer's output error on the observed
+    /// inputs is than with round-to-nearest on the same scales.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounding_gain_db: Option<f64>,
 }
 
 /// A float constant that was left as it is.
@@ -116,6 +120,25 @@ pub struct Report {
     /// Softmax nodes over a non-last axis written as Exp / ReduceSum (by `pipeline::run`, for
     /// static quantization).
     pub decomposed_softmax: usize,
+    /// What the calibration samples did to the weights, when they were given for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_aware: Option<DataAware>,
+}
+
+/// What the calibration samples did to the weights (weight-only quantization with data).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DataAware {
+    /// Samples run.
+    pub samples: usize,
+    /// Seconds spent observing the layers' inputs.
+    pub observe_seconds: f64,
+    /// Weights whose rounding was chosen on their layer's inputs (GPTQ).
+    pub rounded: usize,
+    /// Output error of those layers on the observed inputs, summed, relative to round-to-nearest
+    /// on the same scales (dB, lower is better; 0 when none was rounded).
+    pub output_error_db: f64,
+    /// Conv/Gemm biases corrected for the mean shift their quantized weights cause.
+    pub bias_corrected: usize,
 }
 
 impl Report {
@@ -288,6 +311,16 @@ fn tensor_of<'a>(model: &'a Model, c: &Constant) -> &'a TensorProto {
 
 /// Quantizes the weights of `model` in place as `recipe` says, and reports what it did.
 pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
+    quantize_model_with(model, recipe, None)
+}
+
+/// [`quantize_model`], rounding the weights that have input statistics in `stats` (by weight
+/// name) to minimise their layer's output error instead of to nearest (see `rounding`).
+pub(crate) fn quantize_model_with(
+    model: &mut Model,
+    recipe: &Recipe,
+    stats: Option<&crate::rounding::WeightStats>,
+) -> Result<Report> {
     recipe.validate("--")?;
     let ir_version = model.proto.ir_version.unwrap_or(0);
     let opset_before = model.opset().unwrap_or(1);
@@ -333,26 +366,52 @@ pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
     }
     report.ir_version = model.proto.ir_version.unwrap_or(ir_needed);
 
-    let quantized: Vec<(Quantized, f64)> = planned
+    type Refined = Option<crate::rounding::Refined>;
+    let quantized: Vec<(Quantized, (f64, Refined))> = planned
         .par_iter()
         .map(|p| {
             let c = &analysis.constants[p.constant];
             let values = finite_floats(tensor_of(model, c))?;
             let dims: Vec<usize> = c.dims.iter().map(|&d| d as usize).collect();
-            let q = quantize(&values, &dims, p.spec.qtype, p.spec.granularity, p.spec.symmetric);
-            let sqnr = crate::quant::sqnr_db(&values, &dims, &q, p.spec.qtype, p.spec.granularity);
-            Ok((q, sqnr))
+            let (qtype, gran) = (p.spec.qtype, p.spec.granularity);
+            let mut q = quantize(&values, &dims, qtype, gran, p.spec.symmetric);
+            // Only weights in the main graph have statistics (subgraph names may repeat).
+            let refined = stats
+                .filter(|_| c.graph.is_empty())
+                .and_then(|s| s.get(&c.name))
+                .and_then(|s| crate::rounding::refine(&values, &dims, &mut q, qtype, gran, s));
+            let sqnr = crate::quant::sqnr_db(&values, &dims, &q, qtype, gran);
+            Ok((q, (sqnr, refined)))
         })
         .collect::<Result<_>>()?;
-    let (data, sqnrs): (Vec<Quantized>, Vec<f64>) = quantized.into_iter().unzip();
+    let (data, figures): (Vec<Quantized>, Vec<(f64, Refined)>) = quantized.into_iter().unzip();
 
     rewrite(model, &analysis, &planned, data, ir_version, &mut report);
-    for (entry, sqnr) in report.quantized.iter_mut().zip(sqnrs) {
+    let (mut nearest, mut chosen) = (0.0, 0.0);
+    for (entry, (sqnr, refined)) in report.quantized.iter_mut().zip(figures) {
         entry.sqnr_db = sqnr;
+        if let Some(r) = refined {
+            entry.rounding_gain_db = Some(gain_db(r.nearest, r.chosen));
+            (nearest, chosen) = (nearest + r.nearest, chosen + r.chosen);
+        }
+    }
+    if stats.is_some() {
+        let rounded = report.quantized.iter().filter(|q| q.rounding_gain_db.is_some()).count();
+        report.data_aware =
+            Some(DataAware { rounded, output_error_db: -gain_db(nearest, chosen), ..DataAware::default() });
     }
     report.weight_bytes_before = report.quantized.iter().map(|q| q.bytes_before).sum();
     report.weight_bytes_after = report.quantized.iter().map(|q| q.bytes_after).sum();
     Ok(report)
+}
+
+/// `10·log10(before / after)`: 0 when both are 0.
+fn gain_db(before: f64, after: f64) -> f64 {
+    if before <= 0.0 || after <= 0.0 {
+        if before > after { f64::INFINITY } else { 0.0 }
+    } else {
+        10.0 * (before / after).log10()
+    }
 }
 
 fn rewrite(
@@ -416,6 +475,7 @@ fn rewrite(
                     bytes_after,
                     note: p.note.clone(),
                     sqnr_db: f64::INFINITY,
+                    rounding_gain_db: None,
                 },
             ));
         }
@@ -572,6 +632,13 @@ impl Report {
             );
         } else {
             let _ = writeln!(s, "opset {} (unchanged); IR version {}", self.opset_after, self.ir_version);
+        }
+        if let Some(d) = &self.data_aware {
+            let _ = writeln!(
+                s,
+                "observed the layers' inputs on {} sample(s) in {:.2} s; {} weight(s) rounded on them (output error {:+.2} dB vs nearest); {} bias(es) corrected for the mean shift",
+                d.samples, d.observe_seconds, d.rounded, d.output_error_db, d.bias_corrected
+            );
         }
         if self.folded_nodes > 0 {
             let _ = writeln!(

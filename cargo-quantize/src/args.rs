@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use quantize_rs::{Calibration, CalibrationMethod, ImagePreprocess, KeySegment, KeyStyle, Recipe, RecipeError};
+use quantize_rs::{
+    Calibration, CalibrationMethod, ImagePreprocess, KeySegment, KeyStyle, Recipe, RecipeError, WeightRounding,
+};
 
 #[derive(Debug, Args)]
 pub(crate) struct CalibrateArgs {
@@ -57,24 +59,8 @@ pub(crate) struct CalibrateArgs {
     /// on --verify-data reaches this (the report lists them).
     #[arg(long, value_name = "DB", requires = "verify_data")]
     pub(crate) target_snr_db: Option<f64>,
-    /// Resize images in a --data folder to HxW.
-    #[arg(long, value_name = "HxW")]
-    pub(crate) image_size: Option<String>,
-    /// Image layout: nchw or nhwc.
-    #[arg(long, default_value = ImagePreprocess::DEFAULT_LAYOUT)]
-    pub(crate) image_layout: String,
-    /// Image channels: rgb, bgr or gray.
-    #[arg(long, default_value = ImagePreprocess::DEFAULT_CHANNELS)]
-    pub(crate) image_channels: String,
-    /// Multiply pixels (0-255) by this first.
-    #[arg(long, default_value_t = ImagePreprocess::DEFAULT_SCALE)]
-    pub(crate) image_scale: f32,
-    /// Per-channel mean subtracted after scaling (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) image_mean: Vec<f32>,
-    /// Per-channel standard deviation divided by after the mean (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub(crate) image_std: Vec<f32>,
+    #[command(flatten)]
+    pub(crate) image: ImageArgs,
     #[command(flatten)]
     pub(crate) recipe: RecipeArgs,
     /// Overwrite the output, even when it is the input model.
@@ -91,24 +77,7 @@ pub(crate) struct CalibrateArgs {
 impl CalibrateArgs {
     pub(crate) fn recipe(&self) -> Result<Recipe, quantize_rs::Error> {
         let mut r = self.recipe.recipe()?;
-        let image = match &self.image_size {
-            None => None,
-            Some(size) => {
-                let bad = || quantize_rs::Error::Option {
-                    key: "--image-size".into(),
-                    message: format!("expected HxW such as 224x224, got '{size}'"),
-                };
-                let (h, w) = size.split_once('x').ok_or_else(bad)?;
-                Some(ImagePreprocess {
-                    layout: self.image_layout.clone(),
-                    channels: self.image_channels.clone(),
-                    scale: self.image_scale,
-                    mean: self.image_mean.clone(),
-                    std: self.image_std.clone(),
-                    ..ImagePreprocess::new([h.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?])
-                })
-            }
-        };
+        let image = self.image.preprocess()?;
         // Without --activation-op-types the default chain applies; it already leaves float the
         // nodes whose weights --op-types left float.
         let op_types = (!self.activation_op_types.is_empty()).then(|| self.activation_op_types.clone());
@@ -129,6 +98,49 @@ impl CalibrateArgs {
         r.min_snr_db = self.min_snr_db;
         r.check().map_err(flag_error)?;
         Ok(r)
+    }
+}
+
+/// How a folder of images given as --data becomes model inputs.
+#[derive(Debug, Args)]
+pub(crate) struct ImageArgs {
+    /// Resize images in a --data folder to HxW.
+    #[arg(long, value_name = "HxW")]
+    pub(crate) image_size: Option<String>,
+    /// Image layout: nchw or nhwc.
+    #[arg(long, default_value = ImagePreprocess::DEFAULT_LAYOUT)]
+    pub(crate) image_layout: String,
+    /// Image channels: rgb, bgr or gray.
+    #[arg(long, default_value = ImagePreprocess::DEFAULT_CHANNELS)]
+    pub(crate) image_channels: String,
+    /// Multiply pixels (0-255) by this first.
+    #[arg(long, default_value_t = ImagePreprocess::DEFAULT_SCALE)]
+    pub(crate) image_scale: f32,
+    /// Per-channel mean subtracted after scaling (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) image_mean: Vec<f32>,
+    /// Per-channel standard deviation divided by after the mean (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) image_std: Vec<f32>,
+}
+
+impl ImageArgs {
+    /// The preprocessing, when --image-size is given.
+    fn preprocess(&self) -> Result<Option<ImagePreprocess>, quantize_rs::Error> {
+        let Some(size) = &self.image_size else { return Ok(None) };
+        let bad = || quantize_rs::Error::Option {
+            key: "--image-size".into(),
+            message: format!("expected HxW such as 224x224, got '{size}'"),
+        };
+        let (h, w) = size.split_once('x').ok_or_else(bad)?;
+        Ok(Some(ImagePreprocess {
+            layout: self.image_layout.clone(),
+            channels: self.image_channels.clone(),
+            scale: self.image_scale,
+            mean: self.image_mean.clone(),
+            std: self.image_std.clone(),
+            ..ImagePreprocess::new([h.parse().map_err(|_| bad())?, w.parse().map_err(|_| bad())?])
+        }))
     }
 }
 
@@ -248,6 +260,23 @@ pub(crate) struct QuantizeArgs {
     /// Where to write the quantized model.
     #[arg(short, long)]
     pub(crate) output: PathBuf,
+    /// Samples of the model's inputs (.npy, .npz, .safetensors, or a folder of images with
+    /// --image-size): each layer's weights are rounded to minimise its output error on them, and
+    /// biases corrected for the mean shift the quantized weights cause. The model stays
+    /// weight-only.
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
+    /// Use at most N samples of --data.
+    #[arg(long, value_name = "N", requires = "data")]
+    pub(crate) samples: Option<usize>,
+    /// How weights are rounded with --data.
+    #[arg(long, value_enum, requires = "data", default_value_t = WeightRounding::default())]
+    pub(crate) weight_rounding: WeightRounding,
+    /// With --data, leave biases as they are.
+    #[arg(long, requires = "data")]
+    pub(crate) no_bias_correction: bool,
+    #[command(flatten)]
+    pub(crate) image: ImageArgs,
     #[command(flatten)]
     pub(crate) recipe: RecipeArgs,
     /// Overwrite the output, even when it is the input model.
@@ -259,4 +288,22 @@ pub(crate) struct QuantizeArgs {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
+}
+
+impl QuantizeArgs {
+    pub(crate) fn recipe(&self) -> Result<Recipe, quantize_rs::Error> {
+        let mut r = self.recipe.recipe()?;
+        if let Some(data) = &self.data {
+            r.calibration = Some(Calibration {
+                samples: self.samples,
+                bias_correction: !self.no_bias_correction,
+                image: self.image.preprocess()?,
+                weight_only: true,
+                weight_rounding: self.weight_rounding,
+                ..Calibration::new(data)
+            });
+            r.check().map_err(flag_error)?;
+        }
+        Ok(r)
+    }
 }

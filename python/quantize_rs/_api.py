@@ -89,6 +89,8 @@ _CALIBRATION_KEYS = {
     "activation_op_types": "op-types",
     "target_snr_db": "target-snr-db",
     "image": "image",
+    "weight_only": "weight-only",
+    "weight_rounding": "weight-rounding",
 }
 _LISTS = ("exclude", "include", "op_types", "activation_op_types")
 _DATA_KEYS = ("calibration_data", "verify_data")
@@ -130,6 +132,10 @@ class Recipe:
         target_snr_db: return the worst activations to float until the output SNR on
             ``verify_data`` reaches this.
         image: :class:`ImagePreprocess` (or a dict of its fields) for a folder of images.
+        weight_only: use ``calibration_data`` for the weights only: each layer's rounding chosen
+            to minimise its output error on the samples, biases corrected; no activation is
+            quantized (default False).
+        weight_rounding: ``"gptq"`` (default) or ``"nearest"``, how weights are rounded with data.
 
     Verification and gates:
         verify_data: held-out samples (same forms as ``calibration_data``) to measure the output on.
@@ -163,6 +169,8 @@ class Recipe:
         activation_op_types: Optional[Union[str, Iterable[str]]] = None,
         target_snr_db: Optional[float] = None,
         image: Optional[Union[ImagePreprocess, Mapping[str, Any]]] = None,
+        weight_only: Optional[bool] = None,
+        weight_rounding: Optional[str] = None,
         verify_data: Any = None,
         min_snr_db: Optional[float] = None,
         max_size_ratio: Optional[float] = None,

@@ -76,7 +76,9 @@
 //! `allow-empty`, `calibration = { data = "...", method = "entropy", ... }`, `verify-data`,
 //! `min-snr-db`, `max-size-ratio`. `calibration` takes `data`, `method`, `percentile`,
 //! `samples`, `symmetric-activations`, `full-range-weights`, `bias-correction`, `graph-rewrites`, `op-types`,
-//! `target-snr-db` and `image` ([`quantize_rs::Calibration`]). Keys set in
+//! `target-snr-db`, `image`, `weight-only` and `weight-rounding` ([`quantize_rs::Calibration`]):
+//! with `weight-only = true` the samples serve the weights only (each layer rounded to minimise
+//! its output error on them, biases corrected) and the model stays weight-only. Keys set in
 //! `[package.metadata.quantize]` itself are defaults for every model; tables such as
 //! `calibration` merge key by key.
 //!

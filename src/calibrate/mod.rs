@@ -3,6 +3,7 @@
 //! QuantizeLinear→DequantizeLinear pairs (plus int32 biases) in the layout ONNX Runtime fuses into
 //! integer kernels (QLinearConv, QLinearMatMul, QGemm).
 
+mod layer_inputs;
 mod observe;
 pub mod observer;
 mod qdq;
@@ -29,6 +30,8 @@ use qdq::*;
 use select::*;
 use target::*;
 use weights::*;
+
+pub use layer_inputs::observe_layer_inputs;
 
 use crate::ops::{DEFAULT_ACTIVATION_OPS, ELEMENTWISE_ACTIVATION_OPS, PASSTHROUGH_ACTIVATION_OPS};
 
@@ -229,4 +232,28 @@ pub fn calibrate(
         run_seconds,
         target,
     })
+}
+
+/// Bias correction for a weight-only model: every Conv/Gemm of `quantized` whose data input has
+/// measured per-channel `means` (by tensor name) absorbs the mean shift its quantized weight
+/// causes, as in static quantization. `float` holds the weights' float values. Returns the count
+/// of nodes corrected.
+pub fn correct_weight_only_biases(
+    float: &Model,
+    quantized: &mut Model,
+    means: &HashMap<String, Vec<f64>>,
+) -> Result<usize> {
+    let nodes: Vec<usize> = quantized
+        .graph()
+        .node
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            n.input.first().is_some_and(|x| means.contains_key(x))
+                && crate::ops::spec(n).is_some_and(|s| s.output_shift.is_some())
+        })
+        .map(|(i, _)| i)
+        .collect();
+    let sel = Selection { tensors: vec![], nodes, uses: vec![], tied: vec![], skipped: vec![] };
+    correct_biases(float, quantized, &sel, means)
 }

@@ -56,6 +56,12 @@ impl Recipe {
                     );
                 }
             }
+            if c.weight_only && c.target_snr_db.is_some() {
+                return bad(
+                    calibration("target-snr-db"),
+                    "returns activations to float, but weight-only quantizes none; drop weight-only for static quantization".into(),
+                );
+            }
             if c.samples == Some(0) {
                 return bad(calibration("samples"), "must be at least 1".into());
             }

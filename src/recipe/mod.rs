@@ -177,8 +177,9 @@ pub struct Calibration {
     /// precision.
     #[serde(default, alias = "full_range_weights")]
     pub full_range_weights: bool,
-    /// With MinMax ranges, correct each Conv/Gemm bias for the mean shift its quantized weight
-    /// causes, using the per-channel input means measured during calibration (default on).
+    /// With MinMax ranges (or `weight-only`), correct each Conv/Gemm bias for the mean shift its
+    /// quantized weight causes, using the per-channel input means measured during calibration
+    /// (default on).
     #[serde(default = "default_true", alias = "bias_correction")]
     pub bias_correction: bool,
     /// Before calibrating, fold per-channel Mul/Add/BatchNormalization into the convolution that
@@ -201,6 +202,28 @@ pub struct Calibration {
     /// Preprocessing when `data` is a folder of images.
     #[serde(default)]
     pub image: Option<ImagePreprocess>,
+    /// Use the samples for the weights only: no activation is quantized (the model stays a
+    /// weight-only model), but each layer's rounding is chosen on its observed inputs
+    /// (`weight-rounding`) and its bias corrected for the mean shift its quantized weight causes
+    /// (`bias-correction`).
+    #[serde(default, alias = "weight_only")]
+    pub weight_only: bool,
+    /// How weights are rounded when samples are given (default `gptq`).
+    #[serde(default, alias = "weight_rounding")]
+    pub weight_rounding: WeightRounding,
+}
+
+/// How weights are rounded to their integers when calibration samples are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum WeightRounding {
+    /// Each layer's rounding chosen to minimise its output error on the observed inputs, from
+    /// their second moments (GPTQ), with the scales round-to-nearest would use.
+    #[default]
+    Gptq,
+    /// Each weight to its nearest integer.
+    Nearest,
 }
 
 impl Calibration {
@@ -222,6 +245,8 @@ impl Calibration {
             op_types: None,
             target_snr_db: None,
             image: None,
+            weight_only: false,
+            weight_rounding: WeightRounding::default(),
         }
     }
 }

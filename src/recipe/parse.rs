@@ -165,6 +165,28 @@ mod tests {
     }
 
     #[test]
+    fn calibration_data_for_the_weights_only() {
+        let r =
+            Recipe::from_value(&json!({ "bits": 4, "calibration": { "data": "c.npy", "weight-only": true } })).unwrap();
+        let c = r.calibration.unwrap();
+        assert!(c.weight_only && c.bias_correction);
+        assert_eq!(c.weight_rounding, crate::recipe::WeightRounding::Gptq, "GPTQ by default");
+        let r = Recipe::from_value(
+            &json!({ "calibration": { "data": "c.npy", "weight_only": true, "weight_rounding": "nearest" } }),
+        )
+        .unwrap();
+        assert_eq!(r.calibration.unwrap().weight_rounding, crate::recipe::WeightRounding::Nearest);
+        let e = Recipe::from_value(&json!({ "calibration": { "data": "c.npy", "weight-rounding": "adaround" } }))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("calibration.weight-rounding: unknown variant `adaround`"), "{e}");
+        let e = Recipe::from_value(
+            &json!({ "calibration": { "data": "c.npy", "weight-only": true, "target-snr-db": 30 } }),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("calibration.target-snr-db: returns activations to float"), "{e}");
+    }
+
+    #[test]
     fn layers_merge_key_by_key_and_tables_too() {
         let r = layers(
             json!({ "bits": 4, "block_size": 32, "calibration": { "data": "c.npy", "method": "entropy" } }),

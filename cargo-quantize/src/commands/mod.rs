@@ -17,7 +17,7 @@ use crate::args::{CalibrateArgs, QuantizeArgs};
 use crate::{Failure, Format, print_json};
 
 pub(crate) fn quantize(a: QuantizeArgs) -> Result<(), Failure> {
-    let recipe = a.recipe.recipe()?;
+    let recipe = a.recipe()?;
     run_job(&a.model, &a.output, &recipe, a.force, a.verbose, a.format)
 }
 
