@@ -19,10 +19,10 @@ use crate::rounding::{LayerStats, WeightStats, layout::Layer};
 use crate::run::Runner;
 
 /// Input vectors taken for a layer with `d` columns over all samples (evenly spread over each
-/// sample's positions): many times `d`, so that `H` is well estimated, but bounded, as summing
-/// them costs `d²` each; a 3×3 convolution over 256 channels (d = 2304) takes 36,864.
+/// sample's positions): several times `d`, so that `H` is well estimated, but bounded, as
+/// summing them costs `d²/2` each; a 3×3 convolution over 256 channels (d = 2304) takes 18,432.
 fn vector_budget(d: usize) -> usize {
-    (16 * d).clamp(8192, 65536)
+    (8 * d).clamp(4096, 32768)
 }
 
 /// At least this many vectors come from each sample (when it has them).
@@ -117,31 +117,34 @@ pub fn observe_layer_inputs(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    for sample in samples {
+    // One sample's exposed tensors, as f32 (converted only when not f32 already).
+    let run = |runner: &mut Runner, sample: &Vec<Tensor>| -> Result<Vec<Tensor>> {
         opts.check_cancelled()?;
         let values = runner.run(sample)?;
-        let exposed_values: Vec<Tensor> = values.into_iter().skip(own).map(|v| v.into_tensor()).collect();
-        // Model inputs first, then the exposed tensors; only the ones not already f32 are copied.
-        let all: Vec<&Tensor> = sample.iter().chain(&exposed_values).collect();
-        let converted: Vec<Option<Tensor>> = all
-            .iter()
-            .map(|t| match t.datum_type() == f32::datum_type() {
-                true => Ok(None),
-                false => t.cast_to::<f32>().map(|c| Some(c.into_owned())),
+        values
+            .into_iter()
+            .skip(own)
+            .map(|v| {
+                let t = v.into_tensor();
+                if t.datum_type() == f32::datum_type() { Ok(t) } else { t.cast_to::<f32>().map(|c| c.into_owned()) }
             })
             .collect::<std::result::Result<_, TractError>>()
-            .map_err(tract_err)?;
-        let slices: Vec<(&[f32], &[usize])> = all
+            .map_err(tract_err)
+    };
+    let per_sample = |d: usize| vector_budget(d).div_ceil(samples.len().max(1)).max(MIN_VECTORS_PER_SAMPLE);
+    // Folds one sample (its model inputs, then its exposed tensors) into the statistics, in
+    // parallel across layers.
+    let mut take = |sample: &Vec<Tensor>, exposed: Vec<Tensor>| -> Result<()> {
+        let slices: Vec<(&[f32], &[usize])> = sample
             .iter()
-            .zip(&converted)
-            .map(|(t, c)| {
-                let t = c.as_ref().unwrap_or(t);
-                // Tensors tract returns are contiguous; one that is not is left out (empty).
-                Ok((t.to_plain_array_view::<f32>()?.to_slice().unwrap_or(&[]), t.shape()))
+            .chain(&exposed)
+            .map(|t| {
+                // Model inputs of another type and tensors that are not contiguous are left out
+                // (empty): the layers reading them keep round-to-nearest.
+                let x = t.to_plain_array_view::<f32>().ok().and_then(|v| v.to_slice()).unwrap_or(&[]);
+                (x, t.shape())
             })
-            .collect::<std::result::Result<_, TractError>>()
-            .map_err(tract_err)?;
-        let per_sample = |d: usize| vector_budget(d).div_ceil(samples.len().max(1)).max(MIN_VECTORS_PER_SAMPLE);
+            .collect();
         watched.par_iter_mut().filter(|w| w.usable).for_each_init(Vec::new, |buf, w| {
             let (x, shape) = &slices[w.source];
             let stats = &mut w.stats;
@@ -154,6 +157,37 @@ pub fn observe_layer_inputs(
             m.add(x, shape);
         });
         bar.inc(1);
+        Ok(())
+    };
+    if let Some((first, rest)) = samples.split_first() {
+        let exposed = run(&mut runner, first)?;
+        // As in `observe`: tract runs the next sample while the statistics take the last one,
+        // unless two samples' tensors would cost too much memory. The statistics of a large
+        // model hold more than observers do, so the bound is half `observe`'s (PP-OCRv4 det,
+        // ~100 MB of layer inputs per sample, peaked at 486 MB pipelined, 360 MB not).
+        let input_elems = |s: &Vec<Tensor>| s.iter().map(|t| t.len()).sum::<usize>().max(1);
+        let largest = samples.iter().map(input_elems).max().unwrap_or(1);
+        let bytes = exposed.iter().map(|t| t.len() * 4).sum::<usize>() * largest / input_elems(first);
+        take(first, exposed)?;
+        if bytes > super::observe::PIPELINE_BYTES / 2 {
+            for sample in rest {
+                take(sample, run(&mut runner, sample)?)?;
+            }
+        } else {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Tensor>>>(0);
+            std::thread::scope(|scope| {
+                scope.spawn(move || {
+                    for sample in rest {
+                        let values = run(&mut runner, sample);
+                        let failed = values.is_err();
+                        if tx.send(values).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+                rest.iter().zip(rx).try_for_each(|(sample, values)| take(sample, values?))
+            })?;
+        }
     }
     bar.finish_and_clear();
     let stats = watched.into_iter().filter(|w| w.usable && w.stats.vectors > 0).map(|w| (w.weight, w.stats)).collect();

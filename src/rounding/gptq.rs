@@ -26,6 +26,10 @@ use crate::quant::{Granularity, QType, Quantized, decode};
 /// some inputs are nearly collinear (GPTQ's default).
 const DAMPING: f64 = 0.01;
 
+/// Columns of `H` updated per matrix product in [`LayerStats::add`].
+#[cfg(feature = "tract")]
+const SYRK_BLOCK: usize = 128;
+
 /// Rows rounded together (each row of the factor is read once per block).
 const ROW_BLOCK: usize = 8;
 
@@ -42,8 +46,8 @@ struct RowData {
 pub struct LayerStats {
     /// The weight's layout.
     pub layout: Layout,
-    /// `Σ x xᵀ` per input group, row-major `[groups, cols, cols]` (f32, as GPTQ keeps it: its
-    /// inverse is taken after 1% dampening, in f64).
+    /// `Σ x xᵀ` per input group, row-major `[groups, cols, cols]` (f32, as GPTQ keeps it; it is
+    /// factored after 1% dampening, in f64). Only the lower triangle (`j ≤ i`) is read.
     pub h: Vec<f32>,
     /// Input vectors summed.
     pub vectors: u64,
@@ -63,11 +67,17 @@ impl LayerStats {
         if n == 0 || d == 0 {
             return;
         }
-        // H += Xᵀ X through ndarray's matrix product (tract's), in place.
-        use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul};
+        // H += Xᵀ X through ndarray's matrix product (tract's), in place, by column blocks and
+        // only on and below the diagonal (H is symmetric: `factor` reads the lower triangle).
+        use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayViewMut2, linalg::general_mat_mul, s};
         let x = ArrayView2::from_shape((n, d), xs).expect("n·d values");
         let mut h = ArrayViewMut2::from_shape((d, d), &mut self.h[g * d * d..(g + 1) * d * d]).expect("d·d values");
-        general_mat_mul(1.0, &x.t(), &x, 1.0, &mut h);
+        for b0 in (0..d).step_by(SYRK_BLOCK) {
+            let b1 = (b0 + SYRK_BLOCK).min(d);
+            let below = x.slice(s![.., b0..]);
+            let block = x.slice(s![.., b0..b1]);
+            general_mat_mul(1.0, &below.t(), &block, 1.0, &mut h.slice_mut(s![b0.., b0..b1]));
+        }
         if g == 0 {
             self.vectors += n as u64;
         }
@@ -238,7 +248,7 @@ fn factor(h: &[f32], d: usize) -> Option<(Vec<usize>, Vec<f64>)> {
         let mut p = vec![0.0; d * d];
         for (i, &a) in order.iter().enumerate() {
             for (j, &b) in order.iter().enumerate() {
-                p[i * d + j] = h[a * d + b] as f64;
+                p[i * d + j] = h[a.max(b) * d + a.min(b)] as f64;
             }
             // An input that is always zero: its weight cannot matter; a unit diagonal keeps the
             // factor regular.
