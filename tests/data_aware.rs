@@ -158,3 +158,16 @@ fn bias_correction_removes_the_mean_shift_of_quantized_weights() {
     // read zeros (a tenth of the taps of a 3x3 kernel over 16x16 with pads 1).
     assert!(corrected < uncorrected / 8.0, "{corrected} vs {uncorrected}");
 }
+
+#[test]
+fn data_aware_weights_are_the_same_bytes_on_any_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let float = Model::load(write(dir.path(), "float.onnx", &net())).unwrap();
+    write_npy(&dir.path().join("calib.npy"), &[12, 3, 16, 16], &images(12, 400, 0.5));
+    let r = Recipe { block_size: Some(8), ..recipe(4, Some(weight_data(WeightRounding::Gptq, true))) };
+    let bytes = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| run(float.clone(), &r, dir.path()).unwrap().model.to_bytes())
+    };
+    assert_eq!(bytes(1), bytes(3));
+}
