@@ -30,7 +30,7 @@ What it does:
  (d) For each model x config runs `<BIN> quantize MODEL -o OUT <flags> --format
      json`, measuring wall time and peak RSS of the child (proc_measure.py),
      loads OUT in onnxruntime, runs float and quantized models on the held-out
-     inputs and computes the pooled output SNR (dB) and cosine against float,
+     inputs and computes the worst float output's SNR (dB) and cosine against float (integer outputs exact),
      and the file size ratio. As a reference it also runs onnxruntime's own
      quantize_dynamic(per_channel=True, weight_type=QInt8) the same way
      (ort_peer_quantize.py): on the model as is, and, for models whose weights
@@ -743,7 +743,7 @@ def main() -> int:
         "",
         table,
         "",
-        f"Held-out evaluation images: {', '.join(eval_names)}; SNR/cosine pooled over all outputs and inputs.",
+        f"Held-out evaluation images: {', '.join(eval_names)}; SNR/cosine of the worst float output over all inputs; integer outputs must match exactly.",
         "task = agreement with float: "
         + "; ".join(f"{m}: {TASK_METRICS[m][0]}" for m in models if m in TASK_METRICS) + ".",
         f"{PEER_AS_IS} rows: onnxruntime quantize_dynamic(per_channel=True, QInt8) for reference (it also "

@@ -123,10 +123,14 @@ fn validate_passes_a_good_model_on_real_data() {
     let names: Vec<&str> = j["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["structure", "connectivity", "opset", "types", "interface", "runs", "min-snr-db"]);
     assert!(j["checks"].as_array().unwrap().iter().all(|c| c["status"] == "passed"));
-    let pooled = j["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "all").unwrap();
-    let snr = pooled["snr_db"].as_f64().unwrap();
+    let v = &j["verification"];
+    let snr = v["snr_db"].as_f64().unwrap();
     assert!((30.0..80.0).contains(&snr), "{snr}");
-    assert!(pooled["cosine"].as_f64().unwrap() > 0.999);
+    assert!(v["cosine"].as_f64().unwrap() > 0.999);
+    assert_eq!(v["exact"], true);
+    // One float output: its figures are the summary's.
+    assert_eq!(v["outputs"][0]["kind"], "float");
+    assert_eq!(v["outputs"][0]["snr_db"].as_f64().unwrap(), snr);
     let weights = j["weights"].as_array().unwrap();
     assert_eq!(weights.len(), 3);
     for w in weights {
@@ -161,7 +165,7 @@ fn validate_runs_synthetic_inputs_without_data() {
     assert_eq!(j["samples"], 1);
     let runs = j["checks"].as_array().unwrap().iter().find(|c| c["name"] == "runs").unwrap();
     assert_eq!(runs["status"], "passed");
-    assert!(j["outputs"][0]["snr_db"].as_f64().unwrap() > 25.0, "{}", j["outputs"]);
+    assert!(j["verification"]["outputs"][0]["snr_db"].as_f64().unwrap() > 25.0, "{}", j["verification"]);
 
     let r = quantize_rs(dir.path(), &["validate", s(&ppocr()), s(&q), "--input-shape", "x=1,3,48"]);
     assert_eq!(r.code, 2, "a shape that does not fit is a usage error: {}", r.stderr);

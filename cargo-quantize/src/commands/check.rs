@@ -36,7 +36,8 @@ pub(crate) struct ValidateArgs {
     /// Also compare every dequantized weight with the original float weight.
     #[arg(long)]
     detailed: bool,
-    /// Fail when the pooled output SNR on --data is below this.
+    /// Fail when the worst float output's SNR on --data is below this (integer outputs must
+    /// match exactly regardless).
     #[arg(long, value_name = "DB")]
     min_snr_db: Option<f64>,
     /// Report format.
@@ -110,18 +111,9 @@ fn validation_text(a: &ValidateArgs, v: &Validation) -> String {
             let _ = writeln!(s, "      ({n})");
         }
     }
-    if !v.outputs.is_empty() {
+    if let Some(o) = &v.verification {
         let _ = writeln!(s, "outputs on {} input set(s) from {}:", v.samples, v.inputs.as_deref().unwrap_or("?"));
-        for o in &v.outputs {
-            let _ = writeln!(
-                s,
-                "  {:<32} SNR {:>7} dB  cosine {:.6}  max abs {:.4}",
-                o.name,
-                db(o.snr_db),
-                o.cosine,
-                o.max_abs
-            );
-        }
+        s.push_str(&quantize_rs::outputs_text(o));
     }
     if a.detailed {
         let _ = writeln!(s, "weights ({} dequantized, worst first):", v.weights.len());
