@@ -217,7 +217,7 @@ pub fn params_for_range(min: f32, max: f32, qtype: QType, symmetric: bool) -> (f
 #[cfg(test)]
 pub fn quantize(data: &[f32], dims: &[usize], qtype: QType, gran: Granularity, symmetric: bool) -> Quantized {
     let symmetry = if symmetric { Symmetry::Symmetric } else { Symmetry::Asymmetric };
-    quantize_searched(data, dims, qtype, gran, symmetry, RangeSearch::Minmax)
+    quantize_searched(data, dims, qtype, gran, symmetry, RangeSearch::Minmax, None)
 }
 
 /// Which zero points a weight's scales may use.
@@ -317,6 +317,7 @@ pub fn quantize_searched(
     gran: Granularity,
     symmetry: Symmetry,
     search: RangeSearch,
+    mean_axis: Option<usize>,
 ) -> Quantized {
     debug_assert_eq!(data.len(), dims.iter().product::<usize>());
     let (ngroups, param_dims) = groups(dims, gran);
@@ -334,8 +335,60 @@ pub fn quantize_searched(
             *v = encode(q, qtype);
         }
     });
+    if let Some(axis) = mean_axis {
+        // One scale for the tensor: keep each output channel's mean; otherwise each scale's.
+        let units = match gran {
+            Granularity::PerTensor => Granularity::PerAxis { axis },
+            g => g,
+        };
+        preserve_sums(data, dims, units, gran, qtype, &params, &mut values);
+    }
     let (scales, zero_points) = params.into_iter().unzip();
     Quantized { values, scales, zero_points, param_dims }
+}
+
+/// Re-rounds, in each unit of `units` (elements whose rounding errors should sum to zero: the
+/// groups of `gran`, or the channels of a per-tensor scale), the values that lay closest to half
+/// a step so the unit's rounding errors sum to (nearly) zero. A layer whose input has a large
+/// mean then sees almost no mean shift from its quantized weights. Each flip moves one value one
+/// step toward the side it was nearest to rounding to, the cheapest flips first.
+fn preserve_sums(
+    data: &[f32],
+    dims: &[usize],
+    units: Granularity,
+    gran: Granularity,
+    qtype: QType,
+    params: &[(f32, i32)],
+    values: &mut [u8],
+) {
+    let (qmin, qmax) = qtype.range();
+    let (nunits, _) = groups(dims, units);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); nunits];
+    for_each_run(dims, units, |s, len, u| members[u].extend(s..s + len));
+    for (u, idx) in members.iter().enumerate() {
+        // Units refine a per-tensor scale into channels, or are the groups themselves.
+        let g = if gran == Granularity::PerTensor { 0 } else { u };
+        let (scale, zp) = params[g];
+        // Rounding error of each value, in steps (positive: rounded down).
+        let err: Vec<f64> =
+            idx.iter().map(|&i| (data[i] / scale) as f64 - (decode(values[i], qtype) - zp) as f64).collect();
+        let k = err.iter().sum::<f64>().round() as i64;
+        if k == 0 {
+            continue;
+        }
+        let up = k > 0;
+        let mut cand: Vec<usize> = (0..idx.len())
+            .filter(|&j| {
+                let q = decode(values[idx[j]], qtype);
+                if up { err[j] > 0.0 && q < qmax } else { err[j] < 0.0 && q > qmin }
+            })
+            .collect();
+        cand.sort_by(|&a, &b| err[b].abs().total_cmp(&err[a].abs()).then(a.cmp(&b)));
+        for &j in cand.iter().take(k.unsigned_abs() as usize) {
+            let i = idx[j];
+            values[i] = encode(decode(values[i], qtype) + if up { 1 } else { -1 }, qtype);
+        }
+    }
 }
 
 /// Signal-to-quantization-noise ratio (dB) of `q` against the `data` it was made from: infinite
@@ -510,7 +563,7 @@ mod tests {
         let dims = [data.len()];
         let g = Granularity::PerTensor;
         let plain = quantize(&data, &dims, QType::Int4, g, true);
-        let searched = quantize_searched(&data, &dims, QType::Int4, g, Symmetry::Symmetric, RangeSearch::Mse);
+        let searched = quantize_searched(&data, &dims, QType::Int4, g, Symmetry::Symmetric, RangeSearch::Mse, None);
         assert!(searched.scales[0] < plain.scales[0] * 0.99, "{} vs {}", searched.scales[0], plain.scales[0]);
         assert_eq!(searched.zero_points, vec![0]);
         assert!(mse(&data, &dims, &searched, QType::Int4, g) < 0.6 * mse(&data, &dims, &plain, QType::Int4, g));
@@ -522,7 +575,7 @@ mod tests {
         let mut data: Vec<f32> = (0..64).map(|i| 0.2 + i as f32 / 64.0).collect();
         data.extend((0..64).map(|i| (i as f32 - 31.5) / 31.5));
         let g = Granularity::PerAxis { axis: 0 };
-        let q = quantize_searched(&data, &[2, 64], QType::Int8, g, Symmetry::Auto, RangeSearch::Minmax);
+        let q = quantize_searched(&data, &[2, 64], QType::Int8, g, Symmetry::Auto, RangeSearch::Minmax, None);
         assert_ne!(q.zero_points[0], 0, "one-sided channel should be asymmetric");
         assert_eq!(q.zero_points[1], 0, "balanced channel should be symmetric");
     }
@@ -533,7 +586,7 @@ mod tests {
         for qtype in ALL {
             for symmetry in [Symmetry::Symmetric, Symmetry::Asymmetric, Symmetry::Auto] {
                 let g = Granularity::PerAxis { axis: 0 };
-                let q = quantize_searched(&data, &[4, 2], qtype, g, symmetry, RangeSearch::Mse);
+                let q = quantize_searched(&data, &[4, 2], qtype, g, symmetry, RangeSearch::Mse, None);
                 for (i, &x) in data.iter().enumerate() {
                     if x == 0.0 || i < 6 {
                         assert_eq!(q.dequantize_at(i, i / 2, qtype), x, "{qtype:?} {symmetry:?} i={i}");
@@ -543,6 +596,37 @@ mod tests {
                     assert!(q.zero_points.iter().all(|&z| z == qtype.symmetric_zero_point()));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn mean_preserving_rounding_keeps_each_channel_sum_within_half_a_step() {
+        // 16 output channels of 72 values: plain rounding leaves each channel's errors summing
+        // to a random walk of a few steps; re-rounding the values nearest half a step brings
+        // every channel's sum within half a step, per-channel or under one per-tensor scale.
+        let data: Vec<f32> = (0..16 * 72).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.37).collect();
+        let dims = [16, 72];
+        for gran in [Granularity::PerAxis { axis: 0 }, Granularity::PerTensor] {
+            let run = |axis| {
+                quantize_searched(&data, &dims, QType::Int8, gran, Symmetry::Symmetric, RangeSearch::Minmax, axis)
+            };
+            let sums = |q: &Quantized| -> Vec<f64> {
+                (0..16)
+                    .map(|c| {
+                        let g = if gran == Granularity::PerTensor { 0 } else { c };
+                        (0..72)
+                            .map(|j| (data[c * 72 + j] - q.dequantize_at(c * 72 + j, g, QType::Int8)) as f64)
+                            .sum::<f64>()
+                            / q.scales[g] as f64
+                    })
+                    .collect()
+            };
+            let (plain, kept) = (sums(&run(None)), sums(&run(Some(0))));
+            assert!(kept.iter().all(|s| s.abs() <= 0.5 + 1e-3), "{gran:?}: {kept:?}");
+            assert!(plain.iter().any(|s| s.abs() > 1.0), "{gran:?}: plain sums too small to test: {plain:?}");
+            // Far smaller sums overall.
+            let total = |v: &[f64]| v.iter().map(|s| s.abs()).sum::<f64>();
+            assert!(total(&plain) > 2.0 * total(&kept), "{plain:?} vs {kept:?}");
         }
     }
 
@@ -578,7 +662,7 @@ mod tests {
             qi in 0usize..ALL.len(),
         ) {
             let qtype = ALL[qi];
-            let auto = quantize_searched(&data, &dims, qtype, gran, Symmetry::Auto, RangeSearch::Mse);
+            let auto = quantize_searched(&data, &dims, qtype, gran, Symmetry::Auto, RangeSearch::Mse, None);
             let e_auto = mse(&data, &dims, &auto, qtype, gran);
             for sym in [true, false] {
                 let plain = quantize(&data, &dims, qtype, gran, sym);
@@ -586,7 +670,7 @@ mod tests {
                 prop_assert!(e_auto <= e_plain * (1.0 + 1e-9) + 1e-12, "auto {} > min-max {} (sym={})", e_auto, e_plain, sym);
             }
             // Deterministic.
-            prop_assert_eq!(quantize_searched(&data, &dims, qtype, gran, Symmetry::Auto, RangeSearch::Mse), auto);
+            prop_assert_eq!(quantize_searched(&data, &dims, qtype, gran, Symmetry::Auto, RangeSearch::Mse, None), auto);
         }
 
         #[test]

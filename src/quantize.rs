@@ -142,6 +142,8 @@ struct Planned {
     spec: QuantSpec,
     op_types: Vec<String>,
     note: Option<String>,
+    /// The output-channel axis its readers agree on, if they do.
+    channel_axis: Option<usize>,
 }
 
 fn globset(patterns: &[String]) -> GlobSet {
@@ -291,7 +293,9 @@ fn plan(analysis: &Analysis, recipe: &Recipe, ir_version: i64) -> (Vec<Planned>,
             range: recipe.weight_range,
             native_int4: recipe.native_int4 && bits == 4,
         };
-        planned.push(Planned { constant: ci, spec, op_types, note });
+        let channels: BTreeSet<usize> = roles.iter().map(|r| r.0).collect();
+        let channel_axis = if channels.len() == 1 { channels.first().copied() } else { None };
+        planned.push(Planned { constant: ci, spec, op_types, note, channel_axis });
     }
     (planned, skipped)
 }
@@ -361,7 +365,9 @@ pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
             let c = &analysis.constants[p.constant];
             let values = finite_floats(tensor_of(model, c))?;
             let dims: Vec<usize> = c.dims.iter().map(|&d| d as usize).collect();
-            let q = quantize_searched(&values, &dims, p.spec.qtype, p.spec.granularity, p.spec.symmetry, p.spec.range);
+            let mean_axis = (p.spec.range == RangeSearch::Mse).then_some(p.channel_axis).flatten();
+            let (qtype, gran) = (p.spec.qtype, p.spec.granularity);
+            let q = quantize_searched(&values, &dims, qtype, gran, p.spec.symmetry, p.spec.range, mean_axis);
             let sqnr = crate::quant::sqnr_db(&values, &dims, &q, p.spec.qtype, p.spec.granularity);
             Ok((q, sqnr))
         })

@@ -75,7 +75,11 @@ pub(super) fn reduce_weight_ranges(
         };
         // The weight pass writes a zero point only for asymmetric weights.
         let symmetry = if zi.is_none() { Symmetry::Symmetric } else { Symmetry::Asymmetric };
-        let q = quantize_searched(&values, &dims, QType::Int7, gran, symmetry, range);
+        let mean_axis = match (range, gran) {
+            (crate::quant::RangeSearch::Mse, Granularity::PerAxis { axis }) => Some(axis),
+            _ => None,
+        };
+        let q = quantize_searched(&values, &dims, QType::Int7, gran, symmetry, range, mean_axis);
         let sqnr = sqnr_db(&values, &dims, &q, QType::Int7, gran);
         g.initializer[qi].raw_data = Some(q.values.into());
         g.initializer[si].raw_data = Some(crate::onnx::tensor::le_bytes(&q.scales).into());
