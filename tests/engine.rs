@@ -554,3 +554,71 @@ fn a_broken_input_graph_is_an_error_naming_the_node_and_the_tensor() {
     let model = Model::from_bytes(prost::Message::encode_to_vec(&unsorted), None).unwrap();
     assert!(quantize_rs::run(model, &Recipe { min_elements: 0, ..Recipe::default() }, dir.path()).is_ok());
 }
+
+/// A bidirectional LSTM then a GRU, as CRNN text recognisers have them.
+fn recurrent_model() -> ModelProto {
+    let (seq, input, hidden) = (6, 16, 24);
+    let g = graph(
+        "crnn_tail",
+        vec![
+            node("LSTM", &["X", "W", "R", "B"], &["Y", "", ""])
+                .named("lstm")
+                .int("hidden_size", hidden)
+                .string("direction", "bidirectional"),
+            // [seq, 2, batch, hidden] -> [seq, batch, 2 * hidden]
+            node("Transpose", &["Y"], &["Yt"]).named("t").ints("perm", &[0, 2, 1, 3]),
+            node("Reshape", &["Yt", "shape"], &["Yr"]).named("r"),
+            node("GRU", &["Yr", "Wg", "Rg"], &["Z", ""]).named("gru").int("hidden_size", hidden),
+        ],
+        vec![
+            f32_tensor("W", &[2, 4 * hidden, input], &rand_f32((8 * hidden * input) as usize, 1)),
+            f32_tensor("R", &[2, 4 * hidden, hidden], &rand_f32((8 * hidden * hidden) as usize, 2)),
+            f32_tensor("B", &[2, 8 * hidden], &rand_f32((16 * hidden) as usize, 3)),
+            i64_tensor("shape", &[3], &[seq, 1, 2 * hidden]),
+            f32_tensor("Wg", &[1, 3 * hidden, 2 * hidden], &rand_f32((6 * hidden * hidden) as usize, 4)),
+            f32_tensor("Rg", &[1, 3 * hidden, hidden], &rand_f32((3 * hidden * hidden) as usize, 5)),
+        ],
+        vec![value_info("X", dtype::FLOAT, &[seq, 1, input])],
+        vec![value_info("Z", dtype::FLOAT, &[seq, 1, 1, hidden])],
+    );
+    model(g, 14)
+}
+
+#[test]
+fn recurrent_weights_are_quantized_per_gate_row_and_run_in_ort_and_tract() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = recurrent_model();
+    let (out, report, q) = quantize_file(dir.path(), &m, &Recipe::default());
+    let mut names: Vec<(&str, Granularity)> =
+        report.quantized.iter().map(|t| (t.name.as_str(), t.spec.granularity)).collect();
+    names.sort_by_key(|n| n.0);
+    let rows = Granularity::PerAxis { axis: 1 };
+    assert_eq!(names, [("R", rows), ("Rg", rows), ("W", rows), ("Wg", rows)]);
+    // The bias stays float and bit-exact.
+    let b = q.graph().initializer.iter().find(|t| t.name.as_deref() == Some("B")).unwrap();
+    assert_eq!(quantize_rs::onnx::tensor::floats(b).unwrap(), rand_f32(16 * 24, 3));
+    assert!(report.skipped.iter().any(|s| s.name == "B"));
+    // About a third of the float size (the float bias and the scales weigh in a model this small).
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
+    assert!(
+        size(&out) < 0.35 * size(&dir.path().join("float.onnx")),
+        "{} vs {}",
+        size(&out),
+        size(&dir.path().join("float.onnx"))
+    );
+    // ONNX Runtime runs it close to the float model.
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(3));
+    assert!(worst_snr(&r) > 30.0, "{r}");
+    // So does tract.
+    let f = Model::load(dir.path().join("float.onnx")).unwrap();
+    write_npy(&dir.path().join("x.npy"), &[1, 6, 1, 16], &rand_f32(96, 9));
+    let x = &quantize_rs::load_for_model(&f, &dir.path().join("x.npy"), None, None).unwrap()[0];
+    let mut a = quantize_rs::Runner::for_model(&f, &[], "float");
+    let mut b = quantize_rs::Runner::for_model(&q, &[], "quantized");
+    let (ya, yb) = (a.run_f32(x).unwrap(), b.run_f32(x).unwrap());
+    let (sig, noise) = ya[0]
+        .iter()
+        .zip(&yb[0])
+        .fold((0.0f64, 0.0f64), |(s, n), (p, q)| (s + (*p as f64).powi(2), n + ((*p - *q) as f64).powi(2)));
+    assert!(10.0 * (sig / noise).log10() > 30.0, "tract SNR {}", 10.0 * (sig / noise).log10());
+}

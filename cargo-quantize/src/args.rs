@@ -200,7 +200,7 @@ pub struct RecipeArgs {
     /// Only quantize tensors or nodes matching one of these globs (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub(crate) include: Vec<String>,
-    /// Op types whose weights are quantized [default: Conv,ConvTranspose,Gemm,MatMul,Gather].
+    /// Op types whose weights are quantized [default: Conv,ConvTranspose,Gemm,MatMul,Gather,LSTM,GRU,RNN].
     #[arg(long, value_delimiter = ',', value_name = "OPS")]
     pub(crate) op_types: Vec<String>,
     /// Leave weights with fewer elements float.
