@@ -14,9 +14,10 @@ pub(crate) struct CalibrateArgs {
     /// Calibration samples: .npy, .npz, .safetensors, or a folder of images (with --image-size).
     #[arg(long)]
     pub(crate) data: PathBuf,
-    /// Where to write the quantized model.
+    /// Where to write the quantized model [default: <stem>_calibrated.onnx beside the model,
+    /// never over an existing file without --force].
     #[arg(short, long)]
-    pub(crate) output: PathBuf,
+    pub(crate) output: Option<PathBuf>,
     /// Range method.
     #[arg(long, value_enum, default_value_t = CalibrationMethod::default())]
     pub(crate) method: CalibrationMethod,
@@ -166,7 +167,7 @@ pub enum Format {
 #[derive(Debug, Args, Clone)]
 pub struct RecipeArgs {
     /// Bits per weight: 8 or 4.
-    #[arg(long, default_value_t = Recipe::DEFAULT_BITS)]
+    #[arg(short, long, default_value_t = Recipe::DEFAULT_BITS)]
     pub(crate) bits: u8,
     /// Unsigned values (uint8/uint4) instead of signed ones.
     #[arg(long)]
@@ -257,9 +258,10 @@ impl RecipeArgs {
 pub(crate) struct QuantizeArgs {
     /// The float32 ONNX model.
     pub(crate) model: PathBuf,
-    /// Where to write the quantized model.
+    /// Where to write the quantized model [default: <stem>_quantized.onnx beside the model,
+    /// never over an existing file without --force].
     #[arg(short, long)]
-    pub(crate) output: PathBuf,
+    pub(crate) output: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) recipe: RecipeArgs,
     /// Overwrite the output, even when it is the input model.

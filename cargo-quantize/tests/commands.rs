@@ -40,6 +40,44 @@ fn cargo_subcommand_forms() {
     assert!(dir.path().join("q2.onnx").is_file());
 }
 
+/// The original product's command lines: `-b` for `--bits`, and no `-o` writes
+/// `<stem>_quantized.onnx` / `<stem>_calibrated.onnx` beside the input, never over a file.
+#[test]
+fn short_bits_and_the_default_output_beside_the_input() {
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("models")).unwrap();
+    write_model(&d.join("models/m.onnx"), &mlp(1));
+    let r = quantize_rs(d, &["quantize", "models/m.onnx", "-b", "4", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["output"], "models/m_quantized.onnx");
+    assert_eq!(j["recipe"]["bits"], 4);
+    let written = read_model(&d.join("models/m_quantized.onnx"));
+    let int4 = written.graph.unwrap().initializer.iter().filter(|t| t.data_type == Some(22)).count();
+    assert_eq!(int4, 0, "4-bit weights are written as int8 unless --native-int4");
+    // Not over the file it wrote before, unless forced; the message says what to do.
+    let before = std::fs::read(d.join("models/m_quantized.onnx")).unwrap();
+    let r = quantize_rs(d, &["quantize", "models/m.onnx"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("models/m_quantized.onnx already exists (the default output without -o); pass --force"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read(d.join("models/m_quantized.onnx")).unwrap(), before);
+    let r = quantize_rs(d, &["quantize", "models/m.onnx", "--force"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("wrote models/m_quantized.onnx"), "{}", r.stderr);
+    assert_ne!(std::fs::read(d.join("models/m_quantized.onnx")).unwrap(), before, "8 bits this time");
+    // calibrate: `<stem>_calibrated.onnx`.
+    write_npy(&d.join("x.npy"), &[4, 32], &rand_f32(128, 5));
+    let r = quantize_rs(d, &["calibrate", "models/m.onnx", "--data", "x.npy"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("wrote models/m_calibrated.onnx"), "{}", r.stderr);
+    assert!(d.join("models/m_calibrated.onnx").is_file());
+}
+
 #[test]
 fn user_mistakes_are_one_line_errors_without_output() {
     let dir = TempDir::new().unwrap();
@@ -91,7 +129,9 @@ fn user_mistakes_are_one_line_errors_without_output() {
     assert_eq!(j["ok"], false);
     assert!(j["error"].as_str().unwrap().contains("not a valid ONNX model"));
 
-    let r = quantize_rs(d, &["quantize", "m.onnx"]);
+    // Without -o the output goes beside the input (see short_bits_and_the_default_output...);
+    // without a model it is a usage error.
+    let r = quantize_rs(d, &["quantize", "-o", "out.onnx"]);
     assert_eq!(r.code, 2, "clap usage error: {}", r.stderr);
 }
 

@@ -397,6 +397,14 @@ impl Builder {
                             output.rerun_if_changed.push(input);
                         }
                     }
+                    // A cache entry damaged after this run (truncated in place: the file in
+                    // OUT_DIR is a link to it) runs this script again, which quantizes anew.
+                    if seen.insert(cached.model_path.clone()) {
+                        output.rerun_if_changed.push(cached.model_path.clone());
+                    }
+                    if let Some(damage) = &cached.replaced {
+                        output.warnings.push(format!("{}: replaced a damaged cache entry: {damage}", model.name));
+                    }
                     let r = &cached.record;
                     if cached.hit {
                         output.notes.push(format!("{}: cache hit {}", model.name, r.content_hash));

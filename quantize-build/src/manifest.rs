@@ -68,6 +68,7 @@ pub fn record(
     outcome: &Outcome,
     info: &ModelInfo,
     bytes_after: u64,
+    model_sha256: String,
     seconds: f64,
 ) -> Record {
     Record {
@@ -76,6 +77,7 @@ pub fn record(
         tool: crate::cache::TOOL_VERSION.into(),
         bytes_before: outcome.bytes_in,
         bytes_after,
+        model_sha256,
         inputs: info.inputs.iter().map(tensor).collect(),
         outputs: info.outputs.iter().map(tensor).collect(),
         summary: summary(recipe, outcome),
