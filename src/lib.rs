@@ -50,7 +50,7 @@ mod verify;
 pub const ENGINE_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("QUANTIZE_RS_ENGINE"));
 
 #[cfg(feature = "tract")]
-pub use benchmark::{Benchmark, BenchmarkOptions, Latency, ModelFigures, benchmark};
+pub use benchmark::{Benchmark, BenchmarkOptions, Latency, ModelFigures, Runtime, benchmark};
 #[cfg(feature = "tract")]
 pub use calibrate::{ActivationRange, TargetSearch};
 #[cfg(feature = "tract")]

@@ -351,3 +351,32 @@ fn benchmark_reports_sizes_and_latency() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("tract, 3 timed run(s) after 3 warm-up, input [1, 64] from synthetic"), "{}", r.stdout);
 }
+
+#[test]
+fn benchmark_times_onnx_runtime_too() {
+    let dir = TempDir::new().unwrap();
+    let q = dir.path().join("digits.q.onnx");
+    assert_eq!(quantize_rs(dir.path(), &["quantize", s(&digits()), "-o", s(&q)]).code, 0);
+    // The project's venv with onnxruntime (the same one the ORT checks of the workspace use).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new("bash").arg(root.join("scripts/setup-python.sh")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let python = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (model, data) = (digits(), digits_test());
+    let args = ["benchmark", s(&model), s(&q), "--data", s(&data), "--runs", "4", "--runtime", "ort"];
+    let r = quantize_rs(dir.path(), &[&args[..], &["--python", &python, "--format", "json"]].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert!(j["runtime"].as_str().unwrap().starts_with("onnxruntime "), "{j}");
+    for side in ["original", "quantized"] {
+        let l = &j[side]["latency"];
+        assert_eq!(l["runs"], 4);
+        assert!(l["median_ms"].as_f64().unwrap() > 0.0, "{l}");
+    }
+    let r = quantize_rs(dir.path(), &[&args[..], &["--python", &python]].concat());
+    assert!(r.stdout.contains("onnxruntime ") && r.stdout.contains("4 timed run(s)"), "{}", r.stdout);
+    // A python that cannot be run is an error that says what to pass.
+    let r = quantize_rs(dir.path(), &[&args[..], &["--python", "/nonexistent/python"]].concat());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--python"), "{}", r.stderr);
+}
