@@ -321,7 +321,13 @@ fn benchmark(py: Python<'_>, request: Value) -> PyResult<String> {
         Err(f) => return Ok(f.reply()),
     };
     wait_interruptibly(py, move |_| {
-        let opts = BenchmarkOptions { data: r.data, runs: r.runs, warmup: r.warmup, input_shapes: r.input_shapes };
+        let opts = BenchmarkOptions {
+            data: r.data,
+            runs: r.runs,
+            warmup: r.warmup,
+            input_shapes: r.input_shapes,
+            runtime: quantize_rs::Runtime::Tract,
+        };
         let b = quantize_rs::benchmark(&r.original, &r.quantized, &opts).map_err(failure)?;
         serde_json::to_value(&b).map_err(Failure::internal)
     })
