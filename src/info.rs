@@ -86,14 +86,17 @@ impl ModelInfo {
         let mut by_location = BTreeMap::new();
         let mut quantized_weights = 0;
         for c in &analysis.constants {
-            let bytes = dtype::bits(c.dtype).map(|b| (c.elements() * b).div_ceil(8)).unwrap_or(0);
-            *by_type.entry(dtype::name(c.dtype).to_string()).or_insert(0) += bytes;
+            // Sizes a (hostile) model declares can overflow: they saturate, as `elements` does.
+            let bytes = dtype::bits(c.dtype).map(|b| c.elements().saturating_mul(b).div_ceil(8)).unwrap_or(0);
+            let total = by_type.entry(dtype::name(c.dtype).to_string()).or_insert(0u64);
+            *total = total.saturating_add(bytes);
             let place = match (c.graph.is_empty(), c.storage) {
                 (false, _) => "subgraph",
                 (true, Storage::Initializer) => "initializer",
                 (true, Storage::Constant) => "constant",
             };
-            *by_location.entry(place.to_string()).or_insert(0) += bytes;
+            let total = by_location.entry(place.to_string()).or_insert(0u64);
+            *total = total.saturating_add(bytes);
             if c.uses.iter().any(|u| u.op_type == crate::ops::DEQUANTIZE_LINEAR && u.input == 0) {
                 quantized_weights += 1;
             }

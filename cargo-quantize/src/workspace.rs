@@ -73,6 +73,9 @@ struct ModelResult {
     seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// What was wrong with the damaged cache entry this run replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaced: Option<String>,
 }
 
 impl ModelResult {
@@ -90,6 +93,7 @@ impl ModelResult {
             bytes_after: None,
             seconds: 0.0,
             error: None,
+            replaced: None,
         }
     }
 
@@ -106,7 +110,11 @@ impl ModelResult {
         };
         match self.status {
             Status::Cached => format!("{who}: cached {key}, {sizes}"),
-            Status::Quantized => format!("{who}: quantized in {:.2} s, {sizes}, cached as {key}", self.seconds),
+            Status::Quantized => format!(
+                "{who}: quantized in {:.2} s, {sizes}, cached as {key}{}",
+                self.seconds,
+                self.replaced.as_deref().map(|d| format!(" (replacing a damaged entry: {d})")).unwrap_or_default()
+            ),
             Status::Missing => format!(
                 "{who}: MISSING: no cache entry {key} (never quantized, or {} or its data or recipe changed); run cargo quantize",
                 self.path.display()
@@ -245,6 +253,7 @@ fn one(package: &str, root: &std::path::Path, model: &DeclaredModel, cache: &Cac
             r.cached_model = Some(c.model_path.clone());
             r.bytes_before = Some(c.record.bytes_before);
             r.bytes_after = Some(c.record.bytes_after);
+            r.replaced = c.replaced;
         }
         Ok(None) => r.status = Status::Missing,
         Err(e) => r.error = Some(quantize_rs::without_backtrace(&one_line(&e.to_string()))),

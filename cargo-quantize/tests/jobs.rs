@@ -289,6 +289,35 @@ fn workspace_build_fills_the_cache_and_check_finds_it() {
     let r = cargo_quantize(d, &["--check"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 
+    // A cached model truncated in place: --check does not call it cached but says it is damaged
+    // (exit 1); `cargo quantize` quantizes it anew and says so; --check is happy again.
+    let r = cargo_quantize(d, &["--check", "--format", "json"]);
+    let entry = |j: &serde_json::Value, name: &str| {
+        j["models"].as_array().unwrap().iter().find(|m| m["name"] == name).unwrap().clone()
+    };
+    let mlp = std::path::PathBuf::from(entry(&r.json(), "mlp")["cached_model"].as_str().unwrap());
+    let good = std::fs::read(&mlp).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&mlp).unwrap().set_len(good.len() as u64 - 10).unwrap();
+    let r = cargo_quantize(d, &["--check", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let m = entry(&r.json(), "mlp");
+    assert_eq!(m["status"], "failed");
+    let error = m["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("model.onnx: is {} bytes with SHA-256", good.len() - 10))
+            && error.contains(&format!("but the entry recorded {} bytes", good.len()))
+            && error.contains("the next build or `cargo quantize` quantizes the model anew"),
+        "{error}"
+    );
+    assert_eq!(entry(&r.json(), "digits4")["status"], "cached");
+    let r = cargo_quantize(d, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("mlp (demo): quantized in"), "{}", r.stderr);
+    assert!(r.stderr.contains("(replacing a damaged entry: "), "{}", r.stderr);
+    assert_eq!(std::fs::read(&mlp).unwrap(), good);
+    let r = cargo_quantize(d, &["--check"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
     // Changing a recipe makes its result stale: --check fails for that model only.
     let manifest = std::fs::read_to_string(d.join("Cargo.toml")).unwrap().replace("bits = 4", "bits = 8");
     std::fs::write(d.join("Cargo.toml"), manifest).unwrap();

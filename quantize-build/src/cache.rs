@@ -10,6 +10,10 @@
 //! build running at the same time sees a complete entry or none. When two builds race to create
 //! the same entry, the first rename wins and the other build uses it.
 //!
+//! The record holds the model file's size and SHA-256, checked on every lookup: an entry whose
+//! model was damaged (truncated in place, edited) is reported, moved aside and quantized anew by
+//! [`quantize_into_cache`]; `cargo quantize --check` reports it as an error. It is never embedded.
+//!
 //! Nothing is ever deleted: remove `<target>/quantize-cache` (or run `cargo clean`) to reclaim
 //! the space.
 
@@ -51,6 +55,8 @@ pub struct CachedModel {
     pub record: Record,
     /// Whether the entry already existed (no quantization ran).
     pub hit: bool,
+    /// What was wrong with a damaged entry this one replaced, if any.
+    pub replaced: Option<String>,
 }
 
 impl Cache {
@@ -89,12 +95,16 @@ impl Cache {
         self.dir.join(key)
     }
 
-    /// The entry for `key`, if complete.
+    /// The entry for `key`, if complete, its model checked against the size and SHA-256 its
+    /// record holds. A damaged entry is an [`Error::Damaged`] naming the file and what differs.
     pub fn lookup(&self, key: &str) -> Result<Option<CachedModel>> {
         let dir = self.entry_dir(key);
         let record_path = dir.join(RECORD_FILE);
-        if !record_path.is_file() {
+        if !dir.exists() {
             return Ok(None);
+        }
+        if !record_path.is_file() {
+            return Err(Error::Damaged { path: record_path, message: "is missing from the cache entry".into() });
         }
         let record: Record = read_json(&record_path)?;
         if record.format != FORMAT || record.content_hash != key {
@@ -103,7 +113,31 @@ impl Cache {
                 message: format!("holds format {} for key {}", record.format, record.content_hash),
             });
         }
-        Ok(Some(CachedModel { model_path: dir.join(MODEL_FILE), record, hit: true }))
+        let model_path = dir.join(MODEL_FILE);
+        let (size, sha256) = file_sha256(&model_path).map_err(Error::io(&model_path))?;
+        if size != record.bytes_after || sha256 != record.model_sha256 {
+            return Err(Error::Damaged {
+                path: model_path,
+                message: format!(
+                    "is {size} bytes with SHA-256 {sha256}, but the entry recorded {} bytes with SHA-256 {}: the \
+                     cached model was damaged",
+                    record.bytes_after, record.model_sha256
+                ),
+            });
+        }
+        Ok(Some(CachedModel { model_path, record, hit: true, replaced: None }))
+    }
+
+    /// Moves a damaged entry aside and removes it (if it is still damaged: another build may
+    /// have replaced it already).
+    fn evict(&self, key: &str) {
+        if !matches!(self.lookup(key), Err(Error::Corrupt { .. } | Error::Damaged { .. })) {
+            return;
+        }
+        let aside = self.dir.join(format!(".damaged-{}-{key}", std::process::id()));
+        if fs::rename(self.entry_dir(key), &aside).is_ok() {
+            let _ = fs::remove_dir_all(&aside);
+        }
     }
 
     /// Stores a finished job atomically and returns the entry (another build's, if it won).
@@ -116,7 +150,7 @@ impl Cache {
         let tmp_path = tmp.keep();
         let dest = self.entry_dir(&key);
         match fs::rename(&tmp_path, &dest) {
-            Ok(()) => Ok(CachedModel { model_path: dest.join(MODEL_FILE), record, hit: false }),
+            Ok(()) => Ok(CachedModel { model_path: dest.join(MODEL_FILE), record, hit: false, replaced: None }),
             Err(e) => {
                 let _ = fs::remove_dir_all(&tmp_path);
                 // Lost a race: the winner's entry has the same content.
@@ -130,6 +164,27 @@ impl Cache {
             }
         }
     }
+}
+
+/// The size and SHA-256 (hex) of a file, read in pieces.
+pub fn file_sha256(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut f = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((size, hex(&hasher.finalize())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Hashes files (and folders, file by file in name order) into the key.
@@ -172,7 +227,7 @@ impl KeyHasher {
     }
 
     fn finish(self) -> String {
-        self.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0.finalize())
     }
 }
 
@@ -270,9 +325,15 @@ pub fn quantize_into_cache(model: &DeclaredModel, root: &Path, cache: &Cache) ->
             });
         }
     }
-    if let Some(hit) = cache.lookup(&job.key)? {
-        return Ok((hit, job));
-    }
+    let replaced = match cache.lookup(&job.key) {
+        Ok(Some(hit)) => return Ok((hit, job)),
+        Ok(None) => None,
+        Err(damaged @ (Error::Corrupt { .. } | Error::Damaged { .. })) => {
+            cache.evict(&job.key);
+            Some(damaged.to_string())
+        }
+        Err(e) => return Err(e),
+    };
     let start = Instant::now();
     let folder = root.join(&model.path);
     let folder = folder.parent().unwrap_or(Path::new("."));
@@ -288,8 +349,11 @@ pub fn quantize_into_cache(model: &DeclaredModel, root: &Path, cache: &Cache) ->
     let bytes = outcome.model.to_bytes();
     let info = ModelInfo::of(&outcome.model).map_err(job_error)?;
     let seconds = start.elapsed().as_secs_f64();
-    let record = crate::manifest::record(job.key.clone(), &model.recipe, &outcome, &info, bytes.len() as u64, seconds);
-    let stored = cache.store(&bytes, record)?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    let record =
+        crate::manifest::record(job.key.clone(), &model.recipe, &outcome, &info, bytes.len() as u64, sha256, seconds);
+    let mut stored = cache.store(&bytes, record)?;
+    stored.replaced = replaced;
     Ok((stored, job))
 }
 

@@ -42,6 +42,14 @@ pub enum Error {
         /// The parser's message.
         message: String,
     },
+    /// A cache entry whose files differ from what its record says (truncated or edited since).
+    #[error("{}: {message}; the next build or `cargo quantize` quantizes the model anew", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What differs.
+        message: String,
+    },
     /// A cache entry or a manifest in OUT_DIR is not what this version writes.
     #[error("{}: {message}; delete it and build again", path.display())]
     Corrupt {

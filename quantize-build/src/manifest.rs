@@ -51,7 +51,7 @@ pub fn summary(recipe: &Recipe, outcome: &Outcome) -> Summary {
         unsigned: recipe.unsigned,
         per_channel: recipe.per_channel,
         block_size: recipe.block_size.map(|b| b as u64),
-        symmetric: recipe.symmetric,
+        symmetric: outcome.report.quantized.iter().all(|q| q.symmetric),
         native_int4: recipe.native_int4,
         scheme: format!("{}, {activations}", recipe.scheme()),
         calibration,
@@ -68,6 +68,7 @@ pub fn record(
     outcome: &Outcome,
     info: &ModelInfo,
     bytes_after: u64,
+    model_sha256: String,
     seconds: f64,
 ) -> Record {
     Record {
@@ -76,6 +77,7 @@ pub fn record(
         tool: crate::cache::TOOL_VERSION.into(),
         bytes_before: outcome.bytes_in,
         bytes_after,
+        model_sha256,
         inputs: info.inputs.iter().map(tensor).collect(),
         outputs: info.outputs.iter().map(tensor).collect(),
         summary: summary(recipe, outcome),

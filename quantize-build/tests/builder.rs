@@ -44,7 +44,7 @@ fn builds_into_out_dir_then_hits_the_cache_from_another_profile() {
     assert_eq!(quantized.len() as u64, manifest.record.bytes_after);
     assert_eq!(manifest.record.bytes_before, fs::metadata(digits_model()).unwrap().len());
     assert!(manifest.record.bytes_after * 3 < manifest.record.bytes_before);
-    assert_eq!(manifest.record.summary.scheme, "int8 per-channel symmetric, weight-only");
+    assert_eq!(manifest.record.summary.scheme, "int8 per-channel symmetric or asymmetric per scale, weight-only");
     assert_eq!(manifest.record.summary.quantized_tensors, 3);
     assert_eq!(manifest.record.content_hash.len(), 64);
     let input = &manifest.record.inputs[0];
@@ -58,12 +58,14 @@ fn builds_into_out_dir_then_hits_the_cache_from_another_profile() {
     let index: Index = serde_json::from_slice(&fs::read(debug_out.join("quantize/index.json")).unwrap()).unwrap();
     assert_eq!(index.models, ["digits"]);
 
-    // Only Cargo.toml and the model trigger a rerun; nothing else is listed.
+    // Cargo.toml, the model and the cache entry's model trigger a rerun; nothing else is listed.
+    let cached_model = cache.join(&manifest.record.content_hash).join("model.onnx");
     assert_eq!(
         first.directives(),
         [
             format!("cargo::rerun-if-changed={}", pkg.path().join("Cargo.toml").display()),
             format!("cargo::rerun-if-changed={}", pkg.path().join("models/digits.onnx").display()),
+            format!("cargo::rerun-if-changed={}", cached_model.display()),
         ]
     );
 
@@ -79,6 +81,58 @@ fn builds_into_out_dir_then_hits_the_cache_from_another_profile() {
     let entries: Vec<String> =
         fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(entries, [manifest.record.content_hash.as_str()]);
+}
+
+/// A cache entry truncated in place (which also truncates OUT_DIR's hard link to it) or with a
+/// garbled record is reported by a lookup, and the next build quantizes anew, warns and installs
+/// the good bytes.
+#[test]
+fn a_damaged_cache_entry_is_reported_and_rebuilt() {
+    let pkg = package(DIGITS);
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, cache_dir) = (tmp.path().join("o"), tmp.path().join("c"));
+    let first = builder(pkg.path(), &out, &cache_dir).build();
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    let record = first.models[0].manifest.record.clone();
+    assert_eq!(record.model_sha256.len(), 64);
+    let good = fs::read(out.join("quantize/digits.onnx")).unwrap();
+    let entry = cache_dir.join(&record.content_hash);
+    let cache = Cache::new(&cache_dir);
+
+    // Each damage returns what the lookup must say.
+    let truncate = || {
+        let model = entry.join("model.onnx");
+        fs::OpenOptions::new().write(true).open(&model).unwrap().set_len(good.len() as u64 / 2).unwrap();
+        let (size, sha) = quantize_build::cache::file_sha256(&model).unwrap();
+        format!(
+            "model.onnx: is {size} bytes with SHA-256 {sha}, but the entry recorded {} bytes with SHA-256 {}: the \
+             cached model was damaged; the next build or `cargo quantize` quantizes the model anew",
+            good.len(),
+            record.model_sha256
+        )
+    };
+    let garble_record = || {
+        fs::write(entry.join("record.json"), b"{\"format\": 2, \"content_hash\"").unwrap();
+        "record.json: EOF while parsing".to_string()
+    };
+    let cases: [&dyn Fn() -> String; 2] = [&truncate, &garble_record];
+    for damage in cases {
+        let expect = damage();
+        let err = cache.lookup(&record.content_hash).unwrap_err().to_string();
+        assert!(err.contains(&expect), "expected '{expect}' in: {err}");
+        let again = builder(pkg.path(), &out, &cache_dir).build();
+        assert!(again.errors.is_empty(), "{:?}", again.errors);
+        assert!(!again.models[0].cache_hit, "a damaged entry is no hit");
+        assert!(
+            again.warnings.iter().any(|w| w.starts_with("digits: replaced a damaged cache entry: ")),
+            "{:?}",
+            again.warnings
+        );
+        assert_eq!(fs::read(out.join("quantize/digits.onnx")).unwrap(), good, "the good bytes are installed");
+        assert!(cache.lookup(&record.content_hash).unwrap().is_some());
+        let entries = fs::read_dir(&cache_dir).unwrap().count();
+        assert_eq!(entries, 1, "the damaged entry is gone");
+    }
 }
 
 #[test]

@@ -98,6 +98,17 @@ fn expand(name: &str, span: Span) -> Result<TokenStream2, String> {
             model_path.display()
         ));
     }
+    // quantize-build verified the cache entry (size and SHA-256) when it installed it; a file
+    // damaged since then (the cache entry truncated in place: it is a hard link) is not embedded.
+    let size = std::fs::metadata(&model_path).map(|m| m.len()).unwrap_or(0);
+    if size != manifest.record.bytes_after {
+        return Err(format!(
+            "include_quantized!(\"{name}\"): {} is {size} bytes, but quantize-build wrote {} bytes: the file was \
+             damaged after the build script ran; build again (the build script quantizes a damaged cache entry anew)",
+            model_path.display(),
+            manifest.record.bytes_after
+        ));
+    }
     let path_lit = |p: &Path| -> Result<syn::LitStr, String> {
         p.to_str()
             .map(|s| syn::LitStr::new(s, span))

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Version of the JSON layout; bumped on any change a reader must know about.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 /// Name of the folder in `OUT_DIR` that holds the results.
 pub const OUT_SUBDIR: &str = "quantize";
@@ -165,6 +165,8 @@ pub struct Record<R> {
     pub bytes_before: u64,
     /// Size of the quantized model in bytes.
     pub bytes_after: u64,
+    /// SHA-256 (hex) of the quantized model file: checked before the cache entry is reused.
+    pub model_sha256: String,
     /// Graph inputs.
     pub inputs: Vec<Tensor>,
     /// Graph outputs.
@@ -228,6 +230,7 @@ mod tests {
             tool: "t".into(),
             bytes_before: 10,
             bytes_after: 3,
+            model_sha256: "cd".into(),
             inputs: vec![Tensor {
                 name: "x".into(),
                 elem_type: "float32".into(),

@@ -67,7 +67,8 @@ pub(super) fn read_npz(path: &Path, inputs: &[InputSpec]) -> Result<Vec<RawArray
             let mut entry = archive
                 .by_index(entries[&input.name])
                 .map_err(|e| fail(Some(&input.name), format!("cannot read the array: {e}")))?;
-            read_npy(&mut entry).map_err(|m| fail(Some(&input.name), format!("not a valid .npy array: {m}")))
+            let holds = entry.size();
+            read_npy(&mut entry, holds).map_err(|m| fail(Some(&input.name), format!("not a valid .npy array: {m}")))
         })
         .collect()
 }

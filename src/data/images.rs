@@ -109,6 +109,11 @@ pub(super) fn load_images(
     Ok(samples)
 }
 
+/// Largest width or height of an image decoded.
+const MAX_SIDE: u32 = 16_384;
+/// Largest decoded image, and largest preprocessed image (as f32), in bytes.
+const MAX_DECODED: usize = 512 << 20;
+
 /// One image as a batch of 1, preprocessed (or its 8-bit pixels as they are with `raw_pixels`).
 pub(super) fn read_image(
     file: &Path,
@@ -116,16 +121,32 @@ pub(super) fn read_image(
     channels: usize,
     raw_pixels: bool,
 ) -> std::result::Result<RawArray, String> {
-    let decoded = image::ImageReader::open(file)
-        .and_then(|r| r.with_guessed_format())
-        .map_err(|e| format!("cannot read the image: {e}"))?
-        .decode()
-        .map_err(|e| format!("cannot decode the image: {e}"))?;
     let [h, w] = pre.size;
-    let (width, height) = (
-        u32::try_from(w).map_err(|_| "image width too large")?,
-        u32::try_from(h).map_err(|_| "image height too large")?,
-    );
+    // The preprocessed image is held as bytes and as floats: its size is checked before any
+    // image is decoded or resized.
+    let pixels = h.checked_mul(w).filter(|&p| p > 0 && p.checked_mul(channels * 4).is_some_and(|b| b <= MAX_DECODED));
+    let (Some(_), Ok(width), Ok(height)) = (pixels, u32::try_from(w), u32::try_from(h)) else {
+        return Err(format!(
+            "image size [{h}, {w}] is empty or over the limit of {MAX_DECODED} bytes per preprocessed image; give the \
+             height and width the model takes"
+        ));
+    };
+    let mut reader = image::ImageReader::open(file)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| format!("cannot read the image: {e}"))?;
+    // A few bytes of PNG or JPEG can declare an image of gigapixels: decoding stops at the limits.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED as u64);
+    reader.limits(limits);
+    let decoded = reader.decode().map_err(|e| match (&e, image::image_dimensions(file)) {
+        (image::ImageError::Limits(_), Ok((iw, ih))) => format!(
+            "the image is {iw}x{ih} pixels, over the decoding limits ({MAX_SIDE} pixels a side, {MAX_DECODED} \
+             bytes decoded); shrink it first"
+        ),
+        _ => format!("cannot decode the image: {e}"),
+    })?;
     let resized = if decoded.width() == width && decoded.height() == height {
         decoded
     } else {

@@ -161,8 +161,9 @@ pub fn load_samples(
                     quoted(inputs.iter().map(|i| i.name.as_str()))
                 )));
             }
-            let mut reader = BufReader::new(File::open(path).map_err(|source| read_error(path, source))?);
-            vec![read_npy(&mut reader).map_err(|m| fail(format!("not a valid .npy array: {m}")))?]
+            let file = File::open(path).map_err(|source| read_error(path, source))?;
+            let holds = file.metadata().map_err(|source| read_error(path, source))?.len();
+            vec![read_npy(&mut BufReader::new(file), holds).map_err(|m| fail(format!("not a valid .npy array: {m}")))?]
         }
         "npz" => read_npz(path, inputs)?,
         "safetensors" => read_safetensors(path, inputs)?,

@@ -213,9 +213,11 @@ pub(super) struct RawArray {
     pub(super) values: Values,
 }
 
-/// Reads one `.npy` array (header and data) from `reader`.
-pub(super) fn read_npy(reader: &mut impl Read) -> std::result::Result<RawArray, String> {
-    let header = Header::from_reader(reader).map_err(|e| e.to_string())?;
+/// Reads one `.npy` array (header and data) from `reader`, a source of `holds` bytes (the file's
+/// size, or the size an archive declares for the entry): a header that promises more data than
+/// that is refused before anything is allocated, and no more than the header's size is read.
+pub(super) fn read_npy(reader: &mut impl Read, holds: u64) -> std::result::Result<RawArray, String> {
+    let header = read_header(reader, holds)?;
     let descr = match header.type_descriptor.as_string() {
         Some(d) => d.clone(),
         None => {
@@ -227,14 +229,27 @@ pub(super) fn read_npy(reader: &mut impl Read) -> std::result::Result<RawArray, 
     };
     let (ty, little_endian) = parse_descr(&descr)?;
     let count = element_count(&header.shape)?;
-    let expected = count.checked_mul(ty.size()).ok_or("the array is too large")?;
-    let mut bytes = Vec::with_capacity(expected);
-    reader.read_to_end(&mut bytes).map_err(|e| format!("cannot read the data: {e}"))?;
+    let expected = count
+        .checked_mul(ty.size())
+        .filter(|&b| isize::try_from(b).is_ok())
+        .ok_or_else(|| format!("shape {:?} of {descr} is too large to hold", header.shape))?;
+    if expected as u64 > holds {
+        return Err(format!(
+            "shape {:?} of {descr} needs {expected} bytes of data, but the file holds {holds} bytes in all; the \
+             file is truncated or corrupt",
+            header.shape
+        ));
+    }
+    let mut bytes = crate::onnx::model::buffer_for(expected as u64)
+        .map_err(|m| format!("shape {:?} of {descr} {m}", header.shape))?;
+    // One byte more than expected tells a file with trailing data from an exact one.
+    reader.take(expected as u64 + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read the data: {e}"))?;
     if bytes.len() != expected {
         return Err(format!(
-            "shape {:?} of {descr} needs {expected} bytes of data, the file holds {}; the file is truncated or corrupt",
+            "shape {:?} of {descr} needs {expected} bytes of data, the file holds {}{}; the file is truncated or corrupt",
             header.shape,
-            bytes.len()
+            bytes.len(),
+            if bytes.len() > expected { " or more" } else { "" }
         ));
     }
     let mut values = Values::decode(ty, little_endian, &bytes);
@@ -243,6 +258,34 @@ pub(super) fn read_npy(reader: &mut impl Read) -> std::result::Result<RawArray, 
         values = map_values!(values, v => ArrayD::from_shape_vec(shape, v).expect("length checked").iter().copied().collect());
     }
     Ok(RawArray { shape: header.shape, values })
+}
+
+/// numpy itself refuses headers over 10,000 bytes unless told otherwise.
+const MAX_HEADER_LEN: usize = 1 << 20;
+
+/// The `.npy` header, its length checked before it is read (the format allows a length of 4 GiB
+/// in a file of a dozen bytes).
+fn read_header(reader: &mut impl Read, holds: u64) -> std::result::Result<Header, String> {
+    // Magic string (6 bytes), version (2), header length (2 bytes in version 1, else 4).
+    let mut prefix = [0u8; 12];
+    let short = |e: std::io::Error| format!("cannot read the header: {e}");
+    reader.read_exact(&mut prefix[..8]).map_err(short)?;
+    let len_bytes = if prefix[6] == 1 { 2 } else { 4 };
+    reader.read_exact(&mut prefix[8..8 + len_bytes]).map_err(short)?;
+    if prefix.starts_with(b"\x93NUMPY") && matches!(prefix[6], 1..=3) {
+        let len = if len_bytes == 2 {
+            usize::from(u16::from_le_bytes([prefix[8], prefix[9]]))
+        } else {
+            u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as usize
+        };
+        if len > MAX_HEADER_LEN || len as u64 > holds {
+            return Err(format!(
+                "the header says it is {len} bytes long, in a file of {holds} bytes (numpy writes a few hundred); \
+                 the file is corrupt"
+            ));
+        }
+    }
+    Header::from_reader(&mut prefix[..8 + len_bytes].chain(reader)).map_err(|e| e.to_string())
 }
 
 /// `<f4`, `|u1`, `>i8`, ... into the element type and whether it is little-endian.
@@ -273,6 +316,14 @@ pub(super) fn parse_descr(descr: &str) -> std::result::Result<(FileType, bool), 
     Ok((ty, little_endian))
 }
 
+/// The number of elements of `shape`, checked. The product of its non-zero dimensions must fit
+/// too (an empty array of shape `[0, 2^63]` cannot be laid out either).
 pub(super) fn element_count(shape: &[usize]) -> std::result::Result<usize, String> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| format!("shape {shape:?} is too large"))
+    let too_large = || format!("shape {shape:?} is too large to hold");
+    let nonzero =
+        shape.iter().filter(|&&d| d != 0).try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(too_large)?;
+    if isize::try_from(nonzero).is_err() {
+        return Err(too_large());
+    }
+    Ok(if shape.contains(&0) { 0 } else { nonzero })
 }

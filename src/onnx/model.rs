@@ -246,13 +246,72 @@ fn load_external(t: &mut TensorProto, base_dir: Option<&Path>) -> Result<()> {
             "range offset {offset} + length {length} passes the end of '{location}' ({size} bytes); the data file is truncated or does not belong to this model"
         )));
     }
-    let mut buf = vec![0u8; length as usize];
+    if let Some(needed) = byte_size(t).map_err(&bad)?
+        && needed != length
+    {
+        return Err(bad(format!(
+            "range of '{location}' holds {length} bytes, but the tensor's dims {:?} of {} need {needed}; the data file or the model is corrupt",
+            t.dims,
+            crate::onnx::proto::dtype::name(t.data_type.unwrap_or(0))
+        )));
+    }
+    let mut buf = buffer_for(length).map_err(|m| bad(format!("in '{location}' {m}")))?;
     f.seek(SeekFrom::Start(offset)).map_err(|source| Error::Read { path: file.clone(), source })?;
-    f.read_exact(&mut buf).map_err(|source| Error::Read { path: file.clone(), source })?;
+    (&mut f).take(length).read_to_end(&mut buf).map_err(|source| Error::Read { path: file.clone(), source })?;
+    if buf.len() as u64 != length {
+        return Err(bad(format!(
+            "'{location}' ended after {} of {length} bytes; the file changed while it was read",
+            buf.len()
+        )));
+    }
     t.raw_data = Some(Bytes::from(buf));
     t.external_data.clear();
     t.data_location = None;
     Ok(())
+}
+
+/// The bytes a tensor of a fixed-size type takes, from its dims (checked: an overflow or a
+/// negative dimension is an error); `None` for types whose size the dims do not give (strings,
+/// types this crate does not know).
+fn byte_size(t: &TensorProto) -> std::result::Result<Option<u64>, String> {
+    use crate::onnx::proto::dtype;
+    let bits: u64 = match t.data_type.unwrap_or(0) {
+        dtype::UINT4 | dtype::INT4 | 23 => 4,
+        dtype::UINT8 | dtype::INT8 | dtype::BOOL | 17..=20 => 8,
+        dtype::FLOAT16 | 4 | 5 | 16 => 16,
+        dtype::FLOAT | dtype::INT32 | 12 => 32,
+        dtype::INT64 | dtype::DOUBLE | 13 | 14 => 64,
+        15 => 128,
+        _ => return Ok(None),
+    };
+    let count = crate::onnx::tensor::element_count(t)? as u64;
+    count
+        .checked_mul(bits)
+        .map(|b| Some(b.div_ceil(8)))
+        .ok_or_else(|| format!("has dims {:?} too large to hold", t.dims))
+}
+
+/// Bytes of memory the system can still give without swapping (Linux's `MemAvailable`), when
+/// known.
+pub(crate) fn memory_available() -> Option<u64> {
+    let info = fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = info.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().strip_suffix("kB")?.trim();
+    kib.parse::<u64>().ok()?.checked_mul(1024)
+}
+
+/// An empty buffer with room for `len` bytes that a file says it holds, or a message ("needs
+/// N bytes, more than ...") when that much memory cannot be had: a size read from a file is
+/// never allocated blindly (an allocation failure would abort the process).
+pub(crate) fn buffer_for(len: u64) -> std::result::Result<Vec<u8>, String> {
+    if let Some(available) = memory_available().filter(|&a| len > a) {
+        return Err(format!("needs {len} bytes, more than the {available} bytes of memory available"));
+    }
+    let mut buf = Vec::new();
+    usize::try_from(len)
+        .ok()
+        .and_then(|n| buf.try_reserve_exact(n).ok())
+        .ok_or_else(|| format!("needs {len} bytes, more than this process can allocate"))?;
+    Ok(buf)
 }
 
 /// The IR version a model needs for a default-domain opset (from ONNX's versioning table).

@@ -18,12 +18,31 @@ use crate::{Failure, Format, print_json};
 
 pub(crate) fn quantize(a: QuantizeArgs) -> Result<(), Failure> {
     let recipe = a.recipe()?;
-    run_job(&a.model, &a.output, &recipe, a.force, a.verbose, a.format)
+    let output = output_or_default(&a.model, a.output, "quantized", a.force)?;
+    run_job(&a.model, &output, &recipe, a.force, a.verbose, a.format)
 }
 
 pub(crate) fn calibrate(a: CalibrateArgs) -> Result<(), Failure> {
     let recipe = a.recipe()?;
-    run_job(&a.model, &a.output, &recipe, a.force, a.verbose, a.format)
+    let output = output_or_default(&a.model, a.output.clone(), "calibrated", a.force)?;
+    run_job(&a.model, &output, &recipe, a.force, a.verbose, a.format)
+}
+
+/// The `-o` path, or without one `<stem>_<suffix>.onnx` beside the input (as the original
+/// `quantize-rs` wrote), which is never written over an existing file unless `--force`.
+fn output_or_default(input: &Path, output: Option<PathBuf>, suffix: &str, force: bool) -> Result<PathBuf, Failure> {
+    if let Some(output) = output {
+        return Ok(output);
+    }
+    let stem = input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let path = input.with_file_name(format!("{stem}_{suffix}.onnx"));
+    if !force && path.symlink_metadata().is_ok() {
+        return Err(Failure::failed(format!(
+            "{} already exists (the default output without -o); pass --force to overwrite it, or -o to write elsewhere",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
 
 fn run_job(
@@ -106,9 +125,16 @@ fn run_job(
             }
             if let Some(v) = &outcome.verification {
                 eprintln!(
-                    "verified on {} held-out sample(s): SNR {:.2} dB, cosine {:.6}, max abs error {:.4}",
-                    v.samples, v.snr_db, v.cosine, v.max_abs
+                    "verified on {} held-out sample(s): worst float output SNR {:.2} dB, cosine {:.6}, max abs error {:.4}{}",
+                    v.samples,
+                    v.snr_db,
+                    v.cosine,
+                    v.max_abs,
+                    if v.exact { "" } else { "; an integer output DIFFERS" }
                 );
+                if v.outputs.len() > 1 {
+                    eprint!("{}", quantize_rs::outputs_text(v));
+                }
             }
             eprintln!(
                 "wrote {}: {} -> {} ({ratio:.3}x) in {seconds:.2} s",

@@ -1,0 +1,4 @@
+#![no_main]
+//! See `quantize_rs_fuzz::harness::model`.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| quantize_rs_fuzz::harness::model(data));
