@@ -21,7 +21,7 @@
    to show how much of ORT's time and memory is interpreter + import.
    Wall time and the child's peak RSS are measured as in proc_measure.py
    (GNU time's %M, or a small fork/wait4 launcher).
-3. Checks each last output against the float model in onnxruntime (pooled
+3. Checks each last output against the float model in onnxruntime (worst float
    output SNR on 2 random inputs) so a fast but broken result is visible.
 4. Prints the machine (nproc, CPU model), a markdown table (median and min wall
    time, peak RSS, peak RSS / model file size, SNR) and the ours/ORT ratios, and

@@ -21,7 +21,7 @@ RULES (read before editing FLOORS):
 
 Metrics, per (script, model, config):
   static (static_compare.py; config = range method; ORT = quantize_static MinMax in the same run):
-    snr_db >=, task >=        pooled output SNR / task agreement vs float on the held-out inputs
+    snr_db >=, task >=        worst float output SNR / task agreement vs float on the held-out inputs
     size_ratio <=             quantized / float file size
     q >=, dq >=               QuantizeLinear / DequantizeLinear nodes in the file
     ort_int_kernels >=        integer kernels in ORT's optimized graph (qdq_counts.py)

@@ -13,7 +13,7 @@ Compare (prints one JSON object on stdout):
     {"ok": true,
      "outputs": {"<name>": {"snr_db": 41.2, "cosine": 0.9999, "max_abs": 0.01,
                             "shape": [1, 10]}, ...},
-     "pooled": {"snr_db": 40.8, "cosine": 0.9999},
+     "pooled": {"snr_db": 40.8, "cosine": 0.9999, "exact": true, "worst": "<name>"},
      "samples": 4}
 
 Check that a model loads and runs once:
@@ -29,8 +29,12 @@ bool inputs random. With --inputs, samples are read from a file instead:
   * .npz keyed by input name -> one sample; keys "NAME:K" give sample K;
   * .npy (single-input models only) -> one sample.
 
-Metrics, per output over all samples and pooled over all outputs and samples
-(computed in float64):
+Metrics per output over all samples (computed in float64). "pooled" is the
+summary that decides: the WORST float output's snr_db and cosine (a pooled sum
+would let an exact integer output of large magnitude hide a broken float one),
+and "exact": whether every integer/bool output matches bit for bit (an integer
+output that differs also sets snr_db to -999.0). Integer outputs get
+"mismatches" (values that differ).
   snr_db = 10*log10(sum(ref^2) / sum((ref-cand)^2)); identical outputs give
            +999.0 (so the JSON stays valid), a zero reference with a non-zero
            difference or a non-finite candidate gives -999.0;
@@ -280,12 +284,14 @@ def run(session, feed):
 def compare_runs(ref_runs, cand_runs):
     """ref_runs / cand_runs: lists (one per sample) of dict name -> array.
 
-    Returns the "outputs" and "pooled" parts of the report. Raises CompareError
-    (code 1) when the candidate's outputs do not line up with the reference's.
+    Returns the "outputs" and "pooled" parts of the report ("pooled": the worst float output's
+    figures, and whether integer outputs are exact). Raises CompareError (code 1) when the
+    candidate's outputs do not line up with the reference's.
     """
     names = list(ref_runs[0].keys())
     per_output = {n: ErrorAccumulator() for n in names}
-    pooled = ErrorAccumulator()
+    mismatches = {n: 0 for n in names}
+    integer = {}
     shapes = {}
     for ref, cand in zip(ref_runs, cand_runs):
         for n in names:
@@ -295,8 +301,10 @@ def compare_runs(ref_runs, cand_runs):
             if r.shape != c.shape:
                 raise CompareError(f"output {n!r}: shape {list(c.shape)} != reference {list(r.shape)}", 1)
             shapes.setdefault(n, list(r.shape))
+            integer.setdefault(n, not np.issubdtype(r.dtype, np.floating))
+            if integer[n]:
+                mismatches[n] += int(np.count_nonzero(r != c))
             per_output[n].add(r, c)
-            pooled.add(r, c)
     outputs = {}
     for n in names:
         acc = per_output[n]
@@ -306,10 +314,20 @@ def compare_runs(ref_runs, cand_runs):
             "max_abs": json_number(acc.max_abs),
             "shape": shapes[n],
         }
+        if integer[n]:
+            entry["kind"] = "integer"
+            entry["mismatches"] = mismatches[n]
         if acc.nonfinite:
             entry["nonfinite"] = acc.nonfinite
         outputs[n] = entry
-    return outputs, {"snr_db": pooled.snr_db(), "cosine": pooled.cosine()}
+    floats = [n for n in names if not integer[n]]
+    exact = all(mismatches[n] == 0 for n in names if integer[n])
+    worst = min(floats, key=lambda n: outputs[n]["snr_db"]) if floats else None
+    snr = outputs[worst]["snr_db"] if worst else SNR_CAP_DB
+    cosine = min((outputs[n]["cosine"] for n in floats), default=1.0)
+    if not exact:
+        snr = -SNR_CAP_DB
+    return outputs, {"snr_db": snr, "cosine": cosine, "exact": exact, "worst": worst}
 
 
 def do_compare(args) -> dict:

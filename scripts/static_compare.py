@@ -19,7 +19,7 @@ For each model and range method:
    model as published and, where its weights sit in Constant nodes (PP-OCR), on a copy with them
    lifted to initializers (lifting untimed). ORT has no MSE method: no peer row for it.
 
-Every output is loaded in ONNX Runtime and run on the held-out inputs: pooled output SNR and
+Every output is loaded in ONNX Runtime and run on the held-out inputs: the worst float output's SNR and
 cosine against the float model, the task agreement of real_models.py, and the 1-thread ORT
 latency: after a warm-up pass, --runs rounds each run one pass over the held-out inputs with the
 float model and every quantized model in turn (interleaved, so a shared machine's drift hits all

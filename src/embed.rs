@@ -501,7 +501,7 @@ mod tract_tests {
 
     #[test]
     fn native_int4_per_channel_runs_in_tract_after_widening() {
-        let bytes = quantized(Recipe { bits: 4, native_int4: true, ..Recipe::default() }).leak();
+        let bytes = quantized(Recipe { bits: 4, native_int4: true, symmetric: Some(true), ..Recipe::default() }).leak();
         // Three weights; symmetric signed weights have no zero-point tensor.
         let err = relative_error(bytes, TractCompatibility { widened_int4: 3, folded_blocked: 0 });
         assert!(err < 0.25, "relative error {err}");
@@ -509,7 +509,8 @@ mod tract_tests {
 
     #[test]
     fn blocked_int4_runs_in_tract_after_folding() {
-        let recipe = Recipe { bits: 4, native_int4: true, block_size: Some(16), symmetric: false, ..Recipe::default() };
+        let recipe =
+            Recipe { bits: 4, native_int4: true, block_size: Some(16), symmetric: Some(false), ..Recipe::default() };
         let bytes = quantized(recipe).leak();
         let err = relative_error(bytes, TractCompatibility { widened_int4: 0, folded_blocked: 3 });
         assert!(err < 0.15, "relative error {err}");

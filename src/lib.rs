@@ -50,7 +50,7 @@ mod verify;
 pub const ENGINE_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("QUANTIZE_RS_ENGINE"));
 
 #[cfg(feature = "tract")]
-pub use benchmark::{Benchmark, BenchmarkOptions, Latency, ModelFigures, benchmark};
+pub use benchmark::{Benchmark, BenchmarkOptions, Latency, ModelFigures, Runtime, benchmark};
 #[cfg(feature = "tract")]
 pub use calibrate::{ActivationRange, TargetSearch};
 #[cfg(feature = "tract")]
@@ -66,7 +66,7 @@ pub use opset::{Handling, OpChange, Upgrade, op_changes, upgrade as upgrade_opse
 #[cfg(feature = "quantize")]
 pub use pipeline::{CalibrationReport, Outcome, RunOptions, run, run_with};
 #[cfg(feature = "quantize")]
-pub use quant::{Granularity, QType};
+pub use quant::{Granularity, QType, RangeSearch, Symmetry};
 #[cfg(feature = "quantize")]
 pub use quantize::{QuantSpec, QuantizedTensor, Report, SkippedTensor, quantize_model};
 #[cfg(feature = "quantize")]
@@ -78,11 +78,10 @@ pub use recipe::{
 pub use run::Runner;
 #[cfg(feature = "tract")]
 pub use validate::{
-    Check, OutputComparison, Status, ValidateOptions, Validation, WeightComparison, validate, validate_files,
-    without_backtrace,
+    Check, Status, ValidateOptions, Validation, WeightComparison, validate, validate_files, without_backtrace,
 };
 #[cfg(feature = "quantize")]
-pub use verify::Verification;
+pub use verify::{OutputFigures, OutputKind, Verification, outputs_text};
 
 /// Internals that the integration tests drive directly (the graph rewrites run alone). Not
 /// part of the API: no stability promise.

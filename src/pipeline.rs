@@ -65,9 +65,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let weights = quantize_model(&mut model, recipe)?;
     opts.check_cancelled()?;
     let calibration = match (&recipe.calibration, &folded_float) {
-        (Some(cal), Some(float)) => {
-            Some(calibrate(float, &mut model, cal, base_dir, opts, recipe.verify_data.as_deref())?)
-        }
+        (Some(cal), Some(float)) => Some(calibrate(float, &mut model, recipe, cal, base_dir, opts)?),
         _ => None,
     };
     let report = combine_reports(weights, prepared, calibration.as_ref());
@@ -82,17 +80,14 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
         _ => None,
     };
     if let (Some(min), Some(v)) = (recipe.min_snr_db, &verification)
-        && v.snr_db < min
+        && let Some(why) = v.shortfall(min)
     {
-        {
-            return Err(Error::Gate {
-                gate: "min-snr-db".into(),
-                message: format!(
-                    "output SNR on the verification data is {:.2} dB, below {min} dB; quantize fewer layers (exclude, layer-bits) or use 8 bits",
-                    v.snr_db
-                ),
-            });
-        }
+        return Err(Error::Gate {
+            gate: "min-snr-db".into(),
+            message: format!(
+                "on the verification data {why}; quantize fewer layers (exclude, layer-bits) or use 8 bits"
+            ),
+        });
     }
     if recipe.min_snr_db.is_some() && verification.is_none() {
         return Err(Error::Option {
@@ -117,17 +112,18 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
 fn calibrate(
     float: &Model,
     model: &mut Model,
+    recipe: &Recipe,
     cal: &crate::recipe::Calibration,
     base_dir: &Path,
     opts: &RunOptions,
-    verify_data: Option<&Path>,
 ) -> Result<crate::calibrate::CalibrationReport> {
+    let verify_data = recipe.verify_data.as_deref();
     let samples = crate::data::load_for_model(float, &base_dir.join(&cal.data), cal.image.as_ref(), cal.samples)?;
     let held_out = match (cal.target_snr_db, verify_data) {
         (Some(_), Some(d)) => Some(crate::data::load_for_model(float, &base_dir.join(d), cal.image.as_ref(), None)?),
         _ => None,
     };
-    crate::calibrate::calibrate(float, model, cal, &samples, held_out.as_deref(), opts)
+    crate::calibrate::calibrate(float, model, cal, recipe.weight_range, &samples, held_out.as_deref(), opts)
 }
 
 #[cfg(not(feature = "tract"))]

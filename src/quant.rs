@@ -212,36 +212,208 @@ pub fn params_for_range(min: f32, max: f32, qtype: QType, symmetric: bool) -> (f
 }
 
 /// Quantizes `data` (row-major, shape `dims`, all finite) to `qtype` with one scale per group of
-/// `gran`.
+/// `gran`, each spanning its group's full range (the reference the searched ranges are tested
+/// against).
+#[cfg(test)]
 pub fn quantize(data: &[f32], dims: &[usize], qtype: QType, gran: Granularity, symmetric: bool) -> Quantized {
+    let symmetry = if symmetric { Symmetry::Symmetric } else { Symmetry::Asymmetric };
+    quantize_searched(data, dims, qtype, gran, symmetry, RangeSearch::Minmax, None)
+}
+
+/// Which zero points a weight's scales may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Symmetry {
+    /// Zero point 0 (the middle for unsigned types): what integer kernels want.
+    Symmetric,
+    /// A zero point per scale, the range spanning min..max (widened to hold 0).
+    Asymmetric,
+    /// Per scale, whichever of the two reconstructs the values with less squared error.
+    #[default]
+    Auto,
+}
+
+/// How each scale's range is chosen from the values it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum RangeSearch {
+    /// The full range of the values: nothing is clipped.
+    Minmax,
+    /// The range, shrunk from the full one, whose reconstruction has the least squared error
+    /// (clipping a few outliers buys a finer step for all the other values).
+    #[default]
+    Mse,
+}
+
+/// Squared reconstruction error of `xs` under `(scale, zp)` (rounded through the reciprocal:
+/// a search figure, the stored values are rounded as [`quantize_searched`] does).
+fn sq_error(xs: &[f32], scale: f32, zp: i32, qmin: i32, qmax: i32) -> f64 {
+    let inv = 1.0 / scale;
+    let (lo, hi) = ((qmin - zp) as f32, (qmax - zp) as f32);
+    let mut e = 0.0f64;
+    for chunk in xs.chunks(1024) {
+        let mut c = 0.0f32;
+        for &x in chunk {
+            // Clamping to integer bounds first gives the same as after rounding; adding and
+            // subtracting 1.5·2^23 rounds half to even for |v| < 2^22 and vectorizes (the
+            // library's round_ties_even is a call per value on baseline x86-64).
+            const MAGIC: f32 = 12_582_912.0;
+            let q = ((x * inv).clamp(lo, hi) + MAGIC) - MAGIC;
+            let d = x - q * scale;
+            c += d * d;
+        }
+        e += c as f64;
+    }
+    e
+}
+
+/// Values a range search measures its candidates on: all of them up to this many, else an
+/// evenly strided subset of about this many (the full range's ends are always kept).
+const SEARCH_SAMPLE: usize = 16384;
+
+/// Shrink ratios tried first; the best is then refined in steps of 0.01 either side.
+const COARSE_RATIOS: [f32; 11] = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5];
+
+/// Scale and zero point for the values `xs` of one group: among the allowed symmetries and,
+/// with [`RangeSearch::Mse`], ranges shrunk from the full one, those with the least squared
+/// reconstruction error. The full range of the first allowed symmetry wins ties, so the result
+/// is never worse than min-max and is deterministic.
+pub fn search_params(xs: &[f32], qtype: QType, symmetry: Symmetry, search: RangeSearch) -> (f32, i32) {
+    let (lo, hi) = xs.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+    let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
+    let sym_first = symmetry != Symmetry::Asymmetric;
+    if lo == hi {
+        return params_for_range(lo, hi, qtype, sym_first);
+    }
+    let (qmin, qmax) = qtype.range();
+    let sample: Vec<f32>;
+    let xs = if xs.len() > SEARCH_SAMPLE {
+        sample = xs.iter().step_by(xs.len().div_ceil(SEARCH_SAMPLE)).copied().chain([lo, hi]).collect();
+        &sample[..]
+    } else {
+        xs
+    };
+    let schemes: &[bool] = match symmetry {
+        Symmetry::Symmetric => &[true],
+        Symmetry::Asymmetric => &[false],
+        Symmetry::Auto => &[true, false],
+    };
+    let mut best = (f64::INFINITY, params_for_range(lo, hi, qtype, sym_first));
+    let try_ratio = |r: f32, sym: bool, best: &mut (f64, (f32, i32))| {
+        let p = params_for_range(lo * r, hi * r, qtype, sym);
+        let e = sq_error(xs, p.0, p.1, qmin, qmax);
+        if e < best.0 {
+            *best = (e, p);
+        }
+        e
+    };
+    for &sym in schemes {
+        if search == RangeSearch::Minmax {
+            try_ratio(1.0, sym, &mut best);
+            continue;
+        }
+        let mut local = (f64::INFINITY, 1.0f32);
+        for r in COARSE_RATIOS {
+            let e = try_ratio(r, sym, &mut best);
+            if e < local.0 {
+                local = (e, r);
+            }
+        }
+        for k in [-4i32, -3, -2, -1, 1, 2, 3, 4] {
+            let r = local.1 + k as f32 * 0.01;
+            if r < 1.0 && r > 0.3 {
+                try_ratio(r, sym, &mut best);
+            }
+        }
+    }
+    best.1
+}
+
+/// Quantizes `data` (row-major, shape `dims`, all finite) like [`quantize`], but picks each
+/// group's scale and zero point with [`search_params`]: the weights' path.
+pub fn quantize_searched(
+    data: &[f32],
+    dims: &[usize],
+    qtype: QType,
+    gran: Granularity,
+    symmetry: Symmetry,
+    search: RangeSearch,
+    mean_axis: Option<usize>,
+) -> Quantized {
     debug_assert_eq!(data.len(), dims.iter().product::<usize>());
     let (ngroups, param_dims) = groups(dims, gran);
-    let mut lo = vec![f32::INFINITY; ngroups];
-    let mut hi = vec![f32::NEG_INFINITY; ngroups];
-    for_each_run(dims, gran, |s, len, g| {
-        for &x in &data[s..s + len] {
-            lo[g] = lo[g].min(x);
-            hi[g] = hi[g].max(x);
-        }
-    });
-    let mut scales = Vec::with_capacity(ngroups);
-    let mut zero_points = Vec::with_capacity(ngroups);
-    for g in 0..ngroups {
-        let (l, h) = if lo[g] <= hi[g] { (lo[g], hi[g]) } else { (0.0, 0.0) };
-        let (s, z) = params_for_range(l, h, qtype, symmetric);
-        scales.push(s);
-        zero_points.push(z);
-    }
+    // Each group's values together (a per-axis group along an inner axis is strided).
+    let mut members: Vec<Vec<f32>> = vec![Vec::new(); ngroups];
+    for_each_run(dims, gran, |s, len, g| members[g].extend_from_slice(&data[s..s + len]));
+    let params: Vec<(f32, i32)> = {
+        use rayon::prelude::*;
+        members.par_iter().map(|xs| search_params(xs, qtype, symmetry, search)).collect()
+    };
+    drop(members);
     let (qmin, qmax) = qtype.range();
     let mut values = vec![0u8; data.len()];
     for_each_run(dims, gran, |s, len, g| {
-        let (scale, zp) = (scales[g], zero_points[g]);
+        let (scale, zp) = params[g];
         for (v, &x) in values[s..s + len].iter_mut().zip(&data[s..s + len]) {
             let q = ((x / scale).round_ties_even() as i32).saturating_add(zp).clamp(qmin, qmax);
             *v = encode(q, qtype);
         }
     });
+    if let Some(axis) = mean_axis {
+        // One scale for the tensor: keep each output channel's mean; otherwise each scale's.
+        let units = match gran {
+            Granularity::PerTensor => Granularity::PerAxis { axis },
+            g => g,
+        };
+        preserve_sums(data, dims, units, gran, qtype, &params, &mut values);
+    }
+    let (scales, zero_points) = params.into_iter().unzip();
     Quantized { values, scales, zero_points, param_dims }
+}
+
+/// Re-rounds, in each unit of `units` (elements whose rounding errors should sum to zero: the
+/// groups of `gran`, or the channels of a per-tensor scale), the values that lay closest to half
+/// a step so the unit's rounding errors sum to (nearly) zero. A layer whose input has a large
+/// mean then sees almost no mean shift from its quantized weights. Each flip moves one value one
+/// step toward the side it was nearest to rounding to, the cheapest flips first.
+fn preserve_sums(
+    data: &[f32],
+    dims: &[usize],
+    units: Granularity,
+    gran: Granularity,
+    qtype: QType,
+    params: &[(f32, i32)],
+    values: &mut [u8],
+) {
+    let (qmin, qmax) = qtype.range();
+    let (nunits, _) = groups(dims, units);
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); nunits];
+    for_each_run(dims, units, |s, len, u| members[u].extend(s..s + len));
+    for (u, idx) in members.iter().enumerate() {
+        // Units refine a per-tensor scale into channels, or are the groups themselves.
+        let g = if gran == Granularity::PerTensor { 0 } else { u };
+        let (scale, zp) = params[g];
+        // Rounding error of each value, in steps (positive: rounded down).
+        let err: Vec<f64> =
+            idx.iter().map(|&i| (data[i] / scale) as f64 - (decode(values[i], qtype) - zp) as f64).collect();
+        let k = err.iter().sum::<f64>().round() as i64;
+        if k == 0 {
+            continue;
+        }
+        let up = k > 0;
+        let mut cand: Vec<usize> = (0..idx.len())
+            .filter(|&j| {
+                let q = decode(values[idx[j]], qtype);
+                if up { err[j] > 0.0 && q < qmax } else { err[j] < 0.0 && q > qmin }
+            })
+            .collect();
+        cand.sort_by(|&a, &b| err[b].abs().total_cmp(&err[a].abs()).then(a.cmp(&b)));
+        for &j in cand.iter().take(k.unsigned_abs() as usize) {
+            let i = idx[j];
+            values[i] = encode(decode(values[i], qtype) + if up { 1 } else { -1 }, qtype);
+        }
+    }
 }
 
 /// Signal-to-quantization-noise ratio (dB) of `q` against the `data` it was made from: infinite
@@ -401,6 +573,88 @@ mod tests {
         assert_eq!((scale, zp), (1.0, 0));
     }
 
+    fn mse(data: &[f32], dims: &[usize], q: &Quantized, qtype: QType, gran: Granularity) -> f64 {
+        let groups = group_of_each(dims, gran);
+        data.iter().enumerate().map(|(i, &x)| ((x - q.dequantize_at(i, groups[i], qtype)) as f64).powi(2)).sum()
+    }
+
+    #[test]
+    fn an_outlier_is_clipped_when_that_lowers_the_error() {
+        // 1000 values spread over ±0.2 and one outlier at 0.8: int4 min-max spends most of its
+        // 7 steps a side on the outlier; the search shrinks the range, clips the outlier, and
+        // the total error drops.
+        let mut data: Vec<f32> = (0..1000).map(|i| ((i * 37 % 1000) as f32 / 1000.0 - 0.5) * 0.4).collect();
+        data.push(0.8);
+        let dims = [data.len()];
+        let g = Granularity::PerTensor;
+        let plain = quantize(&data, &dims, QType::Int4, g, true);
+        let searched = quantize_searched(&data, &dims, QType::Int4, g, Symmetry::Symmetric, RangeSearch::Mse, None);
+        assert!(searched.scales[0] < plain.scales[0] * 0.99, "{} vs {}", searched.scales[0], plain.scales[0]);
+        assert_eq!(searched.zero_points, vec![0]);
+        assert!(mse(&data, &dims, &searched, QType::Int4, g) < 0.6 * mse(&data, &dims, &plain, QType::Int4, g));
+    }
+
+    #[test]
+    fn auto_takes_asymmetric_for_one_sided_groups_and_symmetric_for_balanced_ones() {
+        // Channel 0 is all positive (asymmetric uses every step), channel 1 spans -1..1 evenly.
+        let mut data: Vec<f32> = (0..64).map(|i| 0.2 + i as f32 / 64.0).collect();
+        data.extend((0..64).map(|i| (i as f32 - 31.5) / 31.5));
+        let g = Granularity::PerAxis { axis: 0 };
+        let q = quantize_searched(&data, &[2, 64], QType::Int8, g, Symmetry::Auto, RangeSearch::Minmax, None);
+        assert_ne!(q.zero_points[0], 0, "one-sided channel should be asymmetric");
+        assert_eq!(q.zero_points[1], 0, "balanced channel should be symmetric");
+    }
+
+    #[test]
+    fn searched_ranges_keep_zero_and_constants_exact() {
+        let data = [0.0, 0.0, 0.1234567, 0.1234567, -3.3e-5, -3.3e-5, -1.0, 0.0];
+        for qtype in ALL {
+            for symmetry in [Symmetry::Symmetric, Symmetry::Asymmetric, Symmetry::Auto] {
+                let g = Granularity::PerAxis { axis: 0 };
+                let q = quantize_searched(&data, &[4, 2], qtype, g, symmetry, RangeSearch::Mse, None);
+                for (i, &x) in data.iter().enumerate() {
+                    if x == 0.0 || i < 6 {
+                        assert_eq!(q.dequantize_at(i, i / 2, qtype), x, "{qtype:?} {symmetry:?} i={i}");
+                    }
+                }
+                if symmetry == Symmetry::Symmetric {
+                    assert!(q.zero_points.iter().all(|&z| z == qtype.symmetric_zero_point()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mean_preserving_rounding_keeps_each_channel_sum_within_half_a_step() {
+        // 16 output channels of 72 values: plain rounding leaves each channel's errors summing
+        // to a random walk of a few steps; re-rounding the values nearest half a step brings
+        // every channel's sum within half a step, per-channel or under one per-tensor scale.
+        let data: Vec<f32> = (0..16 * 72).map(|i| ((i * 7919 % 1000) as f32 / 1000.0 - 0.5) * 0.37).collect();
+        let dims = [16, 72];
+        for gran in [Granularity::PerAxis { axis: 0 }, Granularity::PerTensor] {
+            let run = |axis| {
+                quantize_searched(&data, &dims, QType::Int8, gran, Symmetry::Symmetric, RangeSearch::Minmax, axis)
+            };
+            let sums = |q: &Quantized| -> Vec<f64> {
+                (0..16)
+                    .map(|c| {
+                        let g = if gran == Granularity::PerTensor { 0 } else { c };
+                        (0..72)
+                            .map(|j| (data[c * 72 + j] - q.dequantize_at(c * 72 + j, g, QType::Int8)) as f64)
+                            .sum::<f64>()
+                            / q.scales[g] as f64
+                    })
+                    .collect()
+            };
+            let (plain, kept) = (sums(&run(None)), sums(&run(Some(0))));
+            assert!(kept.iter().all(|s| s.abs() <= 0.5 + 1e-3), "{gran:?}: {kept:?}");
+            assert!(plain.iter().any(|s| s.abs() > 1.0), "{gran:?}: plain sums too small to test: {plain:?}");
+            // Far smaller sums overall.
+            let total = |v: &[f64]| v.iter().map(|s| s.abs()).sum::<f64>();
+            assert!(total(&plain) > 2.0 * total(&kept), "{plain:?} vs {kept:?}");
+        }
+    }
+
     fn gran_strategy(rank: usize) -> impl Strategy<Value = Granularity> {
         prop_oneof![
             Just(Granularity::PerTensor),
@@ -421,6 +675,27 @@ mod tests {
             sym in any::<bool>(),
         ) {
             roundtrip_ok(&data, &dims, ALL[qi], gran, sym).map_err(TestCaseError::fail)?;
+        }
+
+        #[test]
+        fn the_search_is_never_worse_than_min_max(
+            (dims, data, gran) in prop::collection::vec(1usize..6, 1..4).prop_flat_map(|dims| {
+                let n: usize = dims.iter().product();
+                let rank = dims.len();
+                (Just(dims), prop::collection::vec(-1e3f32..1e3, n), gran_strategy(rank))
+            }),
+            qi in 0usize..ALL.len(),
+        ) {
+            let qtype = ALL[qi];
+            let auto = quantize_searched(&data, &dims, qtype, gran, Symmetry::Auto, RangeSearch::Mse, None);
+            let e_auto = mse(&data, &dims, &auto, qtype, gran);
+            for sym in [true, false] {
+                let plain = quantize(&data, &dims, qtype, gran, sym);
+                let e_plain = mse(&data, &dims, &plain, qtype, gran);
+                prop_assert!(e_auto <= e_plain * (1.0 + 1e-9) + 1e-12, "auto {} > min-max {} (sym={})", e_auto, e_plain, sym);
+            }
+            // Deterministic.
+            prop_assert_eq!(quantize_searched(&data, &dims, qtype, gran, Symmetry::Auto, RangeSearch::Mse, None), auto);
         }
 
         #[test]

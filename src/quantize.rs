@@ -17,7 +17,7 @@ use crate::onnx::model::ir_version_for_opset;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
 use crate::onnx::tensor::{constant_value, finite_floats, le_bytes, pack_int4};
 use crate::ops::{WeightRole, min_opset};
-use crate::quant::{Granularity, QType, Quantized, quantize};
+use crate::quant::{Granularity, QType, Quantized, RangeSearch, Symmetry, quantize_searched};
 use crate::recipe::Recipe;
 
 /// The scheme chosen for one weight.
@@ -27,8 +27,10 @@ pub struct QuantSpec {
     pub qtype: QType,
     /// Scale layout.
     pub granularity: Granularity,
-    /// Symmetric or not.
-    pub symmetric: bool,
+    /// Which zero points the scales may use.
+    pub symmetry: Symmetry,
+    /// How each scale's range was chosen.
+    pub range: RangeSearch,
     /// 4-bit values stored as ONNX INT4/UINT4.
     pub native_int4: bool,
 }
@@ -59,6 +61,9 @@ pub struct QuantizedTensor {
     pub dims: Vec<i64>,
     /// The scheme.
     pub spec: QuantSpec,
+    /// Every scale has the symmetric zero point (0 for signed types), as chosen or as
+    /// [`Symmetry::Auto`] found best.
+    pub symmetric: bool,
     /// Element type it is stored as (e.g. `int8`, `int4`).
     pub stored_as: String,
     /// Float bytes before.
@@ -137,6 +142,8 @@ struct Planned {
     spec: QuantSpec,
     op_types: Vec<String>,
     note: Option<String>,
+    /// The output-channel axis its readers agree on, if they do.
+    channel_axis: Option<usize>,
 }
 
 fn globset(patterns: &[String]) -> GlobSet {
@@ -267,9 +274,28 @@ fn plan(analysis: &Analysis, recipe: &Recipe, ir_version: i64) -> (Vec<Planned>,
             (Granularity::PerTensor, None)
         };
         let qtype = recipe.qtype(bits);
-        let spec =
-            QuantSpec { qtype, granularity, symmetric: recipe.symmetric, native_int4: recipe.native_int4 && bits == 4 };
-        planned.push(Planned { constant: ci, spec, op_types, note });
+        // Integer kernels of static quantization take symmetric weights (ONNX Runtime's fused
+        // kernels want zero weight zero points), unless asymmetric ones were asked for.
+        let integer_kernel = |op: &str| {
+            crate::ops::spec_of(op)
+                .is_some_and(|s| matches!(s.activation, crate::ops::Activation::IntegerKernel { .. }))
+        };
+        let symmetry = match recipe.symmetry() {
+            Symmetry::Auto if recipe.calibration.is_some() && op_types.iter().any(|op| integer_kernel(op)) => {
+                Symmetry::Symmetric
+            }
+            s => s,
+        };
+        let spec = QuantSpec {
+            qtype,
+            granularity,
+            symmetry,
+            range: recipe.weight_range,
+            native_int4: recipe.native_int4 && bits == 4,
+        };
+        let channels: BTreeSet<usize> = roles.iter().map(|r| r.0).collect();
+        let channel_axis = if channels.len() == 1 { channels.first().copied() } else { None };
+        planned.push(Planned { constant: ci, spec, op_types, note, channel_axis });
     }
     (planned, skipped)
 }
@@ -339,7 +365,9 @@ pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
             let c = &analysis.constants[p.constant];
             let values = finite_floats(tensor_of(model, c))?;
             let dims: Vec<usize> = c.dims.iter().map(|&d| d as usize).collect();
-            let q = quantize(&values, &dims, p.spec.qtype, p.spec.granularity, p.spec.symmetric);
+            let mean_axis = (p.spec.range == RangeSearch::Mse).then_some(p.channel_axis).flatten();
+            let (qtype, gran) = (p.spec.qtype, p.spec.granularity);
+            let q = quantize_searched(&values, &dims, qtype, gran, p.spec.symmetry, p.spec.range, mean_axis);
             let sqnr = crate::quant::sqnr_db(&values, &dims, &q, p.spec.qtype, p.spec.granularity);
             Ok((q, sqnr))
         })
@@ -388,6 +416,7 @@ fn rewrite(
             let p = &planned[i];
             let c = &analysis.constants[p.constant];
             let q = data[i].take().expect("each weight is rewritten once");
+            let symmetric = q.zero_points.iter().all(|&z| z == p.spec.qtype.symmetric_zero_point());
             let (node, tensors, bytes_after) = dequantize_node(&mut names, c, &p.spec, q);
             g.initializer.extend(tensors);
             match c.storage {
@@ -411,6 +440,7 @@ fn rewrite(
                     op_types: p.op_types.clone(),
                     dims: c.dims.clone(),
                     spec: p.spec.clone(),
+                    symmetric,
                     stored_as: dtype::name(p.spec.qtype.onnx_dtype(p.spec.native_int4)).into(),
                     bytes_before: c.elements() * 4,
                     bytes_after,
@@ -511,7 +541,7 @@ impl Report {
                 Granularity::PerAxis { .. } => "per-channel".to_string(),
                 Granularity::Blocked { block, .. } => format!("blocked({block})"),
             };
-            let sym = if q.spec.symmetric { "symmetric" } else { "asymmetric" };
+            let sym = if q.symmetric { "symmetric" } else { "asymmetric" };
             let bits = if q.spec.qtype == QType::Int7 { " (7-bit values)" } else { "" };
             *schemes.entry(format!("{}{bits} {g} {sym}", q.stored_as)).or_default() += 1;
         }

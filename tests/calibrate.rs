@@ -103,7 +103,7 @@ fn a_calibrated_model_runs_in_ort_close_to_float_in_the_fusable_layout() {
     assert!(v.snr_db > 25.0, "tract SNR {}", v.snr_db);
     let held_out = dir.path().join("held_out.npy");
     let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(4).inputs(&held_out));
-    assert!(pooled_snr(&r) > 18.0, "{r}");
+    assert!(worst_snr(&r) > 18.0, "{r}");
 }
 
 #[test]
@@ -120,7 +120,7 @@ fn methods_choose_different_ranges_and_all_run_in_ort() {
         widths.push(x.hi - x.lo);
         let held_out = dir.path().join("held_out.npy");
         let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(4).inputs(&held_out));
-        assert!(pooled_snr(&r) > 20.0, "{method:?}: {r}");
+        assert!(worst_snr(&r) > 20.0, "{method:?}: {r}");
     }
     assert_eq!(widths[0], widths.iter().cloned().fold(0.0, f32::max), "minmax keeps the widest range");
     assert!(widths[2] < widths[0], "entropy is not minmax: {widths:?}");
@@ -318,32 +318,33 @@ fn integer_kernel_weights_get_7_bits_that_avx2_pairs_cannot_saturate() {
     assert_eq!(reduced, ["W1", "W3"], "the depthwise weight keeps 8 bits");
     for w in ["W1", "W3"] {
         let v = stored_weight(&safe.model, w);
-        // Symmetric 7-bit: every channel's largest weight lands on ±63, and a u8 × s8 pair sum
-        // (what AVX2's vpmaddubsw adds in a saturating int16 lane) stays representable.
-        assert_eq!(amax(&v), 63, "{w}");
+        // Symmetric 7-bit: the largest weights land on ±63 (-64 when the range search clips a
+        // negative one), and a u8 × s8 pair sum (what AVX2's vpmaddubsw adds in a saturating
+        // int16 lane) stays representable.
+        assert!((63..=64).contains(&amax(&v)), "{w}: {}", amax(&v));
         assert!(2 * 255 * amax(&v) <= i16::MAX as i32);
         let entry = safe.report.quantized.iter().find(|q| q.name == w).unwrap();
         assert_eq!(entry.spec.qtype, quantize_rs::QType::Int7);
         assert!(entry.sqnr_db > 30.0 && entry.sqnr_db.is_finite(), "{w}: {}", entry.sqnr_db);
     }
-    assert_eq!(amax(&stored_weight(&safe.model, "Wd")), 127);
+    assert!((127..=128).contains(&amax(&stored_weight(&safe.model, "Wd"))), "the depthwise weight keeps 8 bits");
     // Biases follow the requantized weight scales: the model still runs close to the float one.
     let out = dir.path().join("safe.onnx");
     safe.model.save(&out, &SaveOptions::default()).unwrap();
     let held_out = dir.path().join("held_out.npy");
     let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
-    assert!(pooled_snr(&r) > 20.0, "{r}");
+    assert!(worst_snr(&r) > 20.0, "{r}");
 
     // 4-bit weights (widened to int8 bytes) cannot saturate and keep what the recipe asked for.
     let recipe = Recipe { bits: 4, min_elements: 0, calibration: Some(calibration("calib.npy")), ..Recipe::default() };
     let four = run(Model::load(&float).unwrap(), &recipe, dir.path()).unwrap();
     assert!(four.calibration.as_ref().unwrap().reduced_range_weights.is_empty());
-    assert_eq!(amax(&stored_weight(&four.model, "W1")), 7);
+    assert!((7..=8).contains(&amax(&stored_weight(&four.model, "W1"))));
 
     let full = run_with(true);
     assert!(full.calibration.as_ref().unwrap().reduced_range_weights.is_empty());
     for w in ["W1", "Wd", "W3"] {
-        assert_eq!(amax(&stored_weight(&full.model, w)), 127, "{w}");
+        assert!((127..=128).contains(&amax(&stored_weight(&full.model, w))), "{w}");
     }
 }
 
@@ -405,7 +406,7 @@ fn elementwise_and_pass_through_ops_between_integer_kernels_are_quantized_by_def
     outcome.model.save(&out, &SaveOptions::default()).unwrap();
     let held_out = dir.path().join("held_out.npy");
     let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
-    assert!(pooled_snr(&r) > 20.0, "{r}");
+    assert!(worst_snr(&r) > 20.0, "{r}");
 
     // Named explicitly, an elementwise op is quantized wherever it can be, and what cannot is
     // reported: a constant operand, integer (shape) arithmetic.
@@ -437,8 +438,11 @@ fn bias_correction_removes_the_mean_shift_of_quantized_weights() {
     write_npy(&dir.path().join("calib.npy"), &[32, 64], &offset(1));
     write_npy(&dir.path().join("held_out.npy"), &[32, 64], &offset(2));
     let mean_error = |bias_correction: bool| {
+        // Plain rounding: the default's mean-preserving rounding already removes most of the
+        // shift by itself (quant.rs tests that); here the correction has to.
         let recipe = Recipe {
             min_elements: 0,
+            weight_range: quantize_rs::RangeSearch::Minmax,
             calibration: Some(Calibration { bias_correction, ..calibration("calib.npy") }),
             ..Recipe::default()
         };
@@ -606,7 +610,7 @@ fn calibration_runs_the_fused_hard_swish_model_and_ort_runs_the_result() {
     let out = dir.path().join("q.onnx");
     m.save(&out, &SaveOptions::default()).unwrap();
     let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
-    assert!(pooled_snr(&r) > 25.0, "{r}");
+    assert!(worst_snr(&r) > 25.0, "{r}");
     // `graph-rewrites = false` calibrates the graph as it is.
     let as_is = Recipe {
         calibration: Some(Calibration { graph_rewrites: false, ..calibration("calib.npy") }),
@@ -618,7 +622,7 @@ fn calibration_runs_the_fused_hard_swish_model_and_ort_runs_the_result() {
     let out = dir.path().join("plain.onnx");
     plain.model.save(&out, &SaveOptions::default()).unwrap();
     let r = ort_compare(&float, &out, &Compare::samples(4).inputs(&held_out));
-    assert!(pooled_snr(&r) > 25.0, "{r}");
+    assert!(worst_snr(&r) > 25.0, "{r}");
     // Weight-only quantization keeps the float graph's ops and opset.
     let weights_only = run(Model::load(&float).unwrap(), &Recipe { min_elements: 0, ..Recipe::default() }, dir.path());
     let w = weights_only.unwrap();
@@ -682,7 +686,7 @@ fn softmax_over_a_middle_axis_becomes_elementwise_ops_with_the_same_outputs() {
     let held_out = dir.path().join("held_out.npy");
     write_npy(&held_out, &[3, 3, 8, 8], &rand_f32(3 * 192, 200));
     let r = ort_compare(&float, &out, &Compare::samples(3).inputs(&held_out));
-    assert!(pooled_snr(&r) > 25.0, "{r}");
+    assert!(worst_snr(&r) > 25.0, "{r}");
 }
 
 #[test]
@@ -721,4 +725,57 @@ fn a_cancelled_job_stops_with_an_error_and_returns_no_model() {
     flag.store(false, std::sync::atomic::Ordering::SeqCst);
     let outcome = quantize_rs::run_with(Model::load(&float).unwrap(), &recipe, dir.path(), &opts).unwrap();
     assert!(outcome.calibration.is_some_and(|c| !c.activations.is_empty()));
+}
+
+/// A matmul's float output `Y`, the input's shape (`shape`, int64, exact whatever the weights),
+/// and with `scaled`, `Y` × 1000 cast to int64: an integer output the quantized weights change.
+fn with_integer_outputs(scaled: bool) -> ModelProto {
+    let mut nodes =
+        vec![node("MatMul", &["X", "W"], &["Y"]).named("mm"), node("Shape", &["X"], &["shape"]).named("sh")];
+    let mut outputs = vec![value_info("Y", dtype::FLOAT, &[4, 8]), value_info("shape", dtype::INT64, &[2])];
+    if scaled {
+        nodes.push(node("Mul", &["Y", "k"], &["Yk"]).named("mul"));
+        nodes.push(node("Cast", &["Yk"], &["scaled"]).named("cast").int("to", dtype::INT64 as i64));
+        outputs.push(value_info("scaled", dtype::INT64, &[4, 8]));
+    }
+    let g = graph(
+        "ints",
+        nodes,
+        vec![f32_tensor("W", &[16, 8], &rand_f32(128, 3)), f32_tensor("k", &[], &[1000.0])],
+        vec![value_info("X", dtype::FLOAT, &[4, 16])],
+        outputs,
+    );
+    model(g, 13)
+}
+
+#[test]
+fn the_figure_that_counts_is_the_worst_float_output_and_integer_outputs_must_be_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    write_npy(&dir.path().join("held_out.npy"), &[3, 4, 16], &rand_f32(3 * 64, 11));
+    let recipe = |min_snr_db| Recipe {
+        min_elements: 0,
+        verify_data: Some("held_out.npy".into()),
+        min_snr_db,
+        ..Recipe::default()
+    };
+    // An exact integer output is reported as such and does not lift the figure: the summary
+    // SNR is exactly the float output's.
+    let m = Model::load(write(dir.path(), "ints.onnx", &with_integer_outputs(false))).unwrap();
+    let out = run(m, &recipe(Some(20.0)), dir.path()).unwrap();
+    let v = out.verification.unwrap();
+    assert!(v.exact);
+    let kinds: Vec<_> = v.outputs.iter().map(|o| (o.name.as_str(), o.kind, o.mismatches)).collect();
+    assert_eq!(kinds, [("Y", quantize_rs::OutputKind::Float, 0), ("shape", quantize_rs::OutputKind::Integer, 0)]);
+    assert_eq!(v.snr_db, v.outputs[0].snr_db);
+    assert!((25.0..60.0).contains(&v.snr_db), "{}", v.snr_db);
+
+    // An integer output that changes fails the gate however good the float output is, and the
+    // error names it.
+    let m = Model::load(write(dir.path(), "scaled.onnx", &with_integer_outputs(true))).unwrap();
+    let err = run(m, &recipe(Some(0.0)), dir.path()).unwrap_err().to_string();
+    assert!(err.contains("integer output 'scaled' differs in"), "{err}");
+    let m = Model::load(write(dir.path(), "scaled.onnx", &with_integer_outputs(true))).unwrap();
+    let v = run(m, &recipe(None), dir.path()).unwrap().verification.unwrap();
+    assert!(!v.exact && v.outputs[2].mismatches > 0);
+    assert!(v.snr_db > 25.0, "the float figure stays the float output's: {}", v.snr_db);
 }

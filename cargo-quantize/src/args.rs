@@ -181,12 +181,17 @@ pub struct RecipeArgs {
     /// One scale per N elements along each weight's reduction axis (needs opset 21).
     #[arg(long, value_name = "N")]
     pub(crate) block_size: Option<usize>,
-    /// Symmetric weights, zero point 0 (the default).
+    /// Symmetric weights, zero point 0 [default: per scale, symmetric or asymmetric, whichever
+    /// reconstructs the weights better; symmetric for static quantization's integer kernels].
     #[arg(long, conflicts_with = "asymmetric")]
     pub(crate) symmetric: bool,
     /// Asymmetric weights with a zero point per scale.
     #[arg(long)]
     pub(crate) asymmetric: bool,
+    /// How each weight scale's range is chosen: `mse` shrinks it while the squared error drops,
+    /// `minmax` keeps the full range [default: mse].
+    #[arg(long, value_enum, value_name = "HOW")]
+    pub(crate) weight_range: Option<quantize_rs::RangeSearch>,
     /// Store 4-bit weights as ONNX INT4/UINT4, two per byte (opset 21), instead of one per byte.
     #[arg(long)]
     pub(crate) native_int4: bool,
@@ -196,7 +201,7 @@ pub struct RecipeArgs {
     /// Only quantize tensors or nodes matching one of these globs (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub(crate) include: Vec<String>,
-    /// Op types whose weights are quantized [default: Conv,ConvTranspose,Gemm,MatMul,Gather].
+    /// Op types whose weights are quantized [default: Conv,ConvTranspose,Gemm,MatMul,Gather,LSTM,GRU,RNN].
     #[arg(long, value_delimiter = ',', value_name = "OPS")]
     pub(crate) op_types: Vec<String>,
     /// Leave weights with fewer elements float.
@@ -216,7 +221,14 @@ impl RecipeArgs {
         let mut r = Recipe { bits: self.bits, unsigned: self.unsigned, ..Recipe::default() };
         r.per_channel = !self.per_tensor;
         r.block_size = self.block_size;
-        r.symmetric = !self.asymmetric;
+        r.symmetric = match (self.symmetric, self.asymmetric) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        };
+        if let Some(range) = self.weight_range {
+            r.weight_range = range;
+        }
         r.native_int4 = self.native_int4;
         r.exclude = self.exclude.clone();
         r.include = self.include.clone();

@@ -163,10 +163,14 @@ fn validate_passes_a_good_model_on_real_data() {
     let names: Vec<&str> = j["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["structure", "connectivity", "opset", "types", "interface", "runs", "min-snr-db"]);
     assert!(j["checks"].as_array().unwrap().iter().all(|c| c["status"] == "passed"));
-    let pooled = j["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "all").unwrap();
-    let snr = pooled["snr_db"].as_f64().unwrap();
+    let v = &j["verification"];
+    let snr = v["snr_db"].as_f64().unwrap();
     assert!((30.0..80.0).contains(&snr), "{snr}");
-    assert!(pooled["cosine"].as_f64().unwrap() > 0.999);
+    assert!(v["cosine"].as_f64().unwrap() > 0.999);
+    assert_eq!(v["exact"], true);
+    // One float output: its figures are the summary's.
+    assert_eq!(v["outputs"][0]["kind"], "float");
+    assert_eq!(v["outputs"][0]["snr_db"].as_f64().unwrap(), snr);
     let weights = j["weights"].as_array().unwrap();
     assert_eq!(weights.len(), 3);
     for w in weights {
@@ -201,7 +205,7 @@ fn validate_runs_synthetic_inputs_without_data() {
     assert_eq!(j["samples"], 1);
     let runs = j["checks"].as_array().unwrap().iter().find(|c| c["name"] == "runs").unwrap();
     assert_eq!(runs["status"], "passed");
-    assert!(j["outputs"][0]["snr_db"].as_f64().unwrap() > 25.0, "{}", j["outputs"]);
+    assert!(j["verification"]["outputs"][0]["snr_db"].as_f64().unwrap() > 25.0, "{}", j["verification"]);
 
     let r = quantize_rs(dir.path(), &["validate", s(&ppocr()), s(&q), "--input-shape", "x=1,3,48"]);
     assert_eq!(r.code, 2, "a shape that does not fit is a usage error: {}", r.stderr);
@@ -346,4 +350,33 @@ fn benchmark_reports_sizes_and_latency() {
     let r = quantize_rs(dir.path(), &["benchmark", s(&digits()), s(&q), "--runs", "3"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("tract, 3 timed run(s) after 3 warm-up, input [1, 64] from synthetic"), "{}", r.stdout);
+}
+
+#[test]
+fn benchmark_times_onnx_runtime_too() {
+    let dir = TempDir::new().unwrap();
+    let q = dir.path().join("digits.q.onnx");
+    assert_eq!(quantize_rs(dir.path(), &["quantize", s(&digits()), "-o", s(&q)]).code, 0);
+    // The project's venv with onnxruntime (the same one the ORT checks of the workspace use).
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = std::process::Command::new("bash").arg(root.join("scripts/setup-python.sh")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let python = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (model, data) = (digits(), digits_test());
+    let args = ["benchmark", s(&model), s(&q), "--data", s(&data), "--runs", "4", "--runtime", "ort"];
+    let r = quantize_rs(dir.path(), &[&args[..], &["--python", &python, "--format", "json"]].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert!(j["runtime"].as_str().unwrap().starts_with("onnxruntime "), "{j}");
+    for side in ["original", "quantized"] {
+        let l = &j[side]["latency"];
+        assert_eq!(l["runs"], 4);
+        assert!(l["median_ms"].as_f64().unwrap() > 0.0, "{l}");
+    }
+    let r = quantize_rs(dir.path(), &[&args[..], &["--python", &python]].concat());
+    assert!(r.stdout.contains("onnxruntime ") && r.stdout.contains("4 timed run(s)"), "{}", r.stdout);
+    // A python that cannot be run is an error that says what to pass.
+    let r = quantize_rs(dir.path(), &[&args[..], &["--python", "/nonexistent/python"]].concat());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--python"), "{}", r.stderr);
 }

@@ -44,8 +44,11 @@ fn recipe_for(selector: u8) -> Recipe {
             r.block_size = Some(32);
         }
         3 => {
-            r.symmetric = true;
+            r.symmetric = Some(selector & 0x40 != 0);
             r.unsigned = selector & 0x80 != 0;
+            if selector & 0x20 != 0 {
+                r.weight_range = quantize_rs::RangeSearch::Minmax;
+            }
         }
         _ => {
             r.bits = 4;

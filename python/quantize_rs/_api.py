@@ -653,7 +653,8 @@ def validate(
     :func:`quantize_with_calibration` takes — or on inputs synthesized from the declared shapes,
     symbolic sizes as 1 unless ``input_shapes`` says), with its outputs compared to the original's.
     ``detailed=True`` also compares every dequantized weight with the float one. ``min_snr_db``
-    (needs ``data``) fails the ``min-snr-db`` check below that pooled output SNR.
+    (needs ``data``) fails the ``min-snr-db`` check when the worst float output is below that SNR or an integer
+    output differs.
 
     Problems with the models are in the returned :class:`Validation` (``passed`` is False); an
     exception is raised only for a problem with the request (unreadable files or data).

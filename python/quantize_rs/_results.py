@@ -39,22 +39,49 @@ def _record(cls: Type[T], data: Mapping[str, Any], **converted: Any) -> T:
 
 
 @dataclass(frozen=True)
+class OutputComparison:
+    """One output of the quantized model against the original's. ``kind`` is ``"float"``
+    (figures: SNR, cosine, max abs error) or ``"integer"`` for integer and bool outputs, which
+    must match exactly (``mismatches`` counts the values that differ)."""
+
+    name: str
+    kind: str
+    snr_db: float
+    cosine: float
+    max_abs: float
+    mismatches: int = 0
+    values: int = 0
+
+    @classmethod
+    def _of(cls, o: Mapping[str, Any]) -> "OutputComparison":
+        return cls(o["name"], o["kind"], _float(o["snr_db"]), _float(o["cosine"]), _float(o["max_abs"]),
+                   int(o.get("mismatches", 0)), int(o.get("values", 0)))
+
+
+@dataclass(frozen=True)
 class Verification:
-    """Output quality of the quantized model on held-out data (``verify_data``), measured with
-    tract against the float model, pooled over every output and sample."""
+    """Output quality of the quantized model on held-out data, measured with tract against the
+    float model. ``snr_db`` is the worst float output's (what gates and the accuracy target
+    use); integer and bool outputs must be bit-exact (``exact``); ``outputs`` has every
+    output's figures."""
 
     samples: int
     """Samples compared."""
     snr_db: float
-    """Signal-to-noise ratio of the outputs in dB (``inf`` when identical)."""
+    """SNR of the worst float output in dB (``inf`` when identical)."""
     cosine: float
-    """Cosine similarity of the outputs."""
+    """Cosine similarity of the least similar float output."""
     max_abs: float
-    """Largest absolute difference of any output value."""
+    """Largest absolute difference of any float output value."""
+    exact: bool = True
+    """Every integer and bool output matches exactly."""
+    outputs: List[OutputComparison] = field(default_factory=list)
+    """Each output's figures, in the model's output order."""
 
     @classmethod
     def _of(cls, d: Mapping[str, Any]) -> "Verification":
-        return cls(int(d["samples"]), _float(d["snr_db"]), _float(d["cosine"]), _float(d["max_abs"]))
+        return cls(int(d["samples"]), _float(d["snr_db"]), _float(d["cosine"]), _float(d["max_abs"]),
+                   bool(d.get("exact", True)), [OutputComparison._of(o) for o in d.get("outputs", [])])
 
 
 @dataclass(frozen=True)
@@ -260,16 +287,6 @@ class Check:
 
 
 @dataclass(frozen=True)
-class OutputComparison:
-    """Output figures of the quantized model against the original (``name == "all"``: pooled)."""
-
-    name: str
-    snr_db: float
-    cosine: float
-    max_abs: float
-
-
-@dataclass(frozen=True)
 class WeightComparison:
     """One dequantized weight against the float weight (``validate(..., detailed=True)``)."""
 
@@ -291,13 +308,14 @@ class Validation:
     inputs: Optional[str]
     """What the models ran on: the data, or ``synthetic``."""
     samples: int
-    outputs: List[OutputComparison]
+    verification: Optional[Verification]
+    """The outputs compared, when both models ran (``snr_db``: the worst float output's)."""
     weights: List[WeightComparison]
 
     @property
-    def pooled(self) -> Optional[OutputComparison]:
-        """The pooled output comparison, when both models ran."""
-        return next((o for o in self.outputs if o.name == "all"), None)
+    def outputs(self) -> List[OutputComparison]:
+        """Each output's figures (empty when the models did not both run)."""
+        return self.verification.outputs if self.verification else []
 
     def check(self, name: str) -> Check:
         """The check called ``name``."""
@@ -313,10 +331,7 @@ class Validation:
             checks=[Check(c["name"], c["status"], list(c["problems"]), c.get("note")) for c in d["checks"]],
             inputs=d.get("inputs"),
             samples=int(d["samples"]),
-            outputs=[
-                OutputComparison(o["name"], _float(o["snr_db"]), _float(o["cosine"]), _float(o["max_abs"]))
-                for o in d["outputs"]
-            ],
+            verification=Verification._of(d["verification"]) if d.get("verification") else None,
             weights=[
                 WeightComparison(
                     w["name"], w["stored_as"], w["granularity"], int(w["elements"]), _float(w["snr_db"]), _float(w["max_abs"])

@@ -182,20 +182,6 @@ fn wait_interruptibly(
     }
 }
 
-/// JSON has no infinities: non-finite figures as the strings `"inf"`, `"-inf"`, `"nan"` (the
-/// convention of the CLI's `--format json`), which the Python side turns back into floats.
-fn finite(x: f64) -> Value {
-    if x.is_finite() {
-        json!(x)
-    } else if x.is_nan() {
-        json!("nan")
-    } else if x > 0.0 {
-        json!("inf")
-    } else {
-        json!("-inf")
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RunRequest {
@@ -227,9 +213,7 @@ fn run(py: Python<'_>, request: Value) -> PyResult<String> {
             return Err(Failure::internal("cancelled"));
         }
         outcome.model.save(&r.output, &SaveOptions { force: r.force, ..SaveOptions::default() }).map_err(failure)?;
-        let verification = outcome.verification.as_ref().map(|v| {
-            json!({"samples": v.samples, "snr_db": finite(v.snr_db), "cosine": finite(v.cosine), "max_abs": finite(v.max_abs)})
-        });
+        let verification = outcome.verification.as_ref().map(|v| serde_json::to_value(v).unwrap_or(Value::Null));
         Ok(json!({
             "input": r.input.display().to_string(),
             "output": r.output.display().to_string(),
@@ -337,7 +321,13 @@ fn benchmark(py: Python<'_>, request: Value) -> PyResult<String> {
         Err(f) => return Ok(f.reply()),
     };
     wait_interruptibly(py, move |_| {
-        let opts = BenchmarkOptions { data: r.data, runs: r.runs, warmup: r.warmup, input_shapes: r.input_shapes };
+        let opts = BenchmarkOptions {
+            data: r.data,
+            runs: r.runs,
+            warmup: r.warmup,
+            input_shapes: r.input_shapes,
+            runtime: quantize_rs::Runtime::Tract,
+        };
         let b = quantize_rs::benchmark(&r.original, &r.quantized, &opts).map_err(failure)?;
         serde_json::to_value(&b).map_err(Failure::internal)
     })

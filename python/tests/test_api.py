@@ -178,7 +178,7 @@ def test_validate_and_benchmark(tmp_path):
     v = quantize_rs.validate(DIGITS, out, data=np.load(DIGITS_TEST), detailed=True, min_snr_db=30)
     assert v.passed
     assert [c.name for c in v.checks] == ["structure", "connectivity", "opset", "types", "interface", "runs", "min-snr-db"]
-    assert v.samples == 400 and v.pooled.snr_db > 35
+    assert v.samples == 400 and v.verification.snr_db > 35 and v.verification.exact
     assert sorted(w.name for w in v.weights) == ["fc1.weight", "fc2.weight", "fc3.weight"]
     assert all(w.snr_db > 30 and w.stored_as == "int8" for w in v.weights)
     # A wrong pair fails the interface check and is not run.

@@ -80,7 +80,7 @@ def test_a_folder_of_images_with_preprocessing(tmp_path, images):
     assert r.calibration.samples == 4
     assert r.verification.samples == 1 and r.verification.snr_db > 10
     v = quantize_rs.validate(CLS, out, data=folder, image={"size": [48, 192], "channels": "bgr", "mean": [0.5], "std": [0.5]})
-    assert v.passed and v.samples == 4 and v.pooled.snr_db > 10
+    assert v.passed and v.samples == 4 and v.verification.snr_db > 10
     with pytest.raises(quantize_rs.RecipeError) as e:
         quantize_rs.quantize_with_calibration(
             CLS, out, calibration_data=folder, image=quantize_rs.ImagePreprocess(size=(48, 192), layout="hwc")

@@ -60,7 +60,7 @@
 //! `cargo run` prints
 //!
 //! ```text
-//! digits: 69384 -> 19571 bytes (int8 per-channel symmetric, weight-only)
+//! digits: 69384 -> 19571 bytes (int8 per-channel symmetric or asymmetric per scale, weight-only)
 //!   input pixels: float32 [batch, 64]
 //! ```
 //!
@@ -68,10 +68,15 @@
 //! model to run, 4-bit models included. `examples/digits` in the repository is this tutorial
 //! carried through: it trains the model, quantizes it at build time and measures its accuracy.
 //!
+//! What to expect of speed: in tract a weight-only model runs at float speed (tract folds the
+//! constant DequantizeLinear when it loads the model), so weight-only buys a smaller binary, not
+//! a faster one; a statically calibrated model (`calibration = { ... }`) pays off in ONNX
+//! Runtime, which fuses it into integer kernels, and runs slower than float in tract.
+//!
 //! # Declaring models
 //!
 //! `[package.metadata.quantize.models.<name>]` takes `path` and any key of
-//! [`quantize_rs::Recipe`]: `bits`, `unsigned`, `per-channel`, `symmetric`, `block-size`,
+//! [`quantize_rs::Recipe`]: `bits`, `unsigned`, `per-channel`, `symmetric`, `weight-range`, `block-size`,
 //! `native-int4`, `exclude`, `include`, `op-types`, `min-elements`, `layer-bits`,
 //! `allow-empty`, `calibration = { data = "...", method = "entropy", ... }`, `verify-data`,
 //! `min-snr-db`, `max-size-ratio`. `calibration` takes `data`, `method`, `percentile`,

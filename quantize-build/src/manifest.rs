@@ -51,7 +51,7 @@ pub fn summary(recipe: &Recipe, outcome: &Outcome) -> Summary {
         unsigned: recipe.unsigned,
         per_channel: recipe.per_channel,
         block_size: recipe.block_size.map(|b| b as u64),
-        symmetric: recipe.symmetric,
+        symmetric: outcome.report.quantized.iter().all(|q| q.symmetric),
         native_int4: recipe.native_int4,
         scheme: format!("{}, {activations}", recipe.scheme()),
         calibration,

@@ -44,7 +44,7 @@ fn builds_into_out_dir_then_hits_the_cache_from_another_profile() {
     assert_eq!(quantized.len() as u64, manifest.record.bytes_after);
     assert_eq!(manifest.record.bytes_before, fs::metadata(digits_model()).unwrap().len());
     assert!(manifest.record.bytes_after * 3 < manifest.record.bytes_before);
-    assert_eq!(manifest.record.summary.scheme, "int8 per-channel symmetric, weight-only");
+    assert_eq!(manifest.record.summary.scheme, "int8 per-channel symmetric or asymmetric per scale, weight-only");
     assert_eq!(manifest.record.summary.quantized_tensors, 3);
     assert_eq!(manifest.record.content_hash.len(), 64);
     let input = &manifest.record.inputs[0];

@@ -22,7 +22,6 @@ use crate::onnx::model::Model;
 use crate::onnx::proto::dtype;
 use crate::quant::{QType, params_for_range};
 use crate::recipe::{Calibration, CalibrationMethod};
-use crate::run::Runner;
 use observe::*;
 use observer::Observer;
 use qdq::*;
@@ -111,6 +110,7 @@ pub fn calibrate(
     float: &Model,
     quantized: &mut Model,
     cal: &Calibration,
+    weight_range: crate::quant::RangeSearch,
     samples: &[Vec<Tensor>],
     verify: Option<&[Vec<Tensor>]>,
     opts: &crate::control::RunOptions,
@@ -160,7 +160,8 @@ pub fn calibrate(
     let observers: Vec<Observer> = observers.into_iter().zip(keep).filter(|(_, k)| *k).map(|(o, _)| o).collect();
     // The weights as the integer kernels of `sel` get them: 7 bits, corrected biases.
     let finish_weights = |m: &mut Model, sel: &Selection| -> Result<(Vec<(String, f64)>, usize)> {
-        let reduced = if cal.full_range_weights { Vec::new() } else { reduce_weight_ranges(float, m, sel)? };
+        let reduced =
+            if cal.full_range_weights { Vec::new() } else { reduce_weight_ranges(float, m, sel, weight_range)? };
         let corrected = if bias_correction { correct_biases(float, m, sel, &means)? } else { 0 };
         Ok((reduced, corrected))
     };
@@ -193,9 +194,7 @@ pub fn calibrate(
     let (sel, activations, target, reduced_range_weights, bias_corrected, int32_biases) =
         match (cal.target_snr_db, verify) {
             (Some(target), Some(held_out)) => {
-                let mut runner = Runner::for_model(float, &[], "the float model");
-                let reference: Vec<Vec<Vec<f32>>> =
-                    held_out.iter().map(|s| runner.run_f32(s)).collect::<Result<_>>()?;
+                let reference = target::reference_outputs(float, "the float model", held_out)?;
                 // The search runs on the weights every activation being quantized would get; the
                 // model written gets them for the activations it keeps, so a weight op whose input
                 // went back to float (a float op: nothing saturates) keeps its 8 bits.

@@ -10,17 +10,23 @@ use crate::error::{Error, Result};
 use crate::onnx::model::Model;
 use crate::quant::QType;
 use crate::run::Runner;
+use crate::verify::{OutputsComparison, Values, run_values};
 
-/// Output SNR (dB) of `candidate` against the float outputs `reference` on `samples`.
-pub(super) fn output_snr(candidate: &Model, reference: &[Vec<Vec<f32>>], samples: &[Vec<Tensor>]) -> Result<f64> {
+/// Output SNR (dB) of `candidate` against the outputs `reference` on `samples`: the worst float
+/// output's, minus infinity when an integer output differs (see [`crate::verify`]).
+pub(super) fn output_snr(candidate: &Model, reference: &[Vec<Values>], samples: &[Vec<Tensor>]) -> Result<f64> {
     let mut runner = Runner::for_model(candidate, &[], "the quantized model");
-    let mut cmp = crate::verify::Comparison::default();
+    let mut cmp = OutputsComparison::new(runner.outputs().to_vec());
     for (sample, want) in samples.iter().zip(reference) {
-        for (a, b) in want.iter().zip(runner.run_f32(sample)?) {
-            cmp.add(a, &b);
-        }
+        cmp.add(want, &run_values(&mut runner, sample)?);
     }
-    Ok(cmp.finish(samples.len()).snr_db)
+    Ok(cmp.finish(samples.len()).score())
+}
+
+/// The outputs of `model` on each of `samples`.
+pub(super) fn reference_outputs(model: &Model, what: &str, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Values>>> {
+    let mut runner = Runner::for_model(model, &[], what);
+    samples.iter().map(|s| run_values(&mut runner, s)).collect()
 }
 
 /// Held-out samples each activation's own contribution is measured on.
@@ -35,15 +41,14 @@ pub(super) fn search_target(
     activations: &[ActivationRange],
     qtype: QType,
     held_out: &[Vec<Tensor>],
-    reference: &[Vec<Vec<f32>>],
+    reference: &[Vec<Values>],
     target: f64,
     opts: &crate::control::RunOptions,
 ) -> Result<(Vec<ActivationRange>, TargetSearch)> {
     // Each activation's own contribution to the output error: the weight-only model with that one
     // activation quantized, against the weight-only model, on a few held-out samples.
     let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
-    let mut wo = Runner::for_model(weights_only, &[], "the weight-quantized model");
-    let wo_reference: Vec<Vec<Vec<f32>>> = probe.iter().map(|s| wo.run_f32(s)).collect::<Result<_>>()?;
+    let wo_reference = reference_outputs(weights_only, "the weight-quantized model", probe)?;
     let mut alone = Vec::with_capacity(activations.len());
     for a in activations {
         let mut candidate = weights_only.clone();

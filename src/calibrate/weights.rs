@@ -23,8 +23,9 @@ pub(super) fn reduce_weight_ranges(
     float: &Model,
     quantized: &mut Model,
     sel: &Selection,
+    range: crate::quant::RangeSearch,
 ) -> Result<Vec<(String, f64)>> {
-    use crate::quant::{Granularity, quantize, sqnr_db};
+    use crate::quant::{Granularity, Symmetry, quantize_searched, sqnr_db};
     let float_consts = crate::onnx::graph::constants(float.graph());
     let float_tensor = |name: &str| float_consts.get(name).copied();
     let g = quantized.graph_mut();
@@ -73,8 +74,12 @@ pub(super) fn reduce_weight_ranges(
             Granularity::PerAxis { axis: if axis < 0 { axis + dims.len() as i64 } else { axis } as usize }
         };
         // The weight pass writes a zero point only for asymmetric weights.
-        let symmetric = zi.is_none();
-        let q = quantize(&values, &dims, QType::Int7, gran, symmetric);
+        let symmetry = if zi.is_none() { Symmetry::Symmetric } else { Symmetry::Asymmetric };
+        let mean_axis = match (range, gran) {
+            (crate::quant::RangeSearch::Mse, Granularity::PerAxis { axis }) => Some(axis),
+            _ => None,
+        };
+        let q = quantize_searched(&values, &dims, QType::Int7, gran, symmetry, range, mean_axis);
         let sqnr = sqnr_db(&values, &dims, &q, QType::Int7, gran);
         g.initializer[qi].raw_data = Some(q.values.into());
         g.initializer[si].raw_data = Some(crate::onnx::tensor::le_bytes(&q.scales).into());

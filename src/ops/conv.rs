@@ -15,6 +15,7 @@ pub(super) const SPECS: &[OpSpec] = &[
     OpSpec {
         op: CONV,
         weight: Some(WeightSpec { input: 1, role: conv_role }),
+        second_weight: None,
         int32_bias: Some(2),
         data_channel_axis: Some(|_| 1),
         activation: Activation::IntegerKernel { needs_weight: true },
@@ -24,6 +25,7 @@ pub(super) const SPECS: &[OpSpec] = &[
     OpSpec {
         op: CONV_TRANSPOSE,
         weight: Some(WeightSpec { input: 1, role: conv_transpose_role }),
+        second_weight: None,
         // ONNX Runtime has no integer ConvTranspose kernel that would read an int32 bias.
         int32_bias: None,
         data_channel_axis: None,

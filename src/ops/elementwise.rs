@@ -32,6 +32,7 @@ const fn elementwise(op: &'static str) -> OpSpec {
     OpSpec {
         op,
         weight: None,
+        second_weight: None,
         int32_bias: None,
         data_channel_axis: None,
         activation: Activation::Elementwise,

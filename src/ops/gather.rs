@@ -12,6 +12,7 @@ pub const GATHER: &str = "Gather";
 pub(super) const SPECS: &[OpSpec] = &[OpSpec {
     op: GATHER,
     weight: Some(WeightSpec { input: 0, role: gather_role }),
+    second_weight: None,
     int32_bias: None,
     data_channel_axis: None,
     activation: Activation::None,

@@ -16,6 +16,7 @@ pub(super) const SPECS: &[OpSpec] = &[
     OpSpec {
         op: GEMM,
         weight: Some(WeightSpec { input: 1, role: gemm_role }),
+        second_weight: None,
         int32_bias: Some(2),
         // A: [M, K] reduces over axis 1, or axis 0 with transA.
         data_channel_axis: Some(|n| if n.attr("transA").and_then(|a| a.i).unwrap_or(0) == 0 { 1 } else { 0 }),
@@ -26,6 +27,7 @@ pub(super) const SPECS: &[OpSpec] = &[
     OpSpec {
         op: MATMUL,
         weight: Some(WeightSpec { input: 1, role: matmul_role }),
+        second_weight: None,
         int32_bias: None,
         data_channel_axis: None,
         // Both operands may be activations (attention scores).

@@ -19,6 +19,7 @@ pub mod gather;
 pub mod gemm;
 pub mod passthrough;
 pub mod quantized;
+pub mod recurrent;
 
 use std::sync::LazyLock;
 
@@ -32,6 +33,7 @@ pub use gather::GATHER;
 pub use gemm::{GEMM, MATMUL};
 pub use passthrough::{MAX_POOL, RESIZE, SPLIT};
 pub use quantized::{DEQUANTIZE_LINEAR, QUANTIZE_LINEAR, is_quantized_op, min_opset};
+pub use recurrent::{GRU, LSTM, RNN};
 
 /// How an op uses a constant input as a weight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +81,10 @@ pub type OutputShift = fn(&NodeProto, &[f32], &[f32], &[usize], &[f64]) -> Optio
 pub struct OpSpec {
     /// The ONNX op type.
     pub op: &'static str,
-    /// Its weight input, if it has one quantize-rs quantizes.
+    /// Its weight input, if it has one quantize-rs quantizes (the one integer kernels read).
     pub weight: Option<WeightSpec>,
+    /// A second weight input (recurrent ops: `R` beside `W`).
+    pub second_weight: Option<WeightSpec>,
     /// The input holding a per-output-channel bias that integer kernels read as int32.
     pub int32_bias: Option<usize>,
     /// The axis of its data input (input 0) that the weight reduces over, for per-channel
@@ -96,7 +100,8 @@ pub struct OpSpec {
 }
 
 /// The files of the table, one per op family.
-const TABLE_PARTS: &[&[OpSpec]] = &[conv::SPECS, gemm::SPECS, gather::SPECS, elementwise::SPECS, passthrough::SPECS];
+const TABLE_PARTS: &[&[OpSpec]] =
+    &[conv::SPECS, gemm::SPECS, gather::SPECS, recurrent::SPECS, elementwise::SPECS, passthrough::SPECS];
 
 static TABLE: LazyLock<Vec<OpSpec>> = LazyLock::new(|| {
     let mut all: Vec<OpSpec> = TABLE_PARTS.iter().flat_map(|p| p.iter().copied()).collect();
@@ -123,7 +128,7 @@ pub fn is(node: &NodeProto, op: &str) -> bool {
 }
 
 /// Ops whose weights are quantized by default, in the order `--op-types` lists them.
-pub const DEFAULT_WEIGHT_OPS: &[&str] = &[CONV, CONV_TRANSPOSE, GEMM, MATMUL, GATHER];
+pub const DEFAULT_WEIGHT_OPS: &[&str] = &[CONV, CONV_TRANSPOSE, GEMM, MATMUL, GATHER, LSTM, GRU, RNN];
 
 /// The default `--op-types`.
 pub fn default_op_types() -> Vec<String> {
@@ -155,9 +160,10 @@ pub fn activation_op_types() -> Vec<&'static str> {
 /// The weight role of input `input` of `node` for a weight of rank `rank`, or `None` when that
 /// input is not a weight (a bias, indices, a shape, a scale...) or its rank does not fit.
 pub fn weight_role(node: &NodeProto, input: usize, rank: usize) -> Result<Option<WeightRole>> {
-    match spec(node).and_then(|s| s.weight) {
-        Some(w) if w.input == input => (w.role)(node, rank),
-        _ => Ok(None),
+    let Some(s) = spec(node) else { return Ok(None) };
+    match [s.weight, s.second_weight].into_iter().flatten().find(|w| w.input == input) {
+        Some(w) => (w.role)(node, rank),
+        None => Ok(None),
     }
 }
 
@@ -187,6 +193,14 @@ mod tests {
         let mut gather = node("Gather");
         gather.set_attr_int("axis", -1);
         assert_eq!(r(&gather, 0, 2), Some(WeightRole { channel_axis: 1, reduction_axis: Some(0) }));
+        // Recurrent W and R: one scale per gate row; B (3), sequence_lens (4), initial states stay.
+        let gates = Some(WeightRole { channel_axis: 1, reduction_axis: Some(2) });
+        for op in ["LSTM", "GRU", "RNN"] {
+            assert_eq!((r(&node(op), 1, 3), r(&node(op), 2, 3)), (gates, gates), "{op}");
+            for i in 3..7 {
+                assert_eq!(r(&node(op), i, 2), None, "{op} input {i}");
+            }
+        }
     }
 
     #[test]

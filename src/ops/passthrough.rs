@@ -15,6 +15,7 @@ const fn passthrough(op: &'static str) -> OpSpec {
     OpSpec {
         op,
         weight: None,
+        second_weight: None,
         int32_bias: None,
         data_channel_axis: None,
         activation: Activation::PassThrough,

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::quant::QType;
+use crate::quant::{QType, RangeSearch, Symmetry};
 
 pub use key::{KeyPath, KeySegment, KeyStyle, RecipeError, RecipeProblem};
 pub use parse::RecipeLayer;
@@ -41,8 +41,16 @@ pub struct Recipe {
     /// Blocks of this many elements along each weight's reduction axis (opset 21).
     #[serde(alias = "block_size")]
     pub block_size: Option<usize>,
-    /// Symmetric weights (zero point 0, or the middle for unsigned types).
-    pub symmetric: bool,
+    /// `true`: symmetric weights (zero point 0, or the middle for unsigned types); `false`:
+    /// asymmetric (a zero point per scale); unset (the default): per scale, whichever
+    /// reconstructs the weights better. Static quantization's integer kernels get symmetric
+    /// weights unless this is `false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symmetric: Option<bool>,
+    /// How each weight scale's range is chosen: `mse` (the default) shrinks it from the full
+    /// range while that lowers the squared reconstruction error; `minmax` keeps the full range.
+    #[serde(alias = "weight_range")]
+    pub weight_range: RangeSearch,
     /// Store 4-bit values as ONNX INT4/UINT4 (two per byte, opset 21) instead of widened bytes.
     #[serde(alias = "native_int4")]
     pub native_int4: bool,
@@ -233,7 +241,8 @@ impl Default for Recipe {
             unsigned: false,
             per_channel: true,
             block_size: None,
-            symmetric: true,
+            symmetric: None,
+            weight_range: RangeSearch::Mse,
             native_int4: false,
             exclude: vec![],
             include: vec![],
@@ -282,7 +291,26 @@ impl Recipe {
             (None, true) => "per-channel".into(),
             (None, false) => "per-tensor".into(),
         };
-        let symmetry = if self.symmetric { "symmetric" } else { "asymmetric" };
-        format!("{stored} {layout} {symmetry}")
+        let symmetry = match self.symmetry() {
+            Symmetry::Symmetric => "symmetric",
+            Symmetry::Asymmetric => "asymmetric",
+            // Static quantization's integer kernels take symmetric weights.
+            Symmetry::Auto if self.calibration.is_some() => "symmetric",
+            Symmetry::Auto => "symmetric or asymmetric per scale",
+        };
+        let range = match self.weight_range {
+            RangeSearch::Mse => "",
+            RangeSearch::Minmax => ", min-max ranges",
+        };
+        format!("{stored} {layout} {symmetry}{range}")
+    }
+
+    /// The zero points the weight scales may use, as `symmetric` says.
+    pub fn symmetry(&self) -> Symmetry {
+        match self.symmetric {
+            Some(true) => Symmetry::Symmetric,
+            Some(false) => Symmetry::Asymmetric,
+            None => Symmetry::Auto,
+        }
     }
 }

@@ -16,11 +16,12 @@ mod weights;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::onnx::model::Model;
 use crate::recipe::ImagePreprocess;
+use crate::verify::Verification;
 use graph::*;
 use run::*;
 pub use run::{synthetic_inputs, tract_bytes};
@@ -78,22 +79,6 @@ impl Check {
     }
 }
 
-/// Output figures of the quantized model against the original.
-#[derive(Debug, Clone, Serialize)]
-pub struct OutputComparison {
-    /// Output name, or `all` for the pooled figures.
-    pub name: String,
-    /// Signal-to-noise ratio in dB (the string `"inf"` when the outputs are identical).
-    #[serde(serialize_with = "float")]
-    pub snr_db: f64,
-    /// Cosine similarity.
-    #[serde(serialize_with = "float")]
-    pub cosine: f64,
-    /// Largest absolute difference.
-    #[serde(serialize_with = "float")]
-    pub max_abs: f64,
-}
-
 /// One dequantized weight against the original float weight.
 #[derive(Debug, Clone, Serialize)]
 pub struct WeightComparison {
@@ -125,17 +110,11 @@ pub struct Validation {
     pub inputs: Option<String>,
     /// Input sets run.
     pub samples: usize,
-    /// Per-output figures, then `all` (pooled), when both models ran.
-    pub outputs: Vec<OutputComparison>,
+    /// Output figures, when both models ran: each output's, and the worst float output's SNR
+    /// (integer and bool outputs must be exact).
+    pub verification: Option<Verification>,
     /// Per-weight figures (with [`ValidateOptions::detailed`]).
     pub weights: Vec<WeightComparison>,
-}
-
-impl Validation {
-    /// The pooled output comparison, when both models ran.
-    pub fn pooled(&self) -> Option<&OutputComparison> {
-        self.outputs.iter().find(|o| o.name == "all")
-    }
 }
 
 /// `message` without the backtrace that tract's errors carry when `RUST_BACKTRACE` is set
@@ -150,17 +129,7 @@ pub fn without_backtrace(message: &str) -> String {
 }
 
 /// JSON has no infinities: non-finite figures are written as `"inf"`, `"-inf"` or `"nan"`.
-pub fn float<S: Serializer>(x: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
-    if x.is_finite() {
-        s.serialize_f64(*x)
-    } else if x.is_nan() {
-        s.serialize_str("nan")
-    } else if *x > 0.0 {
-        s.serialize_str("inf")
-    } else {
-        s.serialize_str("-inf")
-    }
-}
+pub(crate) use crate::verify::non_finite_as_string as float;
 
 /// Checks `quantized` against `original` (see the [module docs](self)). `Err` only for a
 /// problem with the request (unreadable data, a gate without data); problems with the models
@@ -180,7 +149,7 @@ pub fn validate(original: &Model, quantized: &Model, opts: &ValidateOptions) -> 
         Check::new("interface", interface(original, quantized)),
     ];
     let mut v =
-        Validation { passed: false, checks: vec![], inputs: None, samples: 0, outputs: vec![], weights: vec![] };
+        Validation { passed: false, checks: vec![], inputs: None, samples: 0, verification: None, weights: vec![] };
     if checks.iter().any(|c| c.status == Status::Failed) {
         checks.push(Check {
             name: "runs".into(),
@@ -211,15 +180,14 @@ pub fn validate(original: &Model, quantized: &Model, opts: &ValidateOptions) -> 
         };
         if !samples.is_empty() {
             v.samples = samples.len();
-            let (check, outputs) = run_both(original, quantized, &samples);
+            let (check, verification) = run_both(original, quantized, &samples);
             checks.push(check);
-            v.outputs = outputs;
+            v.verification = verification;
         }
     }
     if let Some(min) = opts.min_snr_db {
-        let problems = match v.pooled() {
-            Some(p) if p.snr_db >= min => vec![],
-            Some(p) => vec![format!("output SNR is {:.2} dB, below {min} dB", p.snr_db)],
+        let problems = match &v.verification {
+            Some(o) => o.shortfall(min).into_iter().collect(),
             None => vec!["no output SNR: the models did not both run".into()],
         };
         checks.push(Check::new("min-snr-db", problems));

@@ -5,8 +5,8 @@ use crate::data::{Dim, InputSpec, Sample};
 use crate::error::{Error, Result};
 use crate::onnx::model::Model;
 use crate::onnx::proto::dtype;
-use crate::run::{Runner, as_f32};
-use crate::verify::Comparison;
+use crate::run::Runner;
+use crate::verify::{OutputKind, OutputsComparison, Values, Verification, run_values};
 use std::collections::BTreeMap;
 use tract_onnx::prelude::{DatumType, Tensor};
 
@@ -148,22 +148,21 @@ pub fn tract_bytes(m: &Model) -> Result<(Vec<u8>, Option<String>)> {
     })
 }
 
-pub(super) fn run_both(original: &Model, quantized: &Model, samples: &[Sample]) -> (Check, Vec<OutputComparison>) {
+pub(super) fn run_both(original: &Model, quantized: &Model, samples: &[Sample]) -> (Check, Option<Verification>) {
     let names = crate::run::output_names(quantized);
     let (bytes, note) = match tract_bytes(quantized) {
         Ok(b) => b,
         Err(e) => {
-            return (Check::new("runs", vec![format!("cannot prepare the quantized model for tract: {e}")]), vec![]);
+            return (Check::new("runs", vec![format!("cannot prepare the quantized model for tract: {e}")]), None);
         }
     };
     let mut q = Runner::new(bytes, names.clone(), &[], "the quantized model");
     let mut f = Runner::for_model(original, &[], "the original model");
     let mut problems = vec![];
-    let mut per_output = vec![Comparison::default(); names.len()];
-    let mut pooled = Comparison::default();
+    let mut cmp = OutputsComparison::new(names.clone());
     let mut compared = true;
     for (k, s) in samples.iter().enumerate() {
-        let qv = match q.run(s) {
+        let qv = match run_values(&mut q, s) {
             Ok(v) => v,
             Err(e) => {
                 problems.push(format!("sample {k}: {}", without_backtrace(&e.to_string())));
@@ -171,39 +170,45 @@ pub(super) fn run_both(original: &Model, quantized: &Model, samples: &[Sample]) 
                 break;
             }
         };
-        let qv: Vec<Vec<f32>> = match qv.iter().map(as_f32).collect() {
-            Ok(v) => v,
-            Err(e) => {
-                problems.push(format!("sample {k}: {e}"));
-                compared = false;
-                break;
-            }
-        };
         for (name, values) in names.iter().zip(&qv) {
-            if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+            if let Values::Float(values) = values
+                && let Some(i) = values.iter().position(|x| !x.is_finite())
+            {
                 problems.push(format!("sample {k}: output '{name}' holds {} at element {i}", values[i]));
             }
         }
         if !compared {
             continue;
         }
-        match f.run(s).and_then(|v| v.iter().map(as_f32).collect::<Result<Vec<_>>>()) {
+        match run_values(&mut f, s) {
             Ok(fv) => {
                 for (i, (a, b)) in fv.iter().zip(&qv).enumerate() {
-                    if a.len() != b.len() {
+                    let len = |v: &Values| match v {
+                        Values::Float(v) => v.len(),
+                        Values::Integer(v) => v.len(),
+                    };
+                    if len(a) != len(b) || std::mem::discriminant(a) != std::mem::discriminant(b) {
                         problems.push(format!(
-                            "sample {k}: output '{}' has {} values, the original's has {}",
+                            "sample {k}: output '{}' has {} values, the original's has {} (or their types differ)",
                             names[i],
-                            b.len(),
-                            a.len()
+                            len(b),
+                            len(a)
                         ));
                     }
-                    per_output[i].add(a, b);
-                    pooled.add(a, b);
                 }
+                cmp.add(&fv, &qv);
             }
             // The original not running is not the quantized model's fault: no comparison, noted.
             Err(_) => compared = false,
+        }
+    }
+    if compared {
+        for o in cmp.finish(samples.len()).outputs.iter().filter(|o| o.kind == OutputKind::Integer && o.mismatches > 0)
+        {
+            problems.push(format!(
+                "integer output '{}' differs from the original's in {} of {} values: integer outputs must be exact",
+                o.name, o.mismatches, o.values
+            ));
         }
     }
     let mut check = Check::new("runs", problems);
@@ -216,14 +221,8 @@ pub(super) fn run_both(original: &Model, quantized: &Model, samples: &[Sample]) 
             n.as_ref().map(|n| format!("; {n}")).unwrap_or_default()
         ),
     });
-    if !compared || check.status == Status::Failed {
-        return (check, vec![]);
+    if !compared {
+        return (check, None);
     }
-    let fig = |name: &str, c: &Comparison| {
-        let v = c.finish(samples.len());
-        OutputComparison { name: name.into(), snr_db: v.snr_db, cosine: v.cosine, max_abs: v.max_abs }
-    };
-    let mut outputs: Vec<OutputComparison> = names.iter().zip(&per_output).map(|(n, c)| fig(n, c)).collect();
-    outputs.push(fig("all", &pooled));
-    (check, outputs)
+    (check, Some(cmp.finish(samples.len())))
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 use quantize_rs::Latency;
 use quantize_rs::human_bytes;
-use quantize_rs::{Benchmark, BenchmarkOptions, Status, ValidateOptions, Validation};
+use quantize_rs::{Benchmark, BenchmarkOptions, Runtime, Status, ValidateOptions, Validation};
 
 use crate::{Failure, Format, print_json};
 
@@ -36,7 +36,8 @@ pub(crate) struct ValidateArgs {
     /// Also compare every dequantized weight with the original float weight.
     #[arg(long)]
     detailed: bool,
-    /// Fail when the pooled output SNR on --data is below this.
+    /// Fail when the worst float output's SNR on --data is below this (integer outputs must
+    /// match exactly regardless).
     #[arg(long, value_name = "DB")]
     min_snr_db: Option<f64>,
     /// Report format.
@@ -110,18 +111,9 @@ fn validation_text(a: &ValidateArgs, v: &Validation) -> String {
             let _ = writeln!(s, "      ({n})");
         }
     }
-    if !v.outputs.is_empty() {
+    if let Some(o) = &v.verification {
         let _ = writeln!(s, "outputs on {} input set(s) from {}:", v.samples, v.inputs.as_deref().unwrap_or("?"));
-        for o in &v.outputs {
-            let _ = writeln!(
-                s,
-                "  {:<32} SNR {:>7} dB  cosine {:.6}  max abs {:.4}",
-                o.name,
-                db(o.snr_db),
-                o.cosine,
-                o.max_abs
-            );
-        }
+        s.push_str(&quantize_rs::outputs_text(o));
     }
     if a.detailed {
         let _ = writeln!(s, "weights ({} dequantized, worst first):", v.weights.len());
@@ -159,20 +151,45 @@ pub(crate) struct BenchmarkArgs {
     /// Untimed runs per model before timing.
     #[arg(long, default_value_t = 3, value_name = "N")]
     warmup: usize,
+    /// Where to time the models: tract (in process) or ort (ONNX Runtime's CPU provider, one
+    /// thread, through the onnxruntime Python package of --python).
+    #[arg(long, value_enum, default_value_t = RuntimeArg::Tract)]
+    runtime: RuntimeArg,
+    /// The Python with onnxruntime installed, for --runtime ort [default: $QUANTIZE_RS_PYTHON,
+    /// else python3].
+    #[arg(long, value_name = "PATH")]
+    python: Option<std::path::PathBuf>,
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub(crate) format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeArg {
+    Tract,
+    Ort,
 }
 
 pub(crate) fn benchmark(a: BenchmarkArgs) -> Result<(), Failure> {
     if a.runs == 0 {
         return Err(Failure::usage("--runs: must be at least 1"));
     }
+    let runtime = match a.runtime {
+        RuntimeArg::Tract => Runtime::Tract,
+        RuntimeArg::Ort => Runtime::Ort {
+            python: a
+                .python
+                .clone()
+                .or_else(|| std::env::var_os("QUANTIZE_RS_PYTHON").map(Into::into))
+                .unwrap_or_else(|| "python3".into()),
+        },
+    };
     let opts = BenchmarkOptions {
         data: a.pair.data.clone(),
         runs: a.runs,
         warmup: a.warmup,
         input_shapes: a.pair.input_shape.iter().cloned().collect(),
+        runtime,
     };
     let b = quantize_rs::benchmark(&a.pair.original, &a.pair.quantized, &opts)?;
     match a.format {
@@ -227,7 +244,8 @@ fn benchmark_text(b: &Benchmark) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "tract, {} timed run(s) after {} warm-up, input {} from {}",
+        "{}, {} timed run(s) after {} warm-up, input {} from {}",
+        b.runtime,
         o.latency.runs,
         o.latency.warmup,
         shapes.join(" "),

@@ -125,9 +125,16 @@ fn run_job(
             }
             if let Some(v) = &outcome.verification {
                 eprintln!(
-                    "verified on {} held-out sample(s): SNR {:.2} dB, cosine {:.6}, max abs error {:.4}",
-                    v.samples, v.snr_db, v.cosine, v.max_abs
+                    "verified on {} held-out sample(s): worst float output SNR {:.2} dB, cosine {:.6}, max abs error {:.4}{}",
+                    v.samples,
+                    v.snr_db,
+                    v.cosine,
+                    v.max_abs,
+                    if v.exact { "" } else { "; an integer output DIFFERS" }
                 );
+                if v.outputs.len() > 1 {
+                    eprint!("{}", quantize_rs::outputs_text(v));
+                }
             }
             eprintln!(
                 "wrote {}: {} -> {} ({ratio:.3}x) in {seconds:.2} s",
