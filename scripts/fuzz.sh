@@ -6,6 +6,7 @@
 #
 #   scripts/fuzz.sh 600                      # ten minutes per target
 #   FUZZ_TARGETS="data config" scripts/fuzz.sh 30
+#   FUZZ_SANITIZER=none FUZZ_PROFILE=dev scripts/fuzz.sh 30   # builds in half the time (CI)
 #
 # New inputs that reach new code are kept in fuzz/corpus/<target>/ (not committed). A crash
 # found here becomes a regression case: minimise it (`cargo +nightly fuzz tmin <target> <file>`),
@@ -15,6 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 targets="${FUZZ_TARGETS:-model data config external}"
+flags=("--${FUZZ_PROFILE:-release}" --debug-assertions --sanitizer "${FUZZ_SANITIZER:-address}")
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
   echo "fuzz: no nightly toolchain (rustup toolchain install nightly); fuzzing skipped"
@@ -24,7 +26,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 python3 scripts/fuzz_seeds.py fuzz/seeds
 start=$(date +%s)
-cargo +nightly fuzz build --release --debug-assertions
+cargo +nightly fuzz build "${flags[@]}"
 echo "fuzz: targets built in $(( $(date +%s) - start )) s"
 
 mkdir -p fuzz/logs
@@ -34,7 +36,7 @@ for t in $targets; do
   log="fuzz/logs/$t.log"
   t0=$(date +%s)
   # 2 GB of memory and 30 s per input: an allocation or a run past either is a finding.
-  if cargo +nightly fuzz run --release --debug-assertions "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+  if cargo +nightly fuzz run "${flags[@]}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
       -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=30 -print_final_stats=1 >"$log" 2>&1; then
     status=ok
   else
