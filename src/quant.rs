@@ -344,7 +344,8 @@ pub fn quantize_searched(
     debug_assert_eq!(data.len(), dims.iter().product::<usize>());
     let (ngroups, param_dims) = groups(dims, gran);
     // Each group's values together (a per-axis group along an inner axis is strided).
-    let mut members: Vec<Vec<f32>> = vec![Vec::new(); ngroups];
+    let per_group = data.len().div_ceil(ngroups.max(1));
+    let mut members: Vec<Vec<f32>> = (0..ngroups).map(|_| Vec::with_capacity(per_group)).collect();
     for_each_run(dims, gran, |s, len, g| members[g].extend_from_slice(&data[s..s + len]));
     let params: Vec<(f32, i32)> = {
         use rayon::prelude::*;
@@ -388,7 +389,8 @@ fn preserve_sums(
 ) {
     let (qmin, qmax) = qtype.range();
     let (nunits, _) = groups(dims, units);
-    let mut members: Vec<Vec<usize>> = vec![Vec::new(); nunits];
+    let per_unit = data.len().div_ceil(nunits.max(1));
+    let mut members: Vec<Vec<usize>> = (0..nunits).map(|_| Vec::with_capacity(per_unit)).collect();
     for_each_run(dims, units, |s, len, u| members[u].extend(s..s + len));
     for (u, idx) in members.iter().enumerate() {
         // Units refine a per-tensor scale into channels, or are the groups themselves.
