@@ -38,7 +38,8 @@ mod quantize;
 mod recipe;
 #[cfg(feature = "quantize")]
 mod rewrite;
-#[cfg(feature = "quantize")]
+// Data-aware rounding needs layer statistics, which only tract runs can give.
+#[cfg(feature = "tract")]
 mod rounding;
 #[cfg(feature = "tract")]
 mod run;

@@ -127,7 +127,7 @@ fn data_aware_weights(
     opts: &RunOptions,
 ) -> Result<Report> {
     use crate::recipe::WeightRounding;
-    let samples = crate::data::load_for_model(float, &base_dir.join(&cal.data), cal.image.as_ref(), cal.samples)?;
+    let samples = calibration_samples(float, cal, base_dir)?;
     let gptq = cal.weight_rounding == WeightRounding::Gptq;
     let inputs = crate::calibrate::observe_layer_inputs(float, &recipe.op_types, &samples, gptq, opts)?;
     drop(samples);
@@ -158,6 +158,16 @@ fn data_aware_weights(
     })
 }
 
+/// The samples `cal.data` names (relative to `base_dir`), at most `cal.samples` of them.
+#[cfg(feature = "tract")]
+fn calibration_samples(
+    float: &Model,
+    cal: &crate::recipe::Calibration,
+    base_dir: &Path,
+) -> Result<Vec<crate::data::Sample>> {
+    crate::data::load_for_model(float, &base_dir.join(&cal.data), cal.image.as_ref(), cal.samples)
+}
+
 #[cfg(feature = "tract")]
 fn calibrate(
     float: &Model,
@@ -168,7 +178,7 @@ fn calibrate(
     opts: &RunOptions,
 ) -> Result<crate::calibrate::CalibrationReport> {
     let verify_data = recipe.verify_data.as_deref();
-    let samples = crate::data::load_for_model(float, &base_dir.join(&cal.data), cal.image.as_ref(), cal.samples)?;
+    let samples = calibration_samples(float, cal, base_dir)?;
     let held_out = match (cal.target_snr_db, verify_data) {
         (Some(_), Some(d)) => Some(crate::data::load_for_model(float, &base_dir.join(d), cal.image.as_ref(), None)?),
         _ => None,
@@ -180,10 +190,10 @@ fn calibrate(
 fn calibrate(
     _: &Model,
     _: &mut Model,
+    _: &Recipe,
     _: &crate::recipe::Calibration,
     _: &Path,
     _: &RunOptions,
-    _: Option<&Path>,
 ) -> Result<CalibrationReport> {
     Err(Error::Option {
         key: "calibration".into(),

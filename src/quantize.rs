@@ -335,6 +335,17 @@ fn tensor_of<'a>(model: &'a Model, c: &Constant) -> &'a TensorProto {
     }
 }
 
+#[cfg(feature = "tract")]
+use crate::rounding::{Refined, WeightStats};
+/// Without tract no layer statistics exist, so no weight is ever refined.
+#[cfg(not(feature = "tract"))]
+type WeightStats = std::collections::HashMap<String, std::convert::Infallible>;
+#[cfg(not(feature = "tract"))]
+struct Refined {
+    nearest: f64,
+    chosen: f64,
+}
+
 /// Quantizes the weights of `model` in place as `recipe` says, and reports what it did.
 pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
     quantize_model_with(model, recipe, None)
@@ -342,11 +353,7 @@ pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
 
 /// [`quantize_model`], rounding the weights that have input statistics in `stats` (by weight
 /// name) to minimise their layer's output error instead of to nearest (see `rounding`).
-pub(crate) fn quantize_model_with(
-    model: &mut Model,
-    recipe: &Recipe,
-    stats: Option<&crate::rounding::WeightStats>,
-) -> Result<Report> {
+pub(crate) fn quantize_model_with(model: &mut Model, recipe: &Recipe, stats: Option<&WeightStats>) -> Result<Report> {
     recipe.validate("--")?;
     let ir_version = model.proto.ir_version.unwrap_or(0);
     let opset_before = model.opset().unwrap_or(1);
@@ -392,8 +399,7 @@ pub(crate) fn quantize_model_with(
     }
     report.ir_version = model.proto.ir_version.unwrap_or(ir_needed);
 
-    type Refined = Option<crate::rounding::Refined>;
-    let quantized: Vec<(Quantized, (f64, Refined))> = planned
+    let quantized: Vec<(Quantized, (f64, Option<Refined>))> = planned
         .par_iter()
         .map(|p| {
             let c = &analysis.constants[p.constant];
@@ -401,18 +407,20 @@ pub(crate) fn quantize_model_with(
             let dims: Vec<usize> = c.dims.iter().map(|&d| d as usize).collect();
             let mean_axis = (p.spec.range == RangeSearch::Mse).then_some(p.channel_axis).flatten();
             let (qtype, gran) = (p.spec.qtype, p.spec.granularity);
+            #[cfg_attr(not(feature = "tract"), allow(unused_mut))]
             let mut q = quantize_searched(&values, &dims, qtype, gran, p.spec.symmetry, p.spec.range, mean_axis);
             // Only weights in the main graph have statistics (subgraph names may repeat). GPTQ
             // keeps the scales and zero points just chosen and re-chooses the integers.
-            let refined = stats
-                .filter(|_| c.graph.is_empty())
-                .and_then(|s| s.get(&c.name))
-                .and_then(|s| crate::rounding::refine(&values, &dims, &mut q, qtype, gran, s));
+            let layer = stats.filter(|_| c.graph.is_empty()).and_then(|s| s.get(&c.name));
+            #[cfg(feature = "tract")]
+            let refined = layer.and_then(|s| crate::rounding::refine(&values, &dims, &mut q, qtype, gran, s));
+            #[cfg(not(feature = "tract"))]
+            let refined: Option<Refined> = layer.map(|never| match *never {});
             let sqnr = crate::quant::sqnr_db(&values, &dims, &q, qtype, gran);
             Ok((q, (sqnr, refined)))
         })
         .collect::<Result<_>>()?;
-    let (data, figures): (Vec<Quantized>, Vec<(f64, Refined)>) = quantized.into_iter().unzip();
+    let (data, figures): (Vec<Quantized>, Vec<(f64, Option<Refined>)>) = quantized.into_iter().unzip();
 
     rewrite(model, &analysis, &planned, data, ir_version, &mut report);
     let (mut nearest, mut chosen) = (0.0, 0.0);
