@@ -96,6 +96,17 @@ impl Runner {
     }
 }
 
+/// The progress bar of a pass over `samples` samples, labelled `label` (hidden unless
+/// `opts.progress`).
+pub(crate) fn sample_bar(opts: &crate::control::RunOptions, samples: usize, label: &str) -> indicatif::ProgressBar {
+    if !opts.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let template = format!("{label} {{bar:30}} {{pos}}/{{len}} samples {{elapsed}}");
+    indicatif::ProgressBar::new(samples as u64)
+        .with_style(indicatif::ProgressStyle::with_template(&template).expect("valid template"))
+}
+
 /// Names of the main graph's outputs, in order.
 pub fn output_names(model: &crate::onnx::model::Model) -> Vec<String> {
     model.graph().output.iter().filter_map(|v| v.name.clone()).collect()

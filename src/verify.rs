@@ -278,15 +278,11 @@ impl OutputsComparison {
         for (i, name) in self.names.iter().enumerate() {
             let kind = self.kind[i].unwrap_or(OutputKind::Float);
             let v = self.float[i].finish(samples);
-            let (snr_db, cosine) = match kind {
-                OutputKind::Float => (v.snr_db, v.cosine),
-                OutputKind::Integer if self.mismatches[i] == 0 => (f64::INFINITY, 1.0),
-                OutputKind::Integer => (f64::NEG_INFINITY, 0.0),
-            };
-            let (snr_db, cosine) = if kind == OutputKind::Float && self.mismatches[i] > 0 {
-                (f64::NEG_INFINITY, 0.0)
-            } else {
-                (snr_db, cosine)
+            // Mismatches of a float output: it changed type or length, wrong as a whole.
+            let (snr_db, cosine) = match (kind, self.mismatches[i]) {
+                (_, 1..) => (f64::NEG_INFINITY, 0.0),
+                (OutputKind::Float, 0) => (v.snr_db, v.cosine),
+                (OutputKind::Integer, 0) => (f64::INFINITY, 1.0),
             };
             outputs.push(OutputFigures {
                 name: name.clone(),

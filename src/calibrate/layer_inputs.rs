@@ -109,14 +109,7 @@ pub fn observe_layer_inputs(
     let mut runner = Runner::for_model(float, &exposed, &what);
     let own = runner.outputs().len() - exposed.len();
     let tract_err = |e: TractError| crate::run::tract_error(&what, e);
-    let bar = if opts.progress {
-        indicatif::ProgressBar::new(samples.len() as u64).with_style(
-            indicatif::ProgressStyle::with_template("observing layer inputs {bar:30} {pos}/{len} samples {elapsed}")
-                .expect("valid template"),
-        )
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = crate::run::sample_bar(opts, samples.len(), "observing layer inputs");
     // One sample's exposed tensors, as f32 (converted only when not f32 already).
     let run = |runner: &mut Runner, sample: &Vec<Tensor>| -> Result<Vec<Tensor>> {
         opts.check_cancelled()?;

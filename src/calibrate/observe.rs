@@ -38,14 +38,7 @@ pub(super) fn observe(
     let mut observers = vec![Observer::default(); tensors.len()];
     let mut is_float = vec![true; tensors.len()];
     let mut means: Vec<Option<ChannelMeans>> = axes.iter().map(|a| a.map(ChannelMeans::new)).collect();
-    let bar = if opts.progress {
-        indicatif::ProgressBar::new(samples.len() as u64).with_style(
-            indicatif::ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} samples {elapsed}")
-                .expect("valid template"),
-        )
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = crate::run::sample_bar(opts, samples.len(), "calibrating");
     let tract_err = |e: tract_onnx::prelude::TractError| crate::run::tract_error(&what, e);
     // One sample's requested values as owned f32 tensors (moved out of tract's values, converted
     // only when not f32), with whether each held floats.
