@@ -17,6 +17,8 @@ mod calibrate;
 mod control;
 #[cfg(feature = "tract")]
 mod data;
+#[cfg(feature = "quantize")]
+mod dynamic;
 pub mod embed;
 #[cfg(feature = "quantize")]
 mod error;

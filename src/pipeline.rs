@@ -69,6 +69,10 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
         (Some(cal), Some(float)) => data_aware_weights(float, &mut model, recipe, cal, base_dir, opts)?,
         _ => quantize_model(&mut model, recipe)?,
     };
+    let mut weights = weights;
+    if recipe.dynamic {
+        weights.dynamic = Some(crate::dynamic::make_dynamic(&mut model, crate::dynamic::InputQuantizers::from_env())?);
+    }
     opts.check_cancelled()?;
     let calibration = match (static_cal, &folded_float) {
         (Some(cal), Some(float)) => Some(calibrate(float, &mut model, recipe, cal, base_dir, opts)?),

@@ -225,6 +225,10 @@ pub struct RecipeArgs {
     /// Write the model even when nothing was quantized.
     #[arg(long)]
     pub(crate) allow_empty: bool,
+    /// Dynamic quantization: MatMul/Gemm run on int8, their inputs quantized at run time (no
+    /// calibration data needed; the form ONNX Runtime runs fastest for transformers).
+    #[arg(long)]
+    pub(crate) dynamic: bool,
 }
 
 impl RecipeArgs {
@@ -242,6 +246,7 @@ impl RecipeArgs {
             r.weight_range = range;
         }
         r.native_int4 = self.native_int4;
+        r.dynamic = self.dynamic;
         r.exclude = self.exclude.clone();
         r.include = self.include.clone();
         if !self.op_types.is_empty() {

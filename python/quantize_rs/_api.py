@@ -66,6 +66,7 @@ _WEIGHT_KEYS = {
     "per_channel": "per-channel",
     "block_size": "block-size",
     "symmetric": "symmetric",
+    "weight_range": "weight-range",
     "native_int4": "native-int4",
     "exclude": "exclude",
     "include": "include",
@@ -73,6 +74,7 @@ _WEIGHT_KEYS = {
     "min_elements": "min-elements",
     "layer_bits": "layer-bits",
     "allow_empty": "allow-empty",
+    "dynamic": "dynamic",
     "verify_data": "verify-data",
     "min_snr_db": "min-snr-db",
     "max_size_ratio": "max-size-ratio",
@@ -107,7 +109,10 @@ class Recipe:
         unsigned: uint8/uint4 instead of int8/int4 (default False).
         per_channel: one scale per output channel, else per tensor (default True).
         block_size: blocks of this many elements along the reduction axis (opset 21).
-        symmetric: symmetric weights (default True).
+        symmetric: True for symmetric weights, False for asymmetric (default: per scale,
+            whichever reconstructs the weights better; symmetric for integer kernels).
+        weight_range: ``"mse"`` (default) searches each scale's range for the least squared
+            error; ``"minmax"`` keeps the full range.
         native_int4: store 4-bit values two per byte as ONNX INT4 (opset 21).
         exclude / include: tensor or node name globs never / only quantized.
         op_types: op types whose weights are quantized (default Conv, ConvTranspose, Gemm,
@@ -115,6 +120,11 @@ class Recipe:
         min_elements: weights with fewer elements stay float (default 128).
         layer_bits: ``{glob: 4 | 8 | 32}`` bits per tensor or node (32 keeps it float).
         allow_empty: write the model even when nothing was quantized.
+
+    Dynamic quantization (no calibration data):
+        dynamic: MatMul/Gemm run on int8 with their inputs quantized at run time
+            (DynamicQuantizeLinear + MatMulInteger), what ONNX Runtime runs fastest for
+            transformers (default False).
 
     Static quantization (activations calibrated on data; any of these needs ``calibration_data``):
         calibration_data: a path (``.npy``, ``.npz``, ``.safetensors``, a folder of them or of
@@ -151,6 +161,7 @@ class Recipe:
         per_channel: Optional[bool] = None,
         block_size: Optional[int] = None,
         symmetric: Optional[bool] = None,
+        weight_range: Optional[str] = None,
         native_int4: Optional[bool] = None,
         exclude: Optional[Union[str, Iterable[str]]] = None,
         include: Optional[Union[str, Iterable[str]]] = None,
@@ -158,6 +169,7 @@ class Recipe:
         min_elements: Optional[int] = None,
         layer_bits: Optional[Mapping[str, int]] = None,
         allow_empty: Optional[bool] = None,
+        dynamic: Optional[bool] = None,
         calibration_data: Any = None,
         method: Optional[str] = None,
         percentile: Optional[float] = None,
@@ -612,18 +624,77 @@ def quantize_static(
     )
 
 
-def quantize_dynamic(model_input: PathLike, model_output: PathLike, *args: Any, **kwargs: Any) -> QuantizeResult:
-    """ONNX Runtime's ``quantize_dynamic``: not available yet.
+def quantize_dynamic(
+    model_input: PathLike,
+    model_output: PathLike,
+    op_types_to_quantize: Optional[Sequence[str]] = None,
+    per_channel: Optional[bool] = None,
+    reduce_range: Optional[bool] = None,
+    weight_type: Any = None,
+    nodes_to_quantize: Optional[Sequence[str]] = None,
+    nodes_to_exclude: Optional[Sequence[str]] = None,
+    use_external_data_format: bool = False,
+    extra_options: Optional[Mapping[str, Any]] = None,
+    *,
+    force: bool = False,
+    **options: Any,
+) -> QuantizeResult:
+    """ONNX Runtime's ``quantize_dynamic``, for people moving over: MatMul and Gemm run on int8
+    with their inputs quantized at run time (DynamicQuantizeLinear + MatMulInteger, which ORT
+    fuses into DynamicQuantizeMatMul); no calibration data.
 
-    quantize-rs has no dynamic quantization (activations quantized at run time by
-    DynamicQuantizeLinear); this always raises :class:`NotImplementedError`. Use
-    :func:`quantize` for weight-only quantization (weights int8/int4, activations float: the
-    closest in file size) or :func:`quantize_static` with calibration data (integer kernels).
+    Where this differs from ONNX Runtime:
+
+    - ``per_channel``: default True (ORT: False).
+    - ``weight_type``: ``QInt8`` only (the integer products take signed weights).
+    - ``reduce_range``: the integer products' weights always get 7 bits, which ORT's x86 kernels
+      without VNNI cannot overflow; ``reduce_range=False`` raises :class:`RecipeError`.
+    - ``op_types_to_quantize``: op types whose weights are quantized; only MatMul and Gemm run
+      on integers, the others (Conv, Gather, ...) keep int8 weights behind a DequantizeLinear.
+    - ``nodes_to_quantize`` / ``nodes_to_exclude``: node or tensor names.
+    - ``use_external_data_format`` is accepted and ignored: external data is written when the
+      model passes 2 GiB.
+    - ``extra_options``: ``WeightSymmetric`` (weights are symmetric; ``False`` raises).
+
+    ``**options``: any :class:`Recipe` keyword (``verify_data``, ``min_snr_db``, ...).
     """
-    raise NotImplementedError(
-        "quantize_dynamic: quantize-rs has no dynamic quantization yet; use quantize_rs.quantize(model_input, "
-        "model_output) for weight-only int8/int4 weights, or quantize_rs.quantize_static(...) with calibration data"
-    )
+    progress = bool(options.pop("progress", False))
+    kw: Dict[str, Any] = {"dynamic": True}
+    if per_channel is not None:
+        kw["per_channel"] = bool(per_channel)
+    if reduce_range is not None and not reduce_range:
+        raise RecipeError(
+            "reduce_range: dynamic weights always get 7 bits, which ONNX Runtime's x86 kernels without VNNI cannot "
+            "overflow; leave reduce_range out",
+            key="reduce_range",
+        )
+    if weight_type is not None and _enum_name(weight_type).lower() != "qint8":
+        raise RecipeError(f"weight_type: dynamic quantization takes QInt8, got {_enum_name(weight_type)}", key="weight_type")
+    if op_types_to_quantize is not None:
+        ops = [str(o) for o in op_types_to_quantize]
+        weight_ops = Recipe().resolved()["op-types"]
+        unknown = [o for o in ops if o not in weight_ops]
+        if unknown:
+            raise RecipeError(
+                f"op_types_to_quantize: quantize-rs quantizes no weight of {unknown}; expected some of {weight_ops}",
+                key="op_types_to_quantize",
+            )
+        kw["op_types"] = ops
+    if nodes_to_quantize is not None:
+        kw["include"] = _globs(nodes_to_quantize)
+    if nodes_to_exclude is not None:
+        kw["exclude"] = _globs(nodes_to_exclude)
+    for key, value in (extra_options or {}).items():
+        if key == "WeightSymmetric" and value:
+            continue
+        raise RecipeError(
+            f"extra_options: '{key}' = {value!r} is not supported for dynamic quantization "
+            "(weights are symmetric int8; pass Recipe keywords as arguments)",
+            key="extra_options",
+        )
+    del use_external_data_format
+    kw.update(options)
+    return _run(model_input, model_output, Recipe(**kw), force=force, progress=progress)
 
 
 # --- info, validate, benchmark ------------------------------------------------------------------

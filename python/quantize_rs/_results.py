@@ -103,6 +103,10 @@ class Report:
     folded_nodes: int = 0
     fused_hard_swish: int = 0
     decomposed_softmax: int = 0
+    #: Dynamic quantization: ``integer_nodes`` (MatMul/Gemm on integers), ``input_quantizers``
+    #: (DynamicQuantizeLinear nodes) and ``left`` ((node, why) kept on DequantizeLinear).
+    dynamic: Optional[Dict[str, Any]] = None
+    data_aware: Optional[Dict[str, Any]] = None
 
     @classmethod
     def _of(cls, d: Mapping[str, Any]) -> "Report":

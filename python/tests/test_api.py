@@ -122,9 +122,25 @@ def test_quantize_static_with_a_reader_and_ort_enums(tmp_path):
     assert e.value.key == "quant_format"
 
 
-def test_quantize_dynamic_is_not_implemented(tmp_path):
-    with pytest.raises(NotImplementedError, match="no dynamic quantization"):
-        quantize_rs.quantize_dynamic(DIGITS, tmp_path / "d.onnx")
+def test_quantize_dynamic_runs_gemm_on_integers(tmp_path):
+    import onnx
+
+    out = tmp_path / "d.onnx"
+    from onnxruntime.quantization import QuantType
+
+    r = quantize_rs.quantize_dynamic(DIGITS, out, weight_type=QuantType.QInt8)
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    # The digits MLP is three Gemm layers: each now an integer product of a run-time-quantized input.
+    assert ops.count("MatMulInteger") == 3 and ops.count("DynamicQuantizeLinear") == 3 and "Gemm" not in ops
+    assert r.report.dynamic["integer_nodes"] == 3
+    x = np.load(DIGITS_TEST)[:64].astype(np.float32)
+    feeds = [{"pixels": x[i : i + 1]} for i in range(len(x))]
+    assert ort_snr(DIGITS, out, feeds) > 25.0
+    with pytest.raises(quantize_rs.RecipeError, match="7 bits") as e:
+        quantize_rs.quantize_dynamic(DIGITS, out, reduce_range=False)
+    assert e.value.key == "reduce_range"
+    with pytest.raises(quantize_rs.RecipeError, match="QInt8"):
+        quantize_rs.quantize_dynamic(DIGITS, out, weight_type=QuantType.QUInt8)
 
 
 def read(p: Path) -> bytes:

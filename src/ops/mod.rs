@@ -32,7 +32,9 @@ pub use elementwise::{ADD, BATCH_NORMALIZATION, CLIP, CONCAT, DIV, HARD_SIGMOID,
 pub use gather::GATHER;
 pub use gemm::{GEMM, MATMUL};
 pub use passthrough::{MAX_POOL, RESIZE, SPLIT};
-pub use quantized::{DEQUANTIZE_LINEAR, QUANTIZE_LINEAR, is_quantized_op, min_opset};
+pub use quantized::{
+    CAST, DEQUANTIZE_LINEAR, DYNAMIC_QUANTIZE_LINEAR, MATMUL_INTEGER, QUANTIZE_LINEAR, is_quantized_op, min_opset,
+};
 pub use recurrent::{GRU, LSTM, RNN};
 
 /// How an op uses a constant input as a weight.

@@ -14,6 +14,12 @@ use crate::onnx::tensor::{element_count, float_data, int_data};
 pub const QUANTIZE_LINEAR: &str = "QuantizeLinear";
 /// `DequantizeLinear`.
 pub const DEQUANTIZE_LINEAR: &str = "DequantizeLinear";
+/// `DynamicQuantizeLinear`: uint8 values, scale and zero point computed from its input at run time.
+pub const DYNAMIC_QUANTIZE_LINEAR: &str = "DynamicQuantizeLinear";
+/// `MatMulInteger`: an int32 matrix product of 8-bit operands.
+pub const MATMUL_INTEGER: &str = "MatMulInteger";
+/// `Cast`.
+pub const CAST: &str = "Cast";
 
 /// Whether the node is already quantized (or part of a quantized pattern): its inputs are left
 /// exactly as they are.
@@ -24,9 +30,9 @@ pub fn is_quantized_op(node: &NodeProto) -> bool {
             op,
             QUANTIZE_LINEAR
                 | DEQUANTIZE_LINEAR
-                | "DynamicQuantizeLinear"
+                | DYNAMIC_QUANTIZE_LINEAR
                 | "ConvInteger"
-                | "MatMulInteger"
+                | MATMUL_INTEGER
                 | "QLinearConv"
                 | "QLinearMatMul"
         ),

@@ -40,6 +40,26 @@ impl Recipe {
                 return bad(at("layer-bits"), format!("'{p}' is not a valid glob: {e}"));
             }
         }
+        if self.dynamic {
+            if self.unsigned {
+                return bad(at("dynamic"), "takes signed weights (int8); drop unsigned".into());
+            }
+            if self.bits != 8 {
+                return bad(
+                    at("dynamic"),
+                    format!("runs 8-bit integer products, but bits is {}; use bits = 8", self.bits),
+                );
+            }
+            if self.block_size.is_some() {
+                return bad(at("dynamic"), "takes per-channel or per-tensor weights; drop block-size".into());
+            }
+            if self.calibration.as_ref().is_some_and(|c| !c.weight_only) {
+                return bad(
+                    at("dynamic"),
+                    "quantizes activations at run time, static calibration ahead of time: choose one (calibration data for the weights only needs weight-only = true)".into(),
+                );
+            }
+        }
         if let Some(c) = &self.calibration {
             if !(0.0 < c.percentile && c.percentile <= 100.0) {
                 return bad(calibration("percentile"), format!("expected a value in (0, 100], got {}", c.percentile));

@@ -71,6 +71,10 @@ pub struct Recipe {
     /// Write the model even when nothing was quantized.
     #[serde(alias = "allow_empty")]
     pub allow_empty: bool,
+    /// Dynamic quantization: MatMul and Gemm run on 8-bit integers, their inputs quantized at
+    /// run time (DynamicQuantizeLinear + MatMulInteger); weights int8 symmetric, 7-bit values.
+    /// Needs no calibration samples; other weights stay weight-only.
+    pub dynamic: bool,
     /// Static quantization: calibrate activations on these samples.
     pub calibration: Option<Calibration>,
     /// Held-out samples (same formats as calibration data) to measure the result on.
@@ -275,6 +279,7 @@ impl Default for Recipe {
             min_elements: Recipe::DEFAULT_MIN_ELEMENTS,
             layer_bits: BTreeMap::new(),
             allow_empty: false,
+            dynamic: false,
             calibration: None,
             verify_data: None,
             min_snr_db: None,
