@@ -71,7 +71,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     };
     let mut weights = weights;
     if recipe.dynamic {
-        weights.dynamic = Some(crate::dynamic::make_dynamic(&mut model, crate::dynamic::InputQuantizers::from_env())?);
+        weights.dynamic = Some(crate::dynamic::make_dynamic(&mut model)?);
     }
     opts.check_cancelled()?;
     let calibration = match (static_cal, &folded_float) {

@@ -62,10 +62,10 @@ fn matrix_products_with_weights_run_on_integers_in_onnx_runtime_and_tract() {
     assert_eq!(count(m, "DequantizeLinear"), 0, "every quantized weight is read by an integer product");
     let d = out.report.dynamic.as_ref().expect("dynamic report");
     assert_eq!((d.integer_nodes, d.left.len()), (3, 0));
-    // Weights are symmetric 7-bit values (u8×s8 kernels without VNNI cannot saturate).
+    // Weights are symmetric int8 (MatMulInteger takes no weight zero point here).
     for q in &out.report.quantized {
         assert!(q.symmetric, "{}", q.name);
-        assert_eq!(q.spec.qtype, quantize_rs::QType::Int7, "{}", q.name);
+        assert_eq!(q.spec.qtype, quantize_rs::QType::Int8, "{}", q.name);
     }
     // tract ran both models on the held-out samples.
     let v = out.verification.as_ref().expect("verification");

@@ -201,13 +201,11 @@ fn plan(analysis: &Analysis, recipe: &Recipe, ir_version: i64) -> (Vec<Planned>,
             }
             s => s,
         };
-        // Dynamic quantization's integer products (`dynamic`) are u8×s8 kernels that saturate
-        // on x86 without VNNI (see calibrate/weights.rs): their weights get 7-bit values.
-        let dynamic_product = recipe.dynamic
-            && bits == 8
-            && symmetry == Symmetry::Symmetric
-            && op_types.iter().all(|op| op == crate::ops::MATMUL || op == crate::ops::GEMM);
-        let qtype = if dynamic_product { QType::Int7 } else { recipe.qtype(bits) };
+        // Dynamic quantization's integer products keep 8-bit values, as ONNX Runtime's own
+        // quantize_dynamic does: 7 bits (which x86 kernels without VNNI cannot saturate, see
+        // calibrate/weights.rs) cost 0.5 dB on a real transformer's tokens and wrecked its padded
+        // positions (BENCHMARKS.md, "Transformers").
+        let qtype = recipe.qtype(bits);
         let spec = QuantSpec {
             qtype,
             granularity,

@@ -72,7 +72,7 @@ pub struct Recipe {
     #[serde(alias = "allow_empty")]
     pub allow_empty: bool,
     /// Dynamic quantization: MatMul and Gemm run on 8-bit integers, their inputs quantized at
-    /// run time (DynamicQuantizeLinear + MatMulInteger); weights int8 symmetric, 7-bit values.
+    /// run time (DynamicQuantizeLinear + MatMulInteger); their weights int8 symmetric.
     /// Needs no calibration samples; other weights stay weight-only.
     pub dynamic: bool,
     /// Static quantization: calibrate activations on these samples.
