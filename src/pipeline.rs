@@ -64,6 +64,18 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     // constants anyway.
     let rewrites = static_cal.is_some_and(|c| c.graph_rewrites);
     let prepared = crate::rewrite::prepare(&mut model, fold, rewrites, static_cal.is_some());
+    // Dynamic quantization with samples first splits the outlier input channels of the matrix
+    // products into small float products (see `rewrite::outliers`); their weights stay float.
+    let mut split_recipe;
+    let (recipe, outliers) = match weight_data.filter(|_| recipe.dynamic) {
+        Some(cal) => {
+            let split = split_outliers(&mut model, cal, base_dir, opts)?;
+            split_recipe = recipe.clone();
+            split_recipe.exclude.extend(split.float_weights.iter().map(|w| globset::escape(w)));
+            (&split_recipe, Some(split))
+        }
+        None => (recipe, None),
+    };
     let folded_float = recipe.calibration.as_ref().map(|_| model.clone());
     let weights = match (weight_data, &folded_float) {
         (Some(cal), Some(float)) => data_aware_weights(float, &mut model, recipe, cal, base_dir, opts)?,
@@ -71,7 +83,9 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     };
     let mut weights = weights;
     if recipe.dynamic {
-        weights.dynamic = Some(crate::dynamic::make_dynamic(&mut model)?);
+        let mut d = crate::dynamic::make_dynamic(&mut model)?;
+        d.outliers = outliers;
+        weights.dynamic = Some(d);
     }
     opts.check_cancelled()?;
     let calibration = match (static_cal, &folded_float) {
@@ -159,6 +173,43 @@ fn data_aware_weights(
     Err(Error::Option {
         key: "calibration".into(),
         message: "data-aware weights run models with tract: enable the `tract` feature of quantize-rs".into(),
+    })
+}
+
+/// Observes the channel maxima of the matrix products' inputs on the calibration samples and
+/// splits their outlier channels off (`rewrite::split_outlier_channels`).
+#[cfg(feature = "tract")]
+fn split_outliers(
+    model: &mut Model,
+    cal: &crate::recipe::Calibration,
+    base_dir: &Path,
+    opts: &RunOptions,
+) -> Result<crate::rewrite::OutlierSplit> {
+    let inputs: Vec<String> = model
+        .graph()
+        .node
+        .iter()
+        .filter(|n| crate::ops::is(n, crate::ops::MATMUL) || crate::ops::is(n, crate::ops::GEMM))
+        .filter_map(|n| n.input.first().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let samples = calibration_samples(model, cal, base_dir)?;
+    let absmax = crate::calibrate::observe_channel_absmax(model, &inputs, &samples, opts)?;
+    let mut names = crate::onnx::graph::Names::of_graph(model.graph());
+    Ok(crate::rewrite::split_outlier_channels(model, &mut names, &absmax))
+}
+
+#[cfg(not(feature = "tract"))]
+fn split_outliers(
+    _: &mut Model,
+    _: &crate::recipe::Calibration,
+    _: &Path,
+    _: &RunOptions,
+) -> Result<crate::rewrite::OutlierSplit> {
+    Err(Error::Option {
+        key: "calibration".into(),
+        message: "observing activations runs models with tract: enable the `tract` feature of quantize-rs".into(),
     })
 }
 

@@ -111,3 +111,45 @@ fn the_recipe_refuses_what_cannot_run_dynamically() {
         assert!(e.contains("dynamic") && e.contains(words), "{e}");
     }
 }
+
+#[test]
+fn with_samples_outlier_input_channels_go_to_a_small_float_product() {
+    // x[1,16,64] whose channel 5 reaches 40x the others (as a transformer's activations do):
+    // one scale for all of x crushes the other 63 channels unless channel 5 is split off.
+    let dir = tempfile::tempdir().unwrap();
+    let m = ModelBuilder::new(17)
+        .input("x", dtype::FLOAT, &[1, 16, 64])
+        .output_shaped("y", dtype::FLOAT, &[1, 16, 32])
+        .init_f32("W", &[64, 32], &rand_f32(64 * 32, 30))
+        .node(node("MatMul", &["x", "W"], &["y"]))
+        .build();
+    let src = write(dir.path(), "float.onnx", &m);
+    let samples = |n: usize, seed: u64| -> Vec<f32> {
+        let mut v = rand_f32(n * 16 * 64, seed);
+        for (i, x) in v.iter_mut().enumerate() {
+            if i % 64 == 5 {
+                *x *= 40.0;
+            }
+        }
+        v
+    };
+    write_npy(&dir.path().join("cal.npy"), &[8, 1, 16, 64], &samples(8, 31));
+    write_npy(&dir.path().join("verify.npy"), &[1, 16, 64], &samples(1, 32));
+    let plain = Recipe { dynamic: true, verify_data: Some(dir.path().join("verify.npy")), ..Recipe::default() };
+    let mut cal = Calibration::new(dir.path().join("cal.npy"));
+    cal.weight_only = true;
+    let with_data = Recipe { calibration: Some(cal), ..plain.clone() };
+    let a = run(Model::load(&src).unwrap(), &plain, dir.path()).unwrap();
+    let b = run(Model::load(&src).unwrap(), &with_data, dir.path()).unwrap();
+    let split = b.report.dynamic.as_ref().and_then(|d| d.outliers.clone()).expect("outlier split");
+    assert_eq!((split.products, split.inputs, split.channels), (1, 1, 1));
+    // The side product's weight stays float; the main product still runs on integers.
+    assert_eq!(count(&b.model.proto, "MatMulInteger"), 1);
+    assert_eq!(count(&b.model.proto, "MatMul"), 1);
+    let (snr_a, snr_b) = (a.verification.unwrap().snr_db, b.verification.unwrap().snr_db);
+    assert!(snr_b > snr_a + 10.0, "split {snr_b:.2} dB vs plain {snr_a:.2} dB");
+    let dst = dir.path().join("split.onnx");
+    b.model.save(&dst, &Default::default()).unwrap();
+    let r = ort_compare(&src, &dst, &Compare::samples(1).inputs(&dir.path().join("verify.npy")));
+    assert!((worst_snr(&r) - snr_b).abs() < 1.5, "ORT {} vs tract {snr_b}", worst_snr(&r));
+}

@@ -6,6 +6,7 @@
 mod layer_inputs;
 mod observe;
 pub mod observer;
+mod outliers;
 mod qdq;
 mod select;
 mod target;
@@ -31,6 +32,7 @@ use target::*;
 use weights::*;
 
 pub use layer_inputs::observe_layer_inputs;
+pub use outliers::observe_channel_absmax;
 
 use crate::ops::{DEFAULT_ACTIVATION_OPS, ELEMENTWISE_ACTIVATION_OPS, PASSTHROUGH_ACTIVATION_OPS};
 

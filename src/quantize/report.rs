@@ -225,6 +225,13 @@ impl Report {
             for (node, why) in &d.left {
                 let _ = writeln!(s, "  left on DequantizeLinear: '{node}': {why}");
             }
+            if let Some(o) = &d.outliers {
+                let _ = writeln!(
+                    s,
+                    "  {} outlier input channel(s) of {} input(s) split into {} small float product(s) (observed on the samples)",
+                    o.channels, o.inputs, o.products
+                );
+            }
         }
         if self.folded_nodes > 0 {
             let _ = writeln!(

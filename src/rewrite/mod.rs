@@ -35,6 +35,7 @@
 mod fold_conv;
 mod hard_swish;
 mod into_conv;
+mod outliers;
 mod softmax;
 
 use std::collections::{HashMap, HashSet};
@@ -49,6 +50,9 @@ use hard_swish::*;
 pub use hard_swish::{fuse_hard_swish, hard_swish_chains};
 pub use into_conv::fold_affine_into_conv;
 use into_conv::*;
+pub use outliers::OutlierSplit;
+#[cfg(feature = "tract")]
+pub use outliers::split_outlier_channels;
 pub use softmax::decompose_softmax;
 
 /// What one absorbed node does to output channel `o`: `y = x * mul[o] + add[o]`.
