@@ -14,8 +14,9 @@ activation_type=QUInt8, weight_type=QInt8, calibrate_method=M): the configuratio
 for x86 CPUs, every other option at its default (ORT's default op types, which include Add, Mul,
 Gather, Softmax...). The reader yields one sample at a time: CALIB.npz holds one array per model
 input, named after it, samples on axis 0 (the layout quantize-rs's --data takes); sample i is
-{name: array[i:i+1]}. --method is minmax, entropy or percentile (--percentile, default 99.999,
-ORT's own default).
+{name: array[i:i+1]}. --data may also be a folder of such .npz files, read in name order (one
+sentence each at its own length, say). --method is minmax, entropy or percentile (--percentile, default 99.999,
+ORT's own default); --op-types limits op_types_to_quantize (e.g. MatMul,Gemm).
 Prints one JSON line, {"ok": true} or {"ok": false, "error": "..."} (exit 1).
 """
 
@@ -34,6 +35,7 @@ def main() -> int:
     p.add_argument("--data", help="static: .npz of calibration samples")
     p.add_argument("--method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--percentile", type=float, default=99.999)
+    p.add_argument("--op-types", default=None, help="static: op_types_to_quantize (comma list; default ORT's)")
     args = p.parse_args()
     try:
         import numpy as np
@@ -45,29 +47,34 @@ def main() -> int:
         else:
             if not args.data:
                 raise SystemExit("static needs --data")
-            with np.load(args.data) as z:
-                arrays = {k: z[k] for k in z.files}
-            n = {a.shape[0] for a in arrays.values()}
-            if len(n) != 1:
-                raise SystemExit(f"{args.data}: arrays disagree on the sample count: {sorted(n)}")
-            count = n.pop()
+            from pathlib import Path
+
+            files = sorted(Path(args.data).glob("*.npz")) if Path(args.data).is_dir() else [Path(args.data)]
+            samples = []
+            for path in files:
+                with np.load(path) as z:
+                    arrays = {k: z[k] for k in z.files}
+                n = {a.shape[0] for a in arrays.values()}
+                if len(n) != 1:
+                    raise SystemExit(f"{path}: arrays disagree on the sample count: {sorted(n)}")
+                samples += [{k: v[i:i + 1] for k, v in arrays.items()} for i in range(n.pop())]
+            if not samples:
+                raise SystemExit(f"{args.data}: no samples")
 
             class Reader(CalibrationDataReader):
                 def __init__(self):
-                    self.i = 0
+                    self.it = iter(samples)
 
                 def get_next(self):
-                    if self.i >= count:
-                        return None
-                    self.i += 1
-                    return {k: v[self.i - 1:self.i] for k, v in arrays.items()}
+                    return next(self.it, None)
 
             method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                       "percentile": CalibrationMethod.Percentile}[args.method]
             extra = {"CalibPercentile": args.percentile} if args.method == "percentile" else {}
+            kw = {"op_types_to_quantize": args.op_types.split(",")} if args.op_types else {}
             quantize_static(args.src, args.dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=method, extra_options=extra)
+                            calibrate_method=method, extra_options=extra, **kw)
     except BaseException as e:  # noqa: BLE001 - any failure is reported as data
         print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"[:2000]}))
         return 1
