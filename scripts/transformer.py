@@ -57,6 +57,8 @@ Configurations (--configs; `float` is always measured):
                          ORT's default op types, calibration set via a reader
   ort-static-{minmax,percentile}-linear
                          the same with op_types_to_quantize=MatMul,Gemm (no Add/Mul/Gather/...)
+                         (with --padding none, ORT's Percentile and Entropy fail: their histogram
+                         collection cannot stack samples of different lengths; MinMax works)
   qrs-weight-only        quantize --per-channel --op-types Conv,ConvTranspose,Gemm,MatMul
                          (int8 weights of the projections; embedding tables stay float)
   qrs-weight-only+emb    quantize --per-channel (the default op types, Gather included: the word,
