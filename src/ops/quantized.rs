@@ -20,6 +20,8 @@ pub const DYNAMIC_QUANTIZE_LINEAR: &str = "DynamicQuantizeLinear";
 pub const MATMUL_INTEGER: &str = "MatMulInteger";
 /// `Cast`.
 pub const CAST: &str = "Cast";
+/// `Unsqueeze`.
+pub const UNSQUEEZE: &str = "Unsqueeze";
 
 /// Whether the node is already quantized (or part of a quantized pattern): its inputs are left
 /// exactly as they are.

@@ -20,6 +20,7 @@ use crate::ops::{WeightRole, min_opset};
 use crate::quant::{Granularity, QType, Quantized, RangeSearch, Symmetry, quantize_searched};
 use crate::recipe::Recipe;
 
+mod gather;
 mod report;
 pub use report::{DataAware, QuantizedTensor, Report, SkippedTensor};
 
@@ -320,6 +321,8 @@ pub(crate) fn quantize_model_with(model: &mut Model, recipe: &Recipe, stats: Opt
     let (data, figures): (Vec<Quantized>, Vec<(f64, Option<Refined>)>) = quantized.into_iter().unzip();
 
     rewrite(model, &analysis, &planned, data, ir_version, &mut report);
+    let mut names = Names::of_graph(model.graph());
+    report.gathered_tables = gather::gather_quantized_rows(model.graph_mut(), &mut names);
     let (mut nearest, mut chosen) = (0.0, 0.0);
     for (entry, (sqnr, refined)) in report.quantized.iter_mut().zip(figures) {
         entry.sqnr_db = sqnr;

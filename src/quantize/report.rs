@@ -88,6 +88,8 @@ pub struct Report {
     /// What the calibration samples did to the weights, when they were given for them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_aware: Option<DataAware>,
+    /// Quantized tables read by Gather that gather their integer rows and dequantize only those.
+    pub gathered_tables: usize,
     /// What dynamic quantization rewrote, when the recipe asked for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamic: Option<crate::dynamic::DynamicReport>,
@@ -214,6 +216,13 @@ impl Report {
                 s,
                 "observed the layers' inputs on {} sample(s) in {:.2} s; {} weight(s) rounded on them (output error {:+.2} dB vs nearest); {} bias(es) corrected for the mean shift",
                 d.samples, d.observe_seconds, d.rounded, d.output_error_db, d.bias_corrected
+            );
+        }
+        if self.gathered_tables > 0 {
+            let _ = writeln!(
+                s,
+                "{} table(s) read by Gather gather their integer rows and dequantize only those",
+                self.gathered_tables
             );
         }
         if let Some(d) = &self.dynamic {
