@@ -73,8 +73,11 @@ pub(super) fn reduce_weight_ranges(
             let axis = dq.attr("axis").and_then(|a| a.i).unwrap_or(1);
             Granularity::PerAxis { axis: if axis < 0 { axis + dims.len() as i64 } else { axis } as usize }
         };
-        // The weight pass writes a zero point only for asymmetric weights.
-        let symmetry = if zi.is_none() { Symmetry::Symmetric } else { Symmetry::Asymmetric };
+        // The weight pass writes a zero point for asymmetric weights, and an all-zero one where
+        // ONNX Runtime's fusion wants it (Gemm): the latter are symmetric.
+        let all_zero = |t: &TensorProto| t.raw_data.as_ref().is_some_and(|r| r.iter().all(|&b| b == 0));
+        let symmetry =
+            if zi.is_none_or(|z| all_zero(&g.initializer[z])) { Symmetry::Symmetric } else { Symmetry::Asymmetric };
         let mean_axis = match (range, gran) {
             (crate::quant::RangeSearch::Mse, Granularity::PerAxis { axis }) => Some(axis),
             _ => None,
