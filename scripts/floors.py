@@ -87,11 +87,51 @@ SOURCES: Dict[str, str] = {
     "2026-11-30 scheme": "worst of 2 runs of real_models.py --seed-peer, 2026-11-30 21:44, release build of eebad6f"
                          " (the issue-11 weight scheme: per-scale symmetry, mse ranges, mean-preserving"
                          " rounding), 2-core AMD EPYC with AVX-512 VNNI, ONNX Runtime 1.32.0, the machine quiet",
+    "2026-11-30 transformer": "worst of 2 runs of transformer.py --no-gate, 2026-11-30 23:56-00:03, release build"
+                              " of 01ba0fa (dynamic, outlier split, gathered tables, QGemm zero points), 2-core AMD"
+                              " EPYC with AVX-512 VNNI, ONNX Runtime 1.32.0, another engineer's cargo build running",
     "2026-11-30 idle": "the cold-clone .ci/run of 315d77e (2026-11-30 17:44-18:17, BENCHMARKS 'CI gates'), the"
                        " machine otherwise idle: static_compare.py --peer-methods minmax, 3 timed calibrations each",
 }
 
 FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
+    ('transformer', 'minilm-gemm', 'qrs-dynamic', 'size_ratio'): Floor('<=', 0.263, 0.2545, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-dynamic', 'snr_db'): Floor('>=', 16.5, 16.9197, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-dynamic', 'speed_vs_ort'): Floor('>=', 0.9, 0.9813, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-dynamic', 'speedup'): Floor('>=', 1, 2.6358, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-dynamic+data', 'size_ratio'): Floor('<=', 0.266, 0.258, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-dynamic+data', 'snr_db'): Floor('>=', 25, 25.5572, '2026-11-30 transformer'),
+    # EXCEPTION: the outlier split's float side products cost ~13% of the dynamic model's speed; on the
+    # Gemm export that lands at 0.89-0.90 of ORT's dynamic model (matmul export: 1.04-1.06), so the
+    # 0.9 claim does not hold there (BENCHMARKS 'A real transformer').
+    ('transformer', 'minilm-gemm', 'qrs-dynamic+data', 'speed_vs_ort'): Floor('>=', 0.8, 0.8894, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-dynamic+data', 'speedup'): Floor('>=', 1, 2.3889, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-static-mse', 'size_ratio'): Floor('<=', 0.264, 0.2561, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-static-mse', 'snr_db'): Floor('>=', 7.2, 7.5306, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-static-mse', 'speedup'): Floor('>=', 1, 2.1738, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-weight-only+emb', 'size_ratio'): Floor('<=', 0.263, 0.2545, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-weight-only+emb', 'snr_db'): Floor('>=', 31.3, 31.9767, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-weight-only+emb', 'speedup'): Floor('>=', 0.83, 0.9811, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-weight-only+emb+data', 'size_ratio'): Floor('<=', 0.262, 0.2542, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-weight-only+emb+data', 'snr_db'): Floor('>=', 33.4, 34.0852, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-weight-only+emb+data', 'speedup'): Floor('>=', 0.83, 0.9818, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic', 'size_ratio'): Floor('<=', 0.262, 0.2543, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic', 'snr_db'): Floor('>=', 16.5, 16.9197, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic', 'speed_vs_ort'): Floor('>=', 0.9, 1.192, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic', 'speedup'): Floor('>=', 1, 2.8156, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic+data', 'size_ratio'): Floor('<=', 0.266, 0.2576, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic+data', 'snr_db'): Floor('>=', 25, 25.5514, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic+data', 'speed_vs_ort'): Floor('>=', 0.9, 1.0413, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic+data', 'speedup'): Floor('>=', 1, 2.4596, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-static-mse', 'size_ratio'): Floor('<=', 0.263, 0.2546, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-static-mse', 'snr_db'): Floor('>=', 6.9, 7.2345, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-static-mse', 'speedup'): Floor('>=', 1, 2.3961, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-weight-only+emb', 'size_ratio'): Floor('<=', 0.263, 0.2544, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-weight-only+emb', 'snr_db'): Floor('>=', 28.8, 29.3907, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-weight-only+emb', 'speedup'): Floor('>=', 1, 1.2668, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-weight-only+emb+data', 'size_ratio'): Floor('<=', 0.262, 0.2541, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-weight-only+emb+data', 'snr_db'): Floor('>=', 29.7, 30.3596, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-weight-only+emb+data', 'speedup'): Floor('>=', 1, 1.2695, '2026-11-30 transformer'),
     ('static', 'cls', 'entropy', 'calib_vs_ort'): Floor('<=', 1.1, 0.3831, '2026-11-30'),
     ('static', 'cls', 'entropy', 'dq'): Floor('>=', 172, 172, '2026-11-30'),
     ('static', 'cls', 'entropy', 'ort_int_kernels'): Floor('>=', 56, 56, '2026-11-30'),
@@ -392,6 +432,9 @@ METRICS: Dict[str, Dict[str, str]] = {
                 "peak_mb": "<=", "time_vs_ort": "<="},
     "transformer": {"snr_db": ">=", "size_ratio": "<=", "speedup": ">=", "speed_vs_ort": ">="},
 }
+# Metrics only some rows have: gated where the row has them (transformer: speed_vs_ort of the
+# dynamic rows, our speedup over ORT quantize_dynamic's).
+OPTIONAL = {"transformer": ("speed_vs_ort",)}
 # Metrics that need ONNX Runtime's quantizer in the same run: skipped (and said so) without it.
 NEEDS_PEER = {"calib_vs_ort", "speed_vs_ort", "time_vs_ort"}
 
@@ -400,6 +443,8 @@ def check(script: str, model: str, config: str, values: Dict[str, Optional[float
     """One gate per metric of `script` for this row: {"gate", "value", "threshold", "pass"}."""
     gates = []
     for metric, op in METRICS[script].items():
+        if metric in OPTIONAL.get(script, ()) and metric not in values:
+            continue
         f = FLOORS.get((script, model, config, metric))
         g = {"model": model, "config": config, "metric": metric}
         if f is None:
