@@ -78,7 +78,8 @@
 //! `[package.metadata.quantize.models.<name>]` takes `path` and any key of
 //! [`quantize_rs::Recipe`]: `bits`, `unsigned`, `per-channel`, `symmetric`, `weight-range`, `block-size`,
 //! `native-int4`, `exclude`, `include`, `op-types`, `min-elements`, `layer-bits`,
-//! `allow-empty`, `calibration = { data = "...", method = "entropy", ... }`, `verify-data`,
+//! `allow-empty`, `dynamic` (MatMul/Gemm on int8 with inputs quantized at run time, for
+//! transformers in ONNX Runtime), `calibration = { data = "...", method = "entropy", ... }`, `verify-data`,
 //! `min-snr-db`, `max-size-ratio`. `calibration` takes `data`, `method`, `percentile`,
 //! `samples`, `symmetric-activations`, `full-range-weights`, `bias-correction`, `graph-rewrites`, `op-types`,
 //! `target-snr-db`, `image`, `weight-only` and `weight-rounding` ([`quantize_rs::Calibration`]):
