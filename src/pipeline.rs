@@ -273,6 +273,21 @@ fn combine_reports(
             *weights.upgraded_ops.entry(op).or_default() += n;
         }
     }
+    // Weights the accuracy target returned to float are no longer quantized.
+    #[cfg(feature = "tract")]
+    for name in calibration.iter().flat_map(|c| c.target.iter()).flat_map(|t| &t.weights_returned_to_float) {
+        if let Some(i) = weights.quantized.iter().position(|q| &q.name == name) {
+            let q = weights.quantized.remove(i);
+            weights.weight_bytes_before -= q.bytes_before;
+            weights.weight_bytes_after -= q.bytes_after;
+            weights.skipped.push(crate::quantize::SkippedTensor {
+                name: q.name,
+                elements: q.bytes_before / 4,
+                reason: "returned to float by the accuracy target".into(),
+                is_weight: true,
+            });
+        }
+    }
     #[cfg(feature = "tract")]
     for (name, sqnr) in calibration.iter().flat_map(|c| &c.reduced_range_weights) {
         if let Some(q) = weights.quantized.iter_mut().find(|q| &q.name == name) {

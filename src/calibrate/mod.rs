@@ -102,7 +102,18 @@ pub struct TargetSearch {
     pub alone_db: Vec<(String, f64)>,
     /// Every trial: (activations returned to float, output SNR in dB).
     pub trials: Vec<(usize, f64)>,
+    /// Weights returned to float, worst first, when the quantized weights alone missed the
+    /// target by the margin [`WEIGHT_MARGIN_DB`] the activations need.
+    pub weights_returned_to_float: Vec<String>,
+    /// With weights returned: every quantized weight, worst first, with the output SNR (dB) of the
+    /// float model when that weight alone is quantized.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weight_alone_db: Vec<(String, f64)>,
 }
+
+/// The accuracy target asks this much more of the quantized weights alone, when they miss it, so
+/// that the activations keep some of the error budget.
+pub const WEIGHT_MARGIN_DB: f64 = 3.0;
 
 /// Calibrates `quantized` (the weight-quantized form of `float`) on `samples` and rewrites its
 /// activations as `cal` says.
@@ -205,8 +216,32 @@ pub fn calibrate(
                 // went back to float (a float op: nothing saturates) keeps its 8 bits.
                 let mut trial = quantized.clone();
                 finish_weights(&mut trial, &sel)?;
+                // Weights whose quantization alone misses the target go back to float first,
+                // worst first, until the weights alone clear it with a margin for activations.
+                let mut weight_search = None;
+                if target::output_snr(&trial, &reference, held_out)? < target {
+                    let finish = |m: &mut Model| finish_weights(m, &sel).map(|_| ());
+                    let (names, alone) = search_weights(
+                        float,
+                        quantized,
+                        &finish,
+                        held_out,
+                        &reference,
+                        target + WEIGHT_MARGIN_DB,
+                        opts,
+                    )?;
+                    let float_consts = crate::onnx::graph::constants(float.graph());
+                    let set: HashSet<&str> = names.iter().map(String::as_str).collect();
+                    *quantized = target::with_float_weights(quantized, &float_consts, &set);
+                    trial = quantized.clone();
+                    finish_weights(&mut trial, &sel)?;
+                    weight_search = Some((names, alone));
+                }
                 let (keep, mut search) =
                     search_target(&trial, &sel, &activations, qtype, held_out, &reference, target, opts)?;
+                if let Some((names, alone)) = weight_search {
+                    (search.weights_returned_to_float, search.weight_alone_db) = (names, alone);
+                }
                 let sel = Selection { tensors: keep.iter().map(|a| a.tensor.clone()).collect(), ..sel };
                 let (reduced, corrected) = finish_weights(quantized, &sel)?;
                 let biases = rewrite(quantized, &sel, &keep, qtype);

@@ -29,6 +29,92 @@ pub(super) fn reference_outputs(model: &Model, what: &str, samples: &[Vec<Tensor
     samples.iter().map(|s| run_values(&mut runner, s)).collect()
 }
 
+/// `m` with the quantized weights named in `names` (outputs of DequantizeLinear nodes of its
+/// main graph) back to their float values from `float_consts`: each such DequantizeLinear
+/// becomes an Identity of a float initializer, so node indices stay put.
+pub(super) fn with_float_weights(
+    m: &Model,
+    float_consts: &std::collections::HashMap<&str, &crate::onnx::proto::TensorProto>,
+    names: &HashSet<&str>,
+) -> Model {
+    let mut out = m.clone();
+    let mut fresh = crate::onnx::graph::Names::of_graph(out.graph());
+    let g = out.graph_mut();
+    let mut added = Vec::new();
+    for n in g.node.iter_mut() {
+        let Some(w) = n.output.first().filter(|o| names.contains(o.as_str())) else { continue };
+        let Some(t) = float_consts.get(w.as_str()).filter(|_| crate::ops::is(n, crate::ops::DEQUANTIZE_LINEAR)) else {
+            continue;
+        };
+        let mut t = (*t).clone();
+        let name = fresh.fresh(&format!("{w}_float"));
+        t.name = Some(name.clone());
+        added.push(t);
+        n.op_type = Some(crate::ops::IDENTITY.into());
+        n.input = vec![name];
+        n.attribute.clear();
+    }
+    g.initializer.extend(added);
+    let read: HashSet<String> = g.node.iter().flat_map(|n| n.input.iter().cloned()).collect();
+    g.initializer.retain(|t| t.name.as_ref().is_some_and(|n| read.contains(n)));
+    out
+}
+
+/// The weights returned to float, worst first, and every quantized weight with its own figure.
+pub(super) type WeightSearch = (Vec<String>, Vec<(String, f64)>);
+
+/// The weights of `weights_only` returned to float, worst first (each weight's own contribution:
+/// the float model with only that weight quantized, on the first held-out samples), as few as
+/// a bisection over their count needs for the weights alone to reach `target`. Each candidate
+/// gets its weights `finish`ed as the model written would (7-bit kernels, biases corrected for
+/// the weights still quantized). Returns them and every weight's figure.
+#[allow(clippy::too_many_arguments)] // the models, how weights are finished, the data and the options
+pub(super) fn search_weights(
+    float: &Model,
+    weights_only: &Model,
+    finish: &dyn Fn(&mut Model) -> Result<()>,
+    held_out: &[Vec<Tensor>],
+    reference: &[Vec<Values>],
+    target: f64,
+    opts: &crate::control::RunOptions,
+) -> Result<WeightSearch> {
+    let float_consts = crate::onnx::graph::constants(float.graph());
+    let weights: Vec<String> = dequantized_weights(weights_only.graph())
+        .into_keys()
+        .filter(|w| float_consts.contains_key(w.as_str()))
+        .collect();
+    let mut weights = weights;
+    weights.sort();
+    let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
+    let probe_reference = &reference[..probe.len()];
+    let mut alone = Vec::with_capacity(weights.len());
+    for w in &weights {
+        let others: HashSet<&str> = weights.iter().filter(|o| *o != w).map(String::as_str).collect();
+        opts.check_cancelled()?;
+        let mut candidate = with_float_weights(weights_only, &float_consts, &others);
+        finish(&mut candidate)?;
+        alone.push(output_snr(&candidate, probe_reference, probe)?);
+    }
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]).then(a.cmp(&b)));
+    let returned = |k: usize| -> HashSet<&str> { order[..k].iter().map(|&i| weights[i].as_str()).collect() };
+    let measure = |k: usize| -> Result<f64> {
+        opts.check_cancelled()?;
+        let mut candidate = with_float_weights(weights_only, &float_consts, &returned(k));
+        finish(&mut candidate)?;
+        output_snr(&candidate, reference, held_out)
+    };
+    // measure(0) < target (the caller saw it) and measure(n) is the float model: the smallest
+    // count that reaches the target lies between.
+    let (mut lo, mut hi) = (0, weights.len());
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if measure(mid)? >= target { hi = mid } else { lo = mid }
+    }
+    let names = order[..hi].iter().map(|&i| weights[i].clone()).collect();
+    Ok((names, order.iter().map(|&i| (weights[i].clone(), alone[i])).collect()))
+}
+
 /// Held-out samples each activation's own contribution is measured on.
 pub(super) const PROBE_SAMPLES: usize = 2;
 
@@ -120,6 +206,8 @@ pub(super) fn search_target(
         returned_to_float: order[..k].iter().map(|&i| activations[i].tensor.clone()).collect(),
         alone_db: order.iter().map(|&i| (activations[i].tensor.clone(), alone[i])).collect(),
         trials,
+        weights_returned_to_float: Vec::new(),
+        weight_alone_db: Vec::new(),
     };
     Ok((keep, search))
 }

@@ -33,8 +33,8 @@ pub use gather::GATHER;
 pub use gemm::{GEMM, MATMUL};
 pub use passthrough::{MAX_POOL, RESIZE, SPLIT};
 pub use quantized::{
-    CAST, DEQUANTIZE_LINEAR, DYNAMIC_QUANTIZE_LINEAR, MATMUL_INTEGER, QUANTIZE_LINEAR, UNSQUEEZE, is_quantized_op,
-    min_opset,
+    CAST, DEQUANTIZE_LINEAR, DYNAMIC_QUANTIZE_LINEAR, IDENTITY, MATMUL_INTEGER, QUANTIZE_LINEAR, UNSQUEEZE,
+    is_quantized_op, min_opset,
 };
 pub use recurrent::{GRU, LSTM, RNN};
 

@@ -20,6 +20,8 @@ pub const DYNAMIC_QUANTIZE_LINEAR: &str = "DynamicQuantizeLinear";
 pub const MATMUL_INTEGER: &str = "MatMulInteger";
 /// `Cast`.
 pub const CAST: &str = "Cast";
+/// `Identity`.
+pub const IDENTITY: &str = "Identity";
 /// `Unsqueeze`.
 pub const UNSQUEEZE: &str = "Unsqueeze";
 

@@ -121,6 +121,16 @@ fn run_job(
                     for name in &t.returned_to_float {
                         eprintln!("  float: {name}");
                     }
+                    if !t.weights_returned_to_float.is_empty() {
+                        eprintln!(
+                            "  the quantized weights alone missed the target: {} of {} weight(s) returned to float first",
+                            t.weights_returned_to_float.len(),
+                            t.weight_alone_db.len()
+                        );
+                        for name in &t.weights_returned_to_float {
+                            eprintln!("  float weight: {name}");
+                        }
+                    }
                 }
             }
             if let Some(v) = &outcome.verification {
