@@ -7,7 +7,7 @@ use std::path::Path;
 pub use crate::control::RunOptions;
 use crate::error::{Error, Result};
 use crate::onnx::model::Model;
-use crate::quantize::{Report, quantize_model};
+use crate::quantize::Report;
 use crate::recipe::Recipe;
 pub use crate::verify::Verification;
 use crate::verify::verify;
@@ -46,6 +46,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     recipe.validate("")?;
     check_connections(&model, "the model is broken before quantization; re-export it, or repair it")?;
     let bytes_in = prost::Message::encoded_len(&model.proto) as u64;
+    check_fits_in_memory(&model, recipe, bytes_in)?;
     let original = (recipe.calibration.is_some() || recipe.verify_data.is_some()).then(|| model.clone());
     // Per-channel affine ops (batch norm) are folded into the convolutions before them first (see
     // `rewrite`): ONNX Runtime would fold them in the float model but cannot once the weight is behind
@@ -67,7 +68,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let folded_float = recipe.calibration.as_ref().map(|_| model.clone());
     let weights = match (weight_data, &folded_float) {
         (Some(cal), Some(float)) => data_aware_weights(float, &mut model, recipe, cal, base_dir, opts)?,
-        _ => quantize_model(&mut model, recipe)?,
+        _ => crate::quantize::quantize_model_with(&mut model, recipe, None, opts)?,
     };
     let mut weights = weights;
     if recipe.dynamic {
@@ -136,7 +137,7 @@ fn data_aware_weights(
     let inputs = crate::calibrate::observe_layer_inputs(float, &recipe.op_types, &samples, gptq, opts)?;
     drop(samples);
     opts.check_cancelled()?;
-    let mut report = crate::quantize::quantize_model_with(model, recipe, gptq.then_some(&inputs.stats))?;
+    let mut report = crate::quantize::quantize_model_with(model, recipe, gptq.then_some(&inputs.stats), opts)?;
     let bias_corrected = if cal.bias_correction {
         crate::calibrate::correct_weight_only_biases(float, model, &inputs.means)?
     } else {
@@ -232,6 +233,34 @@ fn combine_reports(
     #[cfg(not(feature = "tract"))]
     let _ = calibration;
     weights
+}
+
+/// Calibration and verification hand the whole model to tract, which holds it (and its float
+/// tensors) in memory: refused, before any work, when that cannot fit. Weight-only quantization
+/// streams and has no such limit.
+fn check_fits_in_memory(model: &Model, recipe: &Recipe, bytes: u64) -> Result<()> {
+    let step = match (&recipe.calibration, &recipe.verify_data) {
+        (Some(c), _) if c.weight_only => "data-aware weight rounding",
+        (Some(_), _) => "calibration",
+        (None, Some(_)) => "verification (verify-data)",
+        (None, None) => return Ok(()),
+    };
+    // The encoded model, tract's copy of its tensors, and room for activations.
+    let needed = bytes.saturating_mul(5) / 2;
+    let Some(available) = crate::onnx::model::memory_available().filter(|&a| needed > a) else { return Ok(()) };
+    let human = crate::info::human_bytes;
+    Err(Error::TooLarge {
+        path: model.path.clone().unwrap_or_else(|| "<model>".into()),
+        step: step.into(),
+        message: format!(
+            "about {} for a model of {}, but only {} of memory is available; quantize it weight-only \
+             (without calibration data or verify-data), which streams models of any size, or run it \
+             where more memory is free",
+            human(needed),
+            human(bytes),
+            human(available)
+        ),
+    })
 }
 
 /// An error naming the first broken connection of `model` (and how many more there are).
