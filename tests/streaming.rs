@@ -173,6 +173,7 @@ fn streamed_quantization_holds_a_few_tensors_not_the_model() {
     };
     let model_kb = 49 * 1040;
     let (whole, streamed) = (growth("in-memory"), growth("streamed"));
+    eprintln!("resident memory rose by {whole} kB in memory, {streamed} kB streamed, for a {model_kb} kB model");
     assert!(whole > model_kb, "the in-memory path holds the model ({whole} kB): the measure works");
     // A window of 4 weights in flight, each as floats, group copies and values: ~20 MiB.
     assert!(streamed < model_kb / 2, "streamed, memory rose by {streamed} kB for a {model_kb} kB model");

@@ -1,6 +1,7 @@
-//! Loading and saving ONNX models: from a path or from bytes, external-data tensors read on load
-//! (with paths confined to the model's folder) and written on save when the model would pass
-//! protobuf's 2 GiB limit, and atomic writes that never leave a half-written file.
+//! Loading and saving ONNX models: from a path or from bytes, external-data tensors resolved on
+//! load (paths confined to the model's folder; large payloads mapped, not read: see
+//! `onnx::mapped`) and written on save when the model would pass protobuf's 2 GiB limit, saves
+//! streamed to disk tensor by tensor, and atomic writes that never leave a half-written file.
 
 use std::fs;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -48,7 +49,8 @@ fn origin(path: Option<&Path>) -> String {
 }
 
 impl Model {
-    /// Reads a model file; tensors stored as external data are read from beside it.
+    /// Reads a model file; tensors stored as external data are found beside it (those of 1 MiB or
+    /// more are mapped: the data file must not be truncated while the model lives).
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
         let bytes = fs::read(path).map_err(|source| Error::Read { path: path.into(), source })?;
