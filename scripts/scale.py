@@ -52,8 +52,10 @@ def human(n):
         n /= 1024
 
 
-def write_model(path, layers, seed):
-    """The float model: `layers` blocks, weights streamed to `<path>.data`, one tensor at a time."""
+def write_model(path, layers, seed, repeat=1):
+    """The float model: `layers` blocks, weights streamed to `<path>.data`, one tensor at a time.
+    With `repeat` > 1 only every `repeat`-th weight is written and the blocks share them in turn
+    (the data file is 1/repeat of the weights; every block still has its own initializer)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -68,16 +70,19 @@ def write_model(path, layers, seed):
     inits += [ones, zeros]
     with open(os.path.join(os.path.dirname(path), data_name), "wb") as f:
         x = "x"
+        unique = -(-layers // repeat)
+        size = HIDDEN * HIDDEN * 4
         for i in range(layers):
-            w = (rng.standard_normal((HIDDEN, HIDDEN), dtype=np.float32) * np.float32(std)).tobytes()
-            f.write(w)
+            if i < unique:
+                w = (rng.standard_normal((HIDDEN, HIDDEN), dtype=np.float32) * np.float32(std)).tobytes()
+                f.write(w)
+                del w
+                offset += size
             t = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=[HIDDEN, HIDDEN])
             t.data_location = TensorProto.EXTERNAL
-            for k, v in (("location", data_name), ("offset", str(offset)), ("length", str(len(w)))):
+            for k, v in (("location", data_name), ("offset", str((i % unique) * size)), ("length", str(size))):
                 e = t.external_data.add()
                 e.key, e.value = k, v
-            offset += len(w)
-            del w
             inits.append(t)
             nodes += [
                 helper.make_node("LayerNormalization", [x, "ln_scale", "ln_bias"], [f"n{i}"], axis=-1),
@@ -97,7 +102,7 @@ def write_model(path, layers, seed):
     model.ir_version = 8
     with open(path, "wb") as f:
         f.write(model.SerializeToString())
-    return offset
+    return layers * size
 
 
 def files_of(model_path):
@@ -241,6 +246,21 @@ def ort_check(float_path, quantized, work):
     return results
 
 
+def ort_smoke(path):
+    """Loads a model in ONNX Runtime and runs it once on a random input: seconds, finiteness."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    start = time.perf_counter()
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    load = time.perf_counter() - start
+    x = np.random.default_rng(1).standard_normal((1, TOKENS, HIDDEN), dtype=np.float32)
+    start = time.perf_counter()
+    y = s.run(None, {"x": x})[0]
+    return {"load_s": load, "run_s": time.perf_counter() - start, "finite": bool(np.isfinite(y).all())}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gb", type=float, default=2.0, help="float weights to write, in GB (1e9 bytes)")
@@ -251,6 +271,13 @@ def main():
     ap.add_argument("--check-max-gb", type=float, default=8.0, help="run ORT on models up to this size")
     ap.add_argument("--bin", default=None, help="the quantize-rs binary (default: the release build)")
     ap.add_argument("--weight-range", choices=["mse", "minmax"], default="mse", help="passed to quantize-rs")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="write 1/N of the weights and let the blocks share them (a model larger than the free disk; "
+        "no cp comparison then)",
+    )
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args()
 
@@ -267,7 +294,8 @@ def main():
         log(f"running WITHOUT a memory limit: {why}")
         group = NoCgroup()
     layers = max(1, int(a.gb * 1e9) // (HIDDEN * HIDDEN * 4))
-    need = int(layers * HIDDEN * HIDDEN * 4 * 2.2)
+    # Input, output and the cp copy; with --repeat the shared input and the larger output.
+    need = int(layers * HIDDEN * HIDDEN * 4 * (2.2 if a.repeat == 1 else 1 / a.repeat + 0.3))
     os.makedirs(a.dir, exist_ok=True)
     free = shutil.disk_usage(a.dir).free
     if free < need:
@@ -287,18 +315,21 @@ def main():
     try:
         model = os.path.join(work, "model.onnx")
         start = time.perf_counter()
-        results["weights_bytes"] = write_model(model, layers, seed=0)
+        results["weights_bytes"] = write_model(model, layers, seed=0, repeat=a.repeat)
+        results["repeat"] = a.repeat
         results["input_bytes"] = size_of(files_of(model))
         log(f"wrote {model}: {layers} blocks, {human(results['input_bytes'])} in {time.perf_counter() - start:.1f} s")
         subprocess.run(["sync"], check=True)
 
-        copy = os.path.join(work, "copy")
-        os.makedirs(copy)
-        rc, secs, peak, kills, _ = group.run(["sh", "-c", f'cp "$@" {copy}/ && sync {copy}/*', "cp", *files_of(model)])
-        results["cp"] = {"status": rc, "seconds": secs, "cgroup_peak_bytes": peak, "oom_kills": kills}
-        log(f"cp (+ sync of the copy): {secs:.1f} s")
-        shutil.rmtree(copy)
-        failed |= rc != 0
+        if a.repeat == 1:
+            copy = os.path.join(work, "copy")
+            os.makedirs(copy)
+            cmd = ["sh", "-c", f'cp "$@" {copy}/ && sync {copy}/*', "cp", *files_of(model)]
+            rc, secs, peak, kills, _ = group.run(cmd)
+            results["cp"] = {"status": rc, "seconds": secs, "cgroup_peak_bytes": peak, "oom_kills": kills}
+            log(f"cp (+ sync of the copy): {secs:.1f} s")
+            shutil.rmtree(copy)
+            failed |= rc != 0
 
         outputs = {}
         recipes = {
@@ -320,12 +351,21 @@ def main():
                 outputs[name] = out
             results[name] = entry
             killed = " KILLED (OOM)" if kills or rc == -9 else ""
+            vs_cp = f" ({secs / results['cp']['seconds']:.2f}x cp)" if "cp" in results else ""
             log(
-                f"{name}: status {rc}{killed}, {secs:.1f} s ({secs / results['cp']['seconds']:.2f}x cp), "
+                f"{name}: status {rc}{killed}, {secs:.1f} s{vs_cp}, external data {entry.get('external_data')}, "
                 f"output {human(entry.get('output_bytes', 0))}, process peak {human(entry.get('process_peak_bytes') or 0)}, "
                 f"cgroup peak {human(peak or 0)}"
             )
             failed |= rc != 0 or kills > 0
+            if rc == 0 and results["input_bytes"] > a.check_max_gb * 1e9:
+                # Too large to hold the float model for an SNR: check the output loads and runs.
+                entry["ort_smoke"] = ort_smoke(out)
+                log(f"  ORT loads and runs it: {entry['ort_smoke']}")
+                failed |= not entry["ort_smoke"]["finite"]
+                for p in files_of(out):
+                    os.remove(p)
+                outputs.pop(name)
 
         if outputs and results["input_bytes"] <= a.check_max_gb * 1e9:
             ort = ort_check(model, outputs, work)

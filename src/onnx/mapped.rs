@@ -109,7 +109,8 @@ impl Scratch {
     }
 
     /// Bytes written to the scratch file so far.
-    pub fn written(&self) -> u64 {
+    #[cfg(test)]
+    fn written(&self) -> u64 {
         self.len
     }
 }

@@ -4,7 +4,7 @@
 //! but `error`.
 
 pub mod graph;
-pub mod mapped;
+pub(crate) mod mapped;
 pub mod model;
 pub mod proto;
 pub mod shape;
