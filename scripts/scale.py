@@ -37,6 +37,11 @@ import time
 import numpy as np
 
 HIDDEN = 2048
+# Flags, and output size as a fraction of the float weights.
+RECIPES = {
+    "int8-per-channel": (["--bits", "8", "--per-channel"], 0.26),
+    "int4-blocked-32": (["--bits", "4", "--block-size", "32", "--native-int4"], 0.17),
+}
 TOKENS = 8
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -278,6 +283,7 @@ def main():
         help="write 1/N of the weights and let the blocks share them (a model larger than the free disk; "
         "no cp comparison then)",
     )
+    ap.add_argument("--only", nargs="+", choices=list(RECIPES), default=list(RECIPES), help="recipes to run")
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args()
 
@@ -294,8 +300,11 @@ def main():
         log(f"running WITHOUT a memory limit: {why}")
         group = NoCgroup()
     layers = max(1, int(a.gb * 1e9) // (HIDDEN * HIDDEN * 4))
-    # Input, output and the cp copy; with --repeat the shared input and the larger output.
-    need = int(layers * HIDDEN * HIDDEN * 4 * (2.2 if a.repeat == 1 else 1 / a.repeat + 0.3))
+    # The input (and its cp copy), every output, and while one is written its quantized values
+    # once more in quantize-rs's scratch file (removed when it exits).
+    weights = layers * HIDDEN * HIDDEN * 4
+    out = {name: weights * RECIPES[name][1] for name in a.only}
+    need = int(weights / a.repeat * (2 if a.repeat == 1 else 1) + sum(out.values()) + max(out.values()) + (200 << 20))
     os.makedirs(a.dir, exist_ok=True)
     free = shutil.disk_usage(a.dir).free
     if free < need:
@@ -332,11 +341,8 @@ def main():
             failed |= rc != 0
 
         outputs = {}
-        recipes = {
-            "int8-per-channel": ["--bits", "8", "--per-channel"],
-            "int4-blocked-32": ["--bits", "4", "--block-size", "32", "--native-int4"],
-        }
-        for name, flags in recipes.items():
+        for name in a.only:
+            flags = RECIPES[name][0]
             out = os.path.join(work, f"{name}.onnx")
             cmd = [binary, "quantize", model, "-o", out, *flags, "--weight-range", a.weight_range, "--format", "json"]
             rc, secs, peak, kills, stdout = group.run(cmd)
