@@ -23,6 +23,11 @@ use crate::error::{Error, Result};
 /// read (or kept) in memory, where a page-granular mapping would waste more than it saves.
 pub const MAP_MIN_BYTES: u64 = 1 << 20;
 
+/// Results at least this large go to the scratch file: smaller ones stay in memory. Small enough
+/// that what stays (per-channel scales, the zero points of small tensors) is a sliver of the model;
+/// large enough that a model's many tensors never approach the kernel's limit on mappings.
+pub const SPILL_MIN_BYTES: u64 = 64 << 10;
+
 /// Live mappings by start address, so that [`release`] can tell a mapped payload from memory it
 /// must not touch.
 static LIVE: Mutex<BTreeMap<usize, Weak<Mmap>>> = Mutex::new(BTreeMap::new());
@@ -97,7 +102,7 @@ impl Scratch {
 
     /// `payload` as `Bytes`: in memory when small, else written to the scratch file and mapped.
     pub fn keep(&mut self, payload: Vec<u8>) -> Result<Bytes> {
-        if (payload.len() as u64) < MAP_MIN_BYTES {
+        if (payload.len() as u64) < SPILL_MIN_BYTES {
             return Ok(Bytes::from(payload));
         }
         let err = |source| Error::Write { path: self.dir.join("<scratch file>"), source };
@@ -124,7 +129,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Scratch::new_in(dir.path()).unwrap();
         let small = s.keep(vec![7; 10]).unwrap();
-        let big: Vec<u8> = (0..3 * MAP_MIN_BYTES as usize + 5).map(|i| (i % 251) as u8).collect();
+        let big: Vec<u8> = (0..3 * SPILL_MIN_BYTES as usize + 5).map(|i| (i % 251) as u8).collect();
         let kept = s.keep(big.clone()).unwrap();
         assert_eq!(s.written(), big.len() as u64, "small payloads stay in memory");
         assert_eq!(&small[..], &[7; 10]);

@@ -12,7 +12,7 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::onnx::graph::for_each_tensor_mut;
-use crate::onnx::mapped::{MAP_MIN_BYTES, release};
+use crate::onnx::mapped::{MAP_MIN_BYTES, SPILL_MIN_BYTES, release};
 use crate::onnx::proto::{ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
 
 /// Protobuf cannot encode a message of 2 GiB or more.
@@ -216,12 +216,14 @@ unsafe impl bytes::BufMut for Sink<'_> {
         if src.len() >= SINK_BUFFER {
             self.flush_buffer();
             self.write(src);
-            release(src);
         } else {
             if self.buf.capacity() - self.buf.len() < src.len() {
                 self.flush_buffer();
             }
             self.buf.extend_from_slice(src);
+        }
+        if src.len() as u64 >= SPILL_MIN_BYTES {
+            release(src);
         }
     }
 
