@@ -130,6 +130,17 @@ pub enum Error {
         /// Measured vs required.
         message: String,
     },
+    /// A step that runs the whole model in memory (calibration, verification) was asked of a
+    /// model too large for the memory this process may use.
+    #[error("{}: {step} runs the whole model in memory with tract, {message}", path.display())]
+    TooLarge {
+        /// The model file.
+        path: PathBuf,
+        /// The step, e.g. `calibration`.
+        step: String,
+        /// How much it needs and has, and what to do.
+        message: String,
+    },
     /// A recipe option has a bad value.
     #[error("{key}: {message}")]
     Option {

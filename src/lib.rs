@@ -58,6 +58,8 @@ pub const ENGINE_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("QUANTI
 pub use benchmark::{Benchmark, BenchmarkOptions, Latency, ModelFigures, Runtime, benchmark};
 #[cfg(feature = "tract")]
 pub use calibrate::{ActivationRange, TargetSearch};
+#[cfg(feature = "quantize")]
+pub use control::peak_memory;
 #[cfg(feature = "tract")]
 pub use data::{InputSpec, Sample, load_for_model, load_samples};
 #[cfg(feature = "quantize")]

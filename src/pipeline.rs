@@ -7,7 +7,7 @@ use std::path::Path;
 pub use crate::control::RunOptions;
 use crate::error::{Error, Result};
 use crate::onnx::model::Model;
-use crate::quantize::{Report, quantize_model};
+use crate::quantize::Report;
 use crate::recipe::Recipe;
 pub use crate::verify::Verification;
 use crate::verify::verify;
@@ -46,6 +46,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     recipe.validate("")?;
     check_connections(&model, "the model is broken before quantization; re-export it, or repair it")?;
     let bytes_in = prost::Message::encoded_len(&model.proto) as u64;
+    check_fits_in_memory(&model, recipe, bytes_in, crate::onnx::model::memory_available())?;
     let original = (recipe.calibration.is_some() || recipe.verify_data.is_some()).then(|| model.clone());
     // Per-channel affine ops (batch norm) are folded into the convolutions before them first (see
     // `rewrite`): ONNX Runtime would fold them in the float model but cannot once the weight is behind
@@ -79,7 +80,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let folded_float = recipe.calibration.as_ref().map(|_| model.clone());
     let weights = match (weight_data, &folded_float) {
         (Some(cal), Some(float)) => data_aware_weights(float, &mut model, recipe, cal, base_dir, opts)?,
-        _ => quantize_model(&mut model, recipe)?,
+        _ => crate::quantize::quantize_model_with(&mut model, recipe, None, opts)?,
     };
     let mut weights = weights;
     if recipe.dynamic {
@@ -150,7 +151,7 @@ fn data_aware_weights(
     let inputs = crate::calibrate::observe_layer_inputs(float, &recipe.op_types, &samples, gptq, opts)?;
     drop(samples);
     opts.check_cancelled()?;
-    let mut report = crate::quantize::quantize_model_with(model, recipe, gptq.then_some(&inputs.stats))?;
+    let mut report = crate::quantize::quantize_model_with(model, recipe, gptq.then_some(&inputs.stats), opts)?;
     let bias_corrected = if cal.bias_correction {
         crate::calibrate::correct_weight_only_biases(float, model, &inputs.means)?
     } else {
@@ -300,6 +301,34 @@ fn combine_reports(
     weights
 }
 
+/// Calibration and verification hand the whole model to tract, which holds it (and its float
+/// tensors) in memory: refused, before any work, when that cannot fit. Weight-only quantization
+/// streams and has no such limit.
+fn check_fits_in_memory(model: &Model, recipe: &Recipe, bytes: u64, available: Option<u64>) -> Result<()> {
+    let step = match (&recipe.calibration, &recipe.verify_data) {
+        (Some(c), _) if c.weight_only => "data-aware weight rounding",
+        (Some(_), _) => "calibration",
+        (None, Some(_)) => "verification (verify-data)",
+        (None, None) => return Ok(()),
+    };
+    // The encoded model, tract's copy of its tensors, and room for activations.
+    let needed = bytes.saturating_mul(5) / 2;
+    let Some(available) = available.filter(|&a| needed > a) else { return Ok(()) };
+    let human = crate::info::human_bytes;
+    Err(Error::TooLarge {
+        path: model.path.clone().unwrap_or_else(|| "<model>".into()),
+        step: step.into(),
+        message: format!(
+            "about {} for a model of {}, but only {} of memory is available; quantize it weight-only \
+             (without calibration data or verify-data), which streams models of any size, or run it \
+             where more memory is free",
+            human(needed),
+            human(bytes),
+            human(available)
+        ),
+    })
+}
+
 /// An error naming the first broken connection of `model` (and how many more there are).
 fn check_connections(model: &Model, what_to_do: &str) -> Result<()> {
     let problems = crate::onnx::graph::broken_connections(model.graph(), false);
@@ -310,4 +339,25 @@ fn check_connections(model: &Model, what_to_do: &str) -> Result<()> {
         n => format!(" (and {} more)", n - 1),
     };
     Err(Error::InvalidModel(format!("{origin}{first}{more}; {what_to_do}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_that_hold_the_whole_model_are_refused_when_it_cannot_fit() {
+        let model = Model { proto: Default::default(), path: Some("big/model.onnx".into()) };
+        let calibration = crate::recipe::Calibration::new("calib.npy");
+        let calibrated = Recipe { calibration: Some(calibration), ..Recipe::default() };
+        let gib = 1u64 << 30;
+        let err = check_fits_in_memory(&model, &calibrated, 24 * gib, Some(16 * gib)).unwrap_err().to_string();
+        assert!(err.starts_with("big/model.onnx: calibration runs the whole model in memory"), "{err}");
+        assert!(err.contains("weight-only"), "says what to do: {err}");
+        let verified = Recipe { verify_data: Some("test.npy".into()), ..Recipe::default() };
+        let err = check_fits_in_memory(&model, &verified, 24 * gib, Some(16 * gib)).unwrap_err().to_string();
+        assert!(err.contains("verification (verify-data)"), "{err}");
+        assert!(check_fits_in_memory(&model, &calibrated, gib, Some(16 * gib)).is_ok(), "a model that fits");
+        assert!(check_fits_in_memory(&model, &Recipe::default(), 24 * gib, Some(gib)).is_ok(), "weight-only streams");
+    }
 }

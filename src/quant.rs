@@ -125,6 +125,14 @@ pub fn decode(byte: u8, qtype: QType) -> i32 {
     if qtype.signed() { byte as i8 as i32 } else { byte as i32 }
 }
 
+/// `v.round_ties_even()`, inline: adding and subtracting 1.5·2^23 rounds half to even for
+/// |v| < 2^22 (the library's function is a call per value on baseline x86-64). Larger values
+/// stay larger than any integer type's range, so they clamp the same.
+fn round_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    if v.abs() < 4_194_304.0 { (v + MAGIC) - MAGIC } else { v }
+}
+
 fn encode(q: i32, qtype: QType) -> u8 {
     if qtype.signed() { q as i8 as u8 } else { q as u8 }
 }
@@ -151,8 +159,11 @@ fn for_each_run(dims: &[usize], gran: Granularity, mut f: impl FnMut(usize, usiz
         Granularity::PerAxis { axis } => {
             let inner: usize = dims[axis + 1..].iter().product();
             let a = dims[axis];
-            for (k, start) in (0..n).step_by(inner.max(1)).enumerate() {
-                f(start, inner, k % a);
+            let outer = n.checked_div(inner * a).unwrap_or(0);
+            for o in 0..outer {
+                for k in 0..a {
+                    f((o * a + k) * inner, inner, k);
+                }
             }
         }
         Granularity::Blocked { axis, block } => {
@@ -346,7 +357,10 @@ pub fn quantize_searched(
     // Each group's values together (a per-axis group along an inner axis is strided).
     let per_group = data.len().div_ceil(ngroups.max(1));
     let mut members: Vec<Vec<f32>> = (0..ngroups).map(|_| Vec::with_capacity(per_group)).collect();
-    for_each_run(dims, gran, |s, len, g| members[g].extend_from_slice(&data[s..s + len]));
+    for_each_run(dims, gran, |s, len, g| match len {
+        1 => members[g].push(data[s]),
+        _ => members[g].extend_from_slice(&data[s..s + len]),
+    });
     let params: Vec<(f32, i32)> = {
         use rayon::prelude::*;
         members.par_iter().map(|xs| search_params(xs, qtype, symmetry, search)).collect()
@@ -357,7 +371,7 @@ pub fn quantize_searched(
     for_each_run(dims, gran, |s, len, g| {
         let (scale, zp) = params[g];
         for (v, &x) in values[s..s + len].iter_mut().zip(&data[s..s + len]) {
-            let q = ((x / scale).round_ties_even() as i32).saturating_add(zp).clamp(qmin, qmax);
+            let q = (round_even(x / scale) as i32).saturating_add(zp).clamp(qmin, qmax);
             *v = encode(q, qtype);
         }
     });
@@ -455,6 +469,19 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn inline_rounding_is_round_half_to_even() {
+        let mut v = vec![0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 4_194_303.5, -4_194_303.5, 4_194_304.5, 1e30, -1e30];
+        v.extend((0..100_000).map(|i| (i as f32 - 50_000.0) * 0.013_7));
+        for x in v {
+            let clamp = |r: f32| (r as i32).saturating_add(3).clamp(-128, 127);
+            assert_eq!(clamp(round_even(x)), clamp(x.round_ties_even()), "{x}");
+            if x.abs() < 4_194_304.0 {
+                assert_eq!(round_even(x), x.round_ties_even(), "{x}");
+            }
+        }
     }
 
     #[test]

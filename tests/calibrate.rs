@@ -738,7 +738,7 @@ fn a_cancelled_job_stops_with_an_error_and_returns_no_model() {
     samples(dir.path(), "calib.npy", 16, 100);
     let recipe = Recipe { min_elements: 0, calibration: Some(calibration("calib.npy")), ..Recipe::default() };
     let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let opts = quantize_rs::RunOptions { progress: false, cancel: Some(flag.clone()) };
+    let opts = quantize_rs::RunOptions { cancel: Some(flag.clone()), ..Default::default() };
     let err = quantize_rs::run_with(Model::load(&float).unwrap(), &recipe, dir.path(), &opts).unwrap_err();
     assert!(matches!(err, quantize_rs::Error::Cancelled), "{err}");
     assert!(err.to_string().contains("nothing was written"), "{err}");

@@ -271,7 +271,8 @@ fn run_one(job: &Job, force: bool) -> JobResult {
         }
         quantize_rs::onnx::model::check_output(&job.output, Some(&job.input), force)?;
         let model = Model::load(&job.input)?;
-        let outcome = quantize_rs::run_with(model, &job.recipe, &job.base_dir, &RunOptions::default())?;
+        let opts = RunOptions { scratch_dir: job.output.parent().map(Path::to_path_buf), ..RunOptions::default() };
+        let outcome = quantize_rs::run_with(model, &job.recipe, &job.base_dir, &opts)?;
         outcome.model.save(&job.output, &SaveOptions { force: true, ..SaveOptions::default() })?;
         let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         Ok((size(&job.input), size(&job.output), outcome.report.quantized.len()))

@@ -86,6 +86,7 @@ fn failure(e: Error) -> Failure {
             Failure::new("model", message).with("tensor", tensor.clone())
         }
         Error::InvalidModel(_) => Failure::new("model", message),
+        Error::TooLarge { path, .. } => Failure::new("model", message).with("filename", path_value(path)),
         Error::Attribute { node, .. } | Error::OpsetUpgrade { node, .. } => {
             Failure::new("model", message).with("node", node.clone())
         }
@@ -207,7 +208,12 @@ fn run(py: Python<'_>, request: Value) -> PyResult<String> {
         let start = Instant::now();
         check_output(&r.input, &r.output, r.force).map_err(failure)?;
         let model = Model::load(&r.input).map_err(failure)?;
-        let opts = RunOptions { progress: r.progress, cancel: Some(cancelled.clone()) };
+        let opts = RunOptions {
+            progress: r.progress,
+            cancel: Some(cancelled.clone()),
+            scratch_dir: r.output.parent().map(|p| p.to_path_buf()),
+            ..RunOptions::default()
+        };
         let outcome = quantize_rs::run_with(model, &recipe, &r.base_dir, &opts).map_err(failure)?;
         if cancelled.load(Ordering::SeqCst) {
             return Err(Failure::internal("cancelled"));

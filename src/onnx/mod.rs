@@ -4,6 +4,7 @@
 //! but `error`.
 
 pub mod graph;
+pub(crate) mod mapped;
 pub mod model;
 pub mod proto;
 pub mod shape;

@@ -1,9 +1,10 @@
-//! Loading and saving ONNX models: from a path or from bytes, external-data tensors read on load
-//! (with paths confined to the model's folder) and written on save when the model would pass
-//! protobuf's 2 GiB limit, and atomic writes that never leave a half-written file.
+//! Loading and saving ONNX models: from a path or from bytes, external-data tensors resolved on
+//! load (paths confined to the model's folder; large payloads mapped, not read: see
+//! `onnx::mapped`) and written on save when the model would pass protobuf's 2 GiB limit, saves
+//! streamed to disk tensor by tensor, and atomic writes that never leave a half-written file.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::onnx::graph::for_each_tensor_mut;
+use crate::onnx::mapped::{MAP_MIN_BYTES, SPILL_MIN_BYTES, release};
 use crate::onnx::proto::{ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
 
 /// Protobuf cannot encode a message of 2 GiB or more.
@@ -47,7 +49,8 @@ fn origin(path: Option<&Path>) -> String {
 }
 
 impl Model {
-    /// Reads a model file; tensors stored as external data are read from beside it.
+    /// Reads a model file; tensors stored as external data are found beside it (those of 1 MiB or
+    /// more are mapped: the data file must not be truncated while the model lives).
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
         let path = path.as_ref();
         let bytes = fs::read(path).map_err(|source| Error::Read { path: path.into(), source })?;
@@ -105,22 +108,23 @@ impl Model {
         check_output(path, self.path.as_deref(), opts.force)?;
         let dir = parent_dir(path);
         if self.proto.encoded_len() as u64 <= opts.external_data_threshold {
-            return write_atomic(path, &self.to_bytes());
+            return write_atomic_with(path, |w| encode_into(&self.proto, w));
         }
         let file_name = path
             .file_name()
             .ok_or_else(|| Error::Write { path: path.into(), source: std::io::Error::other("not a file path") })?;
         let data_name = format!("{}.data", file_name.to_string_lossy());
         let data_path = dir.join(&data_name);
+        // The payloads are shared with `self`, not copied: they are written one after the other.
         let mut proto = self.proto.clone();
-        let mut data: Vec<u8> = Vec::new();
+        let mut payloads: Vec<(u64, Bytes)> = Vec::new();
+        let mut end = 0u64;
         let min = opts.external_min_tensor_bytes;
         for_each_tensor_mut(proto.graph.as_mut().expect("a Model always has a graph"), &mut |t| {
-            if let Some(raw) = t.raw_data.as_ref().filter(|r| r.len() >= min) {
+            if let Some(raw) = t.raw_data.take_if(|r| r.len() >= min) {
                 // Page-aligned offsets let runtimes map tensors straight from the file.
-                let offset = data.len().next_multiple_of(4096);
-                data.resize(offset, 0);
-                data.extend_from_slice(raw);
+                let offset = end.next_multiple_of(4096);
+                end = offset + raw.len() as u64;
                 let entry = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
                 t.external_data = vec![
                     entry("location", data_name.clone()),
@@ -128,7 +132,7 @@ impl Model {
                     entry("length", raw.len().to_string()),
                 ];
                 t.data_location = Some(DataLocation::External as i32);
-                t.raw_data = None;
+                payloads.push((offset, raw));
             }
             Ok(())
         })?;
@@ -138,8 +142,97 @@ impl Model {
                 source: std::io::Error::other("the model is over 2 GiB even with its tensors stored outside"),
             });
         }
-        write_atomic(&data_path, &data)?;
+        write_atomic_with(&data_path, |w| {
+            let mut at = 0u64;
+            for (offset, raw) in payloads {
+                std::io::copy(&mut std::io::repeat(0).take(offset - at), w)?;
+                w.write_all(&raw)?;
+                release(&raw);
+                at = offset + raw.len() as u64;
+            }
+            Ok(())
+        })?;
         write_atomic(path, &proto.encode_to_vec())
+    }
+}
+
+/// Encodes `proto` into `out` as `encode_to_vec` would, without holding the encoding in memory:
+/// large payloads go straight from where they are (mapped files included) to `out`.
+fn encode_into(proto: &ModelProto, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut sink = Sink { out, buf: Vec::with_capacity(SINK_BUFFER), error: None };
+    proto.encode(&mut sink).map_err(std::io::Error::other)?;
+    sink.flush_buffer();
+    sink.error.map_or(Ok(()), Err)
+}
+
+const SINK_BUFFER: usize = 1 << 20;
+
+/// A `BufMut` that writes through to a file, remembering the first error (`BufMut` has no way to
+/// return one).
+struct Sink<'a> {
+    out: &'a mut dyn Write,
+    buf: Vec<u8>,
+    error: Option<std::io::Error>,
+}
+
+impl Sink<'_> {
+    fn write(&mut self, data: &[u8]) {
+        if self.error.is_none()
+            && let Err(e) = self.out.write_all(data)
+        {
+            self.error = Some(e);
+        }
+    }
+
+    fn flush_buffer(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        self.write(&buf);
+        self.buf = buf;
+        self.buf.clear();
+    }
+}
+
+// SAFETY: `chunk_mut` hands out the spare capacity of `buf`, and `advance_mut` only counts bytes
+// inside it as written.
+unsafe impl bytes::BufMut for Sink<'_> {
+    fn remaining_mut(&self) -> usize {
+        isize::MAX as usize
+    }
+
+    unsafe fn advance_mut(&mut self, cnt: usize) {
+        assert!(cnt <= self.buf.capacity() - self.buf.len(), "advanced past the chunk");
+        // SAFETY: the caller initialised `cnt` bytes of the chunk `chunk_mut` returned.
+        unsafe { self.buf.set_len(self.buf.len() + cnt) };
+    }
+
+    fn chunk_mut(&mut self) -> &mut bytes::buf::UninitSlice {
+        if self.buf.len() == self.buf.capacity() {
+            self.flush_buffer();
+        }
+        bytes::buf::UninitSlice::uninit(self.buf.spare_capacity_mut())
+    }
+
+    fn put_slice(&mut self, src: &[u8]) {
+        if src.len() >= SINK_BUFFER {
+            self.flush_buffer();
+            self.write(src);
+        } else {
+            if self.buf.capacity() - self.buf.len() < src.len() {
+                self.flush_buffer();
+            }
+            self.buf.extend_from_slice(src);
+        }
+        if src.len() as u64 >= SPILL_MIN_BYTES {
+            release(src);
+        }
+    }
+
+    fn put<T: bytes::Buf>(&mut self, mut src: T) {
+        while src.has_remaining() {
+            let n = src.chunk().len();
+            self.put_slice(src.chunk());
+            src.advance(n);
+        }
     }
 }
 
@@ -167,12 +260,19 @@ pub fn check_output(path: &Path, input: Option<&Path>, force: bool) -> Result<()
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomic`] of what `write` writes, through a buffer.
+fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
     let dir = parent_dir(path);
     let werr = |source| Error::Write { path: path.into(), source };
     sweep_stale_temporaries(dir);
     let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
-    let mut tmp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(werr)?;
-    tmp.write_all(bytes).map_err(werr)?;
+    let tmp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(werr)?;
+    let mut w = BufWriter::with_capacity(SINK_BUFFER, tmp);
+    write(&mut w).map_err(werr)?;
+    let tmp = w.into_inner().map_err(|e| werr(e.into_error()))?;
     tmp.as_file().sync_all().map_err(werr)?;
     tmp.persist(path).map_err(|e| werr(e.error))?;
     Ok(())
@@ -255,16 +355,21 @@ fn load_external(t: &mut TensorProto, base_dir: Option<&Path>) -> Result<()> {
             crate::onnx::proto::dtype::name(t.data_type.unwrap_or(0))
         )));
     }
-    let mut buf = buffer_for(length).map_err(|m| bad(format!("in '{location}' {m}")))?;
-    f.seek(SeekFrom::Start(offset)).map_err(|source| Error::Read { path: file.clone(), source })?;
-    (&mut f).take(length).read_to_end(&mut buf).map_err(|source| Error::Read { path: file.clone(), source })?;
-    if buf.len() as u64 != length {
-        return Err(bad(format!(
-            "'{location}' ended after {} of {length} bytes; the file changed while it was read",
-            buf.len()
-        )));
-    }
-    t.raw_data = Some(Bytes::from(buf));
+    let payload = if length >= MAP_MIN_BYTES {
+        crate::onnx::mapped::map(&f, offset, length).map_err(|source| Error::Read { path: file.clone(), source })?
+    } else {
+        let mut buf = buffer_for(length).map_err(|m| bad(format!("in '{location}' {m}")))?;
+        f.seek(SeekFrom::Start(offset)).map_err(|source| Error::Read { path: file.clone(), source })?;
+        (&mut f).take(length).read_to_end(&mut buf).map_err(|source| Error::Read { path: file.clone(), source })?;
+        if buf.len() as u64 != length {
+            return Err(bad(format!(
+                "'{location}' ended after {} of {length} bytes; the file changed while it was read",
+                buf.len()
+            )));
+        }
+        Bytes::from(buf)
+    };
+    t.raw_data = Some(payload);
     t.external_data.clear();
     t.data_location = None;
     Ok(())
@@ -291,12 +396,33 @@ fn byte_size(t: &TensorProto) -> std::result::Result<Option<u64>, String> {
         .ok_or_else(|| format!("has dims {:?} too large to hold", t.dims))
 }
 
-/// Bytes of memory the system can still give without swapping (Linux's `MemAvailable`), when
-/// known.
+/// Bytes of memory the system can still give without swapping (Linux's `MemAvailable`), and no
+/// more than this process's memory cgroup allows, when known.
 pub(crate) fn memory_available() -> Option<u64> {
     let info = fs::read_to_string("/proc/meminfo").ok()?;
     let kib = info.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.trim().strip_suffix("kB")?.trim();
-    kib.parse::<u64>().ok()?.checked_mul(1024)
+    let system = kib.parse::<u64>().ok()?.checked_mul(1024)?;
+    Some(cgroup_limit().map_or(system, |l| l.min(system)))
+}
+
+/// The memory limit of this process's cgroup (v2 `memory.max` or v1 `memory.limit_in_bytes`),
+/// when there is one.
+fn cgroup_limit() -> Option<u64> {
+    let groups = fs::read_to_string("/proc/self/cgroup").ok()?;
+    groups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_start_matches('/');
+        let file = match controllers {
+            "" => Path::new("/sys/fs/cgroup").join(path).join("memory.max"),
+            c if c.split(',').any(|c| c == "memory") => {
+                Path::new("/sys/fs/cgroup/memory").join(path).join("memory.limit_in_bytes")
+            }
+            _ => return None,
+        };
+        // "max" (v2) and the huge page-rounded i64::MAX (v1) both mean no limit.
+        fs::read_to_string(file).ok()?.trim().parse::<u64>().ok().filter(|&l| l < 1 << 60)
+    })
 }
 
 /// An empty buffer with room for `len` bytes that a file says it holds, or a message ("needs

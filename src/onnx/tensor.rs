@@ -52,6 +52,17 @@ pub fn float_data(t: &TensorProto) -> std::result::Result<Vec<f32>, String> {
                     raw.len()
                 ));
             }
+            // A payload may be a mapped file larger than memory: never decoded blindly (an
+            // allocation failure would abort the process).
+            if raw.len() as u64 >= crate::onnx::mapped::MAP_MIN_BYTES
+                && let Some(available) = crate::onnx::model::memory_available().filter(|&a| raw.len() as u64 > a)
+            {
+                return Err(format!(
+                    "holds {} bytes of float32 values, more than the {available} bytes of memory available to \
+                     decode them; one tensor must fit in memory (weight-only quantization streams the others)",
+                    raw.len()
+                ));
+            }
             Ok(raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
         }
         _ => {

@@ -6,23 +6,24 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::analyse::{Analysis, Constant, Storage, analyse};
+use crate::control::RunOptions;
 use crate::error::{Error, Result};
 use crate::onnx::graph::{GraphPath, Names, NodeExt, graph_at_mut};
 use crate::onnx::model::Model;
 use crate::onnx::model::ir_version_for_opset;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
-use crate::onnx::tensor::{constant_value, finite_floats, le_bytes, pack_int4};
+use crate::onnx::tensor::constant_value;
 use crate::ops::{WeightRole, min_opset};
-use crate::quant::{Granularity, QType, Quantized, RangeSearch, Symmetry, quantize_searched};
+use crate::quant::{Granularity, QType, RangeSearch, Symmetry};
 use crate::recipe::Recipe;
 
 mod gather;
 mod report;
 pub use report::{DataAware, QuantizedTensor, Report, SkippedTensor};
+mod stream;
 
 /// The scheme chosen for one weight.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -252,12 +253,18 @@ struct Refined {
 
 /// Quantizes the weights of `model` in place as `recipe` says, and reports what it did.
 pub fn quantize_model(model: &mut Model, recipe: &Recipe) -> Result<Report> {
-    quantize_model_with(model, recipe, None)
+    quantize_model_with(model, recipe, None, &RunOptions { spill_above: u64::MAX, ..RunOptions::default() })
 }
 
 /// [`quantize_model`], rounding the weights that have input statistics in `stats` (by weight
 /// name) to minimise their layer's output error instead of to nearest (see `rounding`).
-pub(crate) fn quantize_model_with(model: &mut Model, recipe: &Recipe, stats: Option<&WeightStats>) -> Result<Report> {
+/// Large models' weights are streamed as `opts` says (see `stream`).
+pub(crate) fn quantize_model_with(
+    model: &mut Model,
+    recipe: &Recipe,
+    stats: Option<&WeightStats>,
+    opts: &RunOptions,
+) -> Result<Report> {
     recipe.validate("--")?;
     let ir_version = model.proto.ir_version.unwrap_or(0);
     let opset_before = model.opset().unwrap_or(1);
@@ -303,29 +310,8 @@ pub(crate) fn quantize_model_with(model: &mut Model, recipe: &Recipe, stats: Opt
     }
     report.ir_version = model.proto.ir_version.unwrap_or(ir_needed);
 
-    let quantized: Vec<(Quantized, (f64, Option<Refined>))> = planned
-        .par_iter()
-        .map(|p| {
-            let c = &analysis.constants[p.constant];
-            let values = finite_floats(tensor_of(model, c))?;
-            let dims: Vec<usize> = c.dims.iter().map(|&d| d as usize).collect();
-            let mean_axis = (p.spec.range == RangeSearch::Mse).then_some(p.channel_axis).flatten();
-            let (qtype, gran) = (p.spec.qtype, p.spec.granularity);
-            #[cfg_attr(not(feature = "tract"), allow(unused_mut))]
-            let mut q = quantize_searched(&values, &dims, qtype, gran, p.spec.symmetry, p.spec.range, mean_axis);
-            // Only weights in the main graph have statistics (subgraph names may repeat). GPTQ
-            // keeps the scales and zero points just chosen and re-chooses the integers.
-            let layer = stats.filter(|_| c.graph.is_empty()).and_then(|s| s.get(&c.name));
-            #[cfg(feature = "tract")]
-            let refined = layer.and_then(|s| crate::rounding::refine(&values, &dims, &mut q, qtype, gran, s));
-            #[cfg(not(feature = "tract"))]
-            let refined: Option<Refined> = layer.map(|never| match *never {});
-            let sqnr = crate::quant::sqnr_db(&values, &dims, &q, qtype, gran);
-            Ok((q, (sqnr, refined)))
-        })
-        .collect::<Result<_>>()?;
-    let (data, figures): (Vec<Quantized>, Vec<(f64, Option<Refined>)>) = quantized.into_iter().unzip();
-
+    let mut data = stream::quantize_weights(model, &analysis, &planned, stats, opts)?;
+    let figures: Vec<(f64, Option<Refined>)> = data.iter_mut().map(|e| (e.sqnr_db, e.refined.take())).collect();
     rewrite(model, &analysis, &planned, data, ir_version, &mut report);
     let mut names = Names::of_graph(model.graph());
     report.gathered_tables = gather::gather_quantized_rows(model.graph_mut(), &mut names);
@@ -360,7 +346,7 @@ fn rewrite(
     model: &mut Model,
     analysis: &Analysis,
     planned: &[Planned],
-    data: Vec<Quantized>,
+    data: Vec<stream::Encoded>,
     ir_before: i64,
     report: &mut Report,
 ) {
@@ -378,7 +364,7 @@ fn rewrite(
     let mut graphs: Vec<(GraphPath, Vec<usize>)> = per_graph.into_iter().collect();
     graphs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
 
-    let mut data: Vec<Option<Quantized>> = data.into_iter().map(Some).collect();
+    let mut data: Vec<Option<stream::Encoded>> = data.into_iter().map(Some).collect();
     let mut entries: Vec<(usize, QuantizedTensor)> = Vec::new();
     for (path, mut items) in graphs {
         items.sort();
@@ -389,8 +375,8 @@ fn rewrite(
             let p = &planned[i];
             let c = &analysis.constants[p.constant];
             let q = data[i].take().expect("each weight is rewritten once");
-            let symmetric = q.zero_points.iter().all(|&z| z == p.spec.qtype.symmetric_zero_point());
-            let (node, tensors, bytes_after) = dequantize_node(&mut names, c, &p.spec, q, p.explicit_zero_point);
+            let (symmetric, bytes_after) = (q.symmetric, q.bytes());
+            let (node, tensors) = dequantize_node(&mut names, c, &p.spec, q);
             g.initializer.extend(tensors);
             match c.storage {
                 Storage::Initializer => {
@@ -435,41 +421,32 @@ fn rewrite(
     report.quantized = entries.into_iter().map(|(_, e)| e).collect();
 }
 
-/// The DequantizeLinear node producing `c`'s name, its three initializers, and their bytes.
+/// The DequantizeLinear node producing `c`'s name and its initializers.
 fn dequantize_node(
     names: &mut Names,
     c: &Constant,
     spec: &QuantSpec,
-    q: Quantized,
-    explicit_zero_point: bool,
-) -> (NodeProto, Vec<TensorProto>, u64) {
+    q: stream::Encoded,
+) -> (NodeProto, Vec<TensorProto>) {
     let stored = spec.qtype.onnx_dtype(spec.native_int4);
-    let pack = |bytes: Vec<u8>| if spec.native_int4 { pack_int4(&bytes) } else { bytes };
-    let values = pack(q.values);
-    let zp_bytes: Vec<u8> =
-        q.zero_points.iter().map(|&z| if spec.qtype.signed() { z as i8 as u8 } else { z as u8 }).collect();
-    let zero_points = pack(zp_bytes);
-    let scales = le_bytes(&q.scales);
-    let has_zero_point = explicit_zero_point || q.zero_points.iter().any(|&z| z != 0);
-    let bytes_after = (values.len() + scales.len() + if has_zero_point { zero_points.len() } else { 0 }) as u64;
-    let param_dims: Vec<i64> = q.param_dims.iter().map(|&d| d as i64).collect();
+    let param_dims = q.param_dims;
     let q_name = names.fresh(&format!("{}_quantized", c.name));
     let s_name = names.fresh(&format!("{}_scale", c.name));
     let node_name = names.fresh(&format!("{}_DequantizeLinear", c.name));
-    let tensor = |name: String, data_type: i32, dims: Vec<i64>, raw: Vec<u8>| TensorProto {
+    let tensor = |name: String, data_type: i32, dims: Vec<i64>, raw: bytes::Bytes| TensorProto {
         name: Some(name),
         data_type: Some(data_type),
         dims,
-        raw_data: Some(raw.into()),
+        raw_data: Some(raw),
         ..Default::default()
     };
     let mut tensors = vec![
-        tensor(q_name.clone(), stored, c.dims.clone(), values),
-        tensor(s_name.clone(), dtype::FLOAT, param_dims.clone(), scales),
+        tensor(q_name.clone(), stored, c.dims.clone(), q.values),
+        tensor(s_name.clone(), dtype::FLOAT, param_dims.clone(), q.scales),
     ];
     let mut inputs = vec![q_name, s_name];
     // A missing zero point means 0 of the values' type: signed symmetric weights need none.
-    if has_zero_point {
+    if let Some(zero_points) = q.zero_points {
         let z_name = names.fresh(&format!("{}_zero_point", c.name));
         tensors.push(tensor(z_name.clone(), stored, param_dims, zero_points));
         inputs.push(z_name);
@@ -489,5 +466,5 @@ fn dequantize_node(
             node.set_attr_int("block_size", block as i64);
         }
     }
-    (node, tensors, bytes_after)
+    (node, tensors)
 }

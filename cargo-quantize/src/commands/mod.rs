@@ -58,14 +58,25 @@ fn run_job(
     quantize_rs::onnx::model::check_output(output, Some(input), force)?;
     let model = Model::load(input)?;
     // Data paths on the command line are relative to the working directory.
-    let opts =
-        RunOptions { progress: format == Format::Text && std::io::stderr().is_terminal(), ..RunOptions::default() };
+    let opts = RunOptions {
+        progress: format == Format::Text && std::io::stderr().is_terminal(),
+        scratch_dir: output.parent().map(Path::to_path_buf),
+        ..RunOptions::default()
+    };
     let outcome = quantize_rs::run_with(model, recipe, Path::new("."), &opts)?;
     outcome.model.save(output, &SaveOptions { force: true, ..SaveOptions::default() })?;
     let seconds = start.elapsed().as_secs_f64();
     let size = |p: &PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    let (bytes_in, bytes_out) = (size(input), size(output));
+    // External data counts: the input's as decoded, the output's file beside it.
+    let bytes_in = size(input).max(outcome.bytes_in);
+    let mut bytes_out = size(output);
+    if outcome.bytes_out > quantize_rs::onnx::model::PROTOBUF_LIMIT {
+        let mut data = output.clone().into_os_string();
+        data.push(".data");
+        bytes_out += size(&PathBuf::from(data));
+    }
     let ratio = bytes_out as f64 / bytes_in.max(1) as f64;
+    let peak = quantize_rs::peak_memory();
     match format {
         Format::Json => print_json(&serde_json::json!({
             "ok": true,
@@ -75,6 +86,7 @@ fn run_job(
             "bytes_out": bytes_out,
             "size_ratio": ratio,
             "seconds": seconds,
+            "peak_memory_bytes": peak,
             "recipe": recipe,
             "report": outcome.report,
             "calibration": outcome.calibration,
@@ -146,8 +158,9 @@ fn run_job(
                     eprint!("{}", quantize_rs::outputs_text(v));
                 }
             }
+            let peak = peak.map(|p| format!(", peak memory {}", human_bytes(p))).unwrap_or_default();
             eprintln!(
-                "wrote {}: {} -> {} ({ratio:.3}x) in {seconds:.2} s",
+                "wrote {}: {} -> {} ({ratio:.3}x) in {seconds:.2} s{peak}",
                 output.display(),
                 human_bytes(bytes_in),
                 human_bytes(bytes_out),
