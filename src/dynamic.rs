@@ -164,8 +164,7 @@ pub fn make_dynamic(model: &mut Model) -> Result<DynamicReport> {
         // Q/K/V): ONNX Runtime fuses only a DynamicQuantizeLinear read by one product into
         // DynamicQuantizeMatMul. On all-MiniLM-L6-v2 sharing measured the same speed.
         let [xq, xs, xzp] = ["input_quantized", "input_scale", "input_zero_point"].map(|s| fresh(&mut names, s));
-        nodes.push(node(
-            &mut names,
+        nodes.push(names.node(
             &base,
             ops::DYNAMIC_QUANTIZE_LINEAR,
             vec![x.clone()],
@@ -175,16 +174,16 @@ pub fn make_dynamic(model: &mut Model) -> Result<DynamicReport> {
         let product = fresh(&mut names, "integer_product");
         let product_f = fresh(&mut names, "integer_product_float");
         let scale = fresh(&mut names, "output_scale");
-        nodes.push(node(&mut names, &base, ops::MATMUL_INTEGER, vec![xq, b_name, xzp], vec![product.clone()]));
-        let mut cast = node(&mut names, &base, ops::CAST, vec![product], vec![product_f.clone()]);
+        nodes.push(names.node(&base, ops::MATMUL_INTEGER, vec![xq, b_name, xzp], vec![product.clone()]));
+        let mut cast = names.node(&base, ops::CAST, vec![product], vec![product_f.clone()]);
         cast.set_attr_int("to", dtype::FLOAT as i64);
         nodes.push(cast);
-        nodes.push(node(&mut names, &base, ops::MUL, vec![xs, scale_name], vec![scale.clone()]));
+        nodes.push(names.node(&base, ops::MUL, vec![xs, scale_name], vec![scale.clone()]));
         match bias {
-            None => nodes.push(node(&mut names, &base, ops::MUL, vec![product_f, scale], vec![base.clone()])),
+            None => nodes.push(names.node(&base, ops::MUL, vec![product_f, scale], vec![base.clone()])),
             Some(c) => {
                 let scaled = fresh(&mut names, "scaled");
-                nodes.push(node(&mut names, &base, ops::MUL, vec![product_f, scale], vec![scaled.clone()]));
+                nodes.push(names.node(&base, ops::MUL, vec![product_f, scale], vec![scaled.clone()]));
                 let c = match bias_value {
                     Some(v) => {
                         let name = fresh(&mut names, "bias_beta");
@@ -194,7 +193,7 @@ pub fn make_dynamic(model: &mut Model) -> Result<DynamicReport> {
                     }
                     None => c.clone(),
                 };
-                nodes.push(node(&mut names, &base, ops::ADD, vec![scaled, c], vec![base.clone()]));
+                nodes.push(names.node(&base, ops::ADD, vec![scaled, c], vec![base.clone()]));
             }
         }
         report.integer_nodes += 1;
@@ -214,16 +213,6 @@ pub fn make_dynamic(model: &mut Model) -> Result<DynamicReport> {
     drop_unread_dequantizers(g);
     crate::rewrite::drop_unused(g);
     Ok(report)
-}
-
-fn node(names: &mut Names, base: &str, op: &str, input: Vec<String>, output: Vec<String>) -> NodeProto {
-    NodeProto {
-        name: Some(names.fresh(&format!("{base}_{op}"))),
-        op_type: Some(op.into()),
-        input,
-        output,
-        ..Default::default()
-    }
 }
 
 /// Removes the DequantizeLinear nodes whose outputs nothing reads any more.

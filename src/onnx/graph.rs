@@ -375,6 +375,18 @@ impl Names {
         self.used.contains(name)
     }
 
+    /// A default-domain `op` node named `<base>_<op>` (made unique), reading `input` and
+    /// writing `output`.
+    pub fn node(&mut self, base: &str, op: &str, input: Vec<String>, output: Vec<String>) -> NodeProto {
+        NodeProto {
+            name: Some(self.fresh(&format!("{base}_{op}"))),
+            op_type: Some(op.into()),
+            input,
+            output,
+            ..Default::default()
+        }
+    }
+
     /// `base` if free, else `base_1`, `base_2`, ...; the result is then taken.
     pub fn fresh(&mut self, base: &str) -> String {
         let mut candidate = base.to_string();

@@ -155,6 +155,17 @@ pub fn le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
+/// An int64 tensor named `name`.
+pub fn int64_tensor(name: String, dims: Vec<i64>, values: &[i64]) -> TensorProto {
+    TensorProto {
+        name: Some(name),
+        data_type: Some(dtype::INT64),
+        dims,
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+        ..Default::default()
+    }
+}
+
 /// A float32 tensor named `name`.
 pub fn float_tensor(name: String, dims: Vec<i64>, values: &[f32]) -> TensorProto {
     TensorProto {

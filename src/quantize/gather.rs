@@ -69,9 +69,11 @@ pub(super) fn gather_quantized_rows(g: &mut GraphProto, names: &mut Names) -> us
             let (ids, out) = (n.input[1].clone(), n.output[0].clone());
             let base = out.clone();
             let rows = names.fresh(&format!("{base}_quantized_rows"));
-            let mut nodes = vec![node(names, &base, ops::GATHER, vec![d.input[0].clone(), ids.clone()], &rows)];
+            let mut nodes =
+                vec![names.node(&base, ops::GATHER, vec![d.input[0].clone(), ids.clone()], vec![rows.clone()])];
             if !per_row {
-                let mut dq = node(names, &base, ops::DEQUANTIZE_LINEAR, vec![rows, d.input[1].clone()], &out);
+                let mut dq =
+                    names.node(&base, ops::DEQUANTIZE_LINEAR, vec![rows, d.input[1].clone()], vec![out.clone()]);
                 if let Some(z) = &zp {
                     dq.input.push(z.clone());
                 }
@@ -80,22 +82,16 @@ pub(super) fn gather_quantized_rows(g: &mut GraphProto, names: &mut Names) -> us
                 // Each gathered row's scale (and zero point), broadcast over the row.
                 let axes = names.fresh(&format!("{base}_row_axes"));
                 let trailing: Vec<i64> = (1..rank as i64).map(|k| -k).collect();
-                new_inits.push(TensorProto {
-                    name: Some(axes.clone()),
-                    data_type: Some(dtype::INT64),
-                    dims: vec![trailing.len() as i64],
-                    raw_data: Some(trailing.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
-                    ..Default::default()
-                });
+                new_inits.push(crate::onnx::tensor::int64_tensor(axes.clone(), vec![trailing.len() as i64], &trailing));
                 let per_row_of = |names: &mut Names, nodes: &mut Vec<NodeProto>, t: &str, what: &str| {
                     let picked = names.fresh(&format!("{base}_row_{what}s"));
                     let shaped = names.fresh(&format!("{base}_row_{what}s_broadcast"));
-                    nodes.push(node(names, &base, ops::GATHER, vec![t.to_string(), ids.clone()], &picked));
-                    nodes.push(node(names, &base, ops::UNSQUEEZE, vec![picked, axes.clone()], &shaped));
+                    nodes.push(names.node(&base, ops::GATHER, vec![t.to_string(), ids.clone()], vec![picked.clone()]));
+                    nodes.push(names.node(&base, ops::UNSQUEEZE, vec![picked, axes.clone()], vec![shaped.clone()]));
                     shaped
                 };
                 let values = names.fresh(&format!("{base}_rows_float"));
-                let mut cast = node(names, &base, ops::CAST, vec![rows], &values);
+                let mut cast = names.node(&base, ops::CAST, vec![rows], vec![values.clone()]);
                 cast.set_attr_int("to", dtype::FLOAT as i64);
                 nodes.push(cast);
                 let centred = match &zp {
@@ -106,15 +102,15 @@ pub(super) fn gather_quantized_rows(g: &mut GraphProto, names: &mut Names) -> us
                             names.fresh(&format!("{base}_row_zero_points_float")),
                             names.fresh(&format!("{base}_rows_centred")),
                         );
-                        let mut cast = node(names, &base, ops::CAST, vec![zs], &zf);
+                        let mut cast = names.node(&base, ops::CAST, vec![zs], vec![zf.clone()]);
                         cast.set_attr_int("to", dtype::FLOAT as i64);
                         nodes.push(cast);
-                        nodes.push(node(names, &base, ops::SUB, vec![values, zf], &c));
+                        nodes.push(names.node(&base, ops::SUB, vec![values, zf], vec![c.clone()]));
                         c
                     }
                 };
                 let scales = per_row_of(names, &mut nodes, &d.input[1], "scale");
-                nodes.push(node(names, &base, ops::MUL, vec![centred, scales], &out));
+                nodes.push(names.node(&base, ops::MUL, vec![centred, scales], vec![out.clone()]));
             }
             replace.insert(gi, nodes);
         }
@@ -131,14 +127,4 @@ pub(super) fn gather_quantized_rows(g: &mut GraphProto, names: &mut Names) -> us
     }
     g.initializer.extend(new_inits);
     plans.len()
-}
-
-fn node(names: &mut Names, base: &str, op: &str, input: Vec<String>, output: &str) -> NodeProto {
-    NodeProto {
-        name: Some(names.fresh(&format!("{base}_{op}"))),
-        op_type: Some(op.into()),
-        input,
-        output: vec![output.to_string()],
-        ..Default::default()
-    }
 }

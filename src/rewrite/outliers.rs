@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::onnx::graph::{Names, NodeExt};
 use crate::onnx::model::Model;
 use crate::onnx::proto::{NodeProto, TensorProto, dtype};
-use crate::onnx::tensor::{finite_floats, float_tensor};
+use crate::onnx::tensor::{finite_floats, float_tensor, int64_tensor};
 use crate::ops;
 
 /// A channel is an outlier when its largest magnitude passes this many times the median
@@ -134,17 +134,12 @@ pub fn split_outlier_channels(
                 let keep_name = names.fresh(&format!("{x}_inlier_mask"));
                 let idx_name = names.fresh(&format!("{x}_outlier_channels"));
                 new_inits.push(float_tensor(keep_name.clone(), vec![k as i64], &keep));
-                new_inits.push(TensorProto {
-                    name: Some(idx_name.clone()),
-                    data_type: Some(dtype::INT64),
-                    dims: vec![idx.len() as i64],
-                    raw_data: Some(idx.iter().flat_map(|&c| (c as i64).to_le_bytes()).collect::<Vec<u8>>().into()),
-                    ..Default::default()
-                });
+                let idx64: Vec<i64> = idx.iter().map(|&c| c as i64).collect();
+                new_inits.push(int64_tensor(idx_name.clone(), vec![idx.len() as i64], &idx64));
                 let (xm, xo) = (names.fresh(&format!("{x}_inliers")), names.fresh(&format!("{x}_outliers")));
-                let mut gather = node(names, &xo, ops::GATHER, vec![x.clone(), idx_name], xo.clone());
+                let mut gather = names.node(&xo, ops::GATHER, vec![x.clone(), idx_name], vec![xo.clone()]);
                 gather.set_attr_int("axis", -1);
-                let nodes = vec![node(names, &xm, ops::MUL, vec![x.clone(), keep_name], xm.clone()), gather];
+                let nodes = vec![names.node(&xm, ops::MUL, vec![x.clone(), keep_name], vec![xm.clone()]), gather];
                 done.inputs += 1;
                 done.channels += idx.len();
                 split_inputs.insert(x.clone(), (xm.clone(), xo.clone(), nodes.clone()));
@@ -158,7 +153,7 @@ pub fn split_outlier_channels(
         replaced_weights.push((wi, float_tensor(w.clone(), wt.dims.clone(), &kept)));
         let (yi, yo) = (names.fresh(&format!("{base}_inliers")), names.fresh(&format!("{base}_outliers")));
         let mut side_node =
-            node(names, &yo, if gemm { ops::GEMM } else { ops::MATMUL }, vec![xo, side_w.clone()], yo.clone());
+            names.node(&yo, if gemm { ops::GEMM } else { ops::MATMUL }, vec![xo, side_w.clone()], vec![yo.clone()]);
         if trans_b {
             side_node.set_attr_int("transB", 1);
         }
@@ -168,7 +163,7 @@ pub fn split_outlier_channels(
         after
             .entry(i)
             .or_default()
-            .extend([side_node, node(names, &base, ops::ADD, vec![yi.clone(), yo], base.clone())]);
+            .extend([side_node, names.node(&base, ops::ADD, vec![yi.clone(), yo], vec![base.clone()])]);
         done.float_weights.push(side_w);
         done.products += 1;
         // The main product now reads the inliers and writes `yi`.
@@ -192,16 +187,6 @@ pub fn split_outlier_channels(
         g.node.extend(after.remove(&i).unwrap_or_default());
     }
     done
-}
-
-fn node(names: &mut Names, base: &str, op: &str, input: Vec<String>, output: String) -> NodeProto {
-    NodeProto {
-        name: Some(names.fresh(&format!("{base}_{op}"))),
-        op_type: Some(op.into()),
-        input,
-        output: vec![output],
-        ..Default::default()
-    }
 }
 
 #[cfg(test)]
