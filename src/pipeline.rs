@@ -78,11 +78,10 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
         None => (recipe, None),
     };
     let folded_float = recipe.calibration.as_ref().map(|_| model.clone());
-    let weights = match (weight_data, &folded_float) {
+    let mut weights = match (weight_data, &folded_float) {
         (Some(cal), Some(float)) => data_aware_weights(float, &mut model, recipe, cal, base_dir, opts)?,
         _ => crate::quantize::quantize_model_with(&mut model, recipe, None, opts)?,
     };
-    let mut weights = weights;
     if recipe.dynamic {
         let mut d = crate::dynamic::make_dynamic(&mut model)?;
         d.outliers = outliers;
