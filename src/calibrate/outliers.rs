@@ -37,7 +37,8 @@ pub fn observe_channel_absmax(
                 continue;
             };
             let width = t.shape().last().copied().unwrap_or(0);
-            let Some(xs) = t.to_plain_array_view::<f32>().ok().and_then(|v| v.to_slice().map(<[f32]>::to_vec)) else {
+            // Contiguous f32 data is read in place (no copy per sample).
+            let Some(xs) = t.to_plain_array_view::<f32>().ok().and_then(|v| v.to_slice()) else {
                 *slot = None;
                 continue;
             };
