@@ -33,9 +33,6 @@ pub struct DynamicReport {
     pub input_quantizers: usize,
     /// Matrix products with a quantized weight left on their DequantizeLinear, and why.
     pub left: Vec<(String, String)>,
-    /// With calibration samples: the outlier input channels split into float products.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outliers: Option<crate::rewrite::OutlierSplit>,
 }
 
 /// A weight written by the weight pass: `DequantizeLinear(q, scale)` with 8-bit values.

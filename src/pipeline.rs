@@ -65,10 +65,12 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     // constants anyway.
     let rewrites = static_cal.is_some_and(|c| c.graph_rewrites);
     let prepared = crate::rewrite::prepare(&mut model, fold, rewrites, static_cal.is_some());
-    // Dynamic quantization with samples first splits the outlier input channels of the matrix
-    // products into small float products (see `rewrite::outliers`); their weights stay float.
+    // Dynamic and static quantization with samples first split the outlier input channels of
+    // the matrix products into small float products (see `rewrite::outliers`); their weights
+    // stay float. (Weight-only models keep their graph.)
     let mut split_recipe;
-    let (recipe, outliers) = match weight_data.filter(|_| recipe.dynamic) {
+    let split_data = if recipe.dynamic { weight_data } else { static_cal.filter(|c| c.graph_rewrites) };
+    let (recipe, outliers) = match split_data {
         Some(cal) => {
             let split = split_outliers(&mut model, cal, base_dir, opts)?;
             split_recipe = recipe.clone();
@@ -82,10 +84,9 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
         (Some(cal), Some(float)) => data_aware_weights(float, &mut model, recipe, cal, base_dir, opts)?,
         _ => crate::quantize::quantize_model_with(&mut model, recipe, None, opts)?,
     };
+    weights.outliers = outliers;
     if recipe.dynamic {
-        let mut d = crate::dynamic::make_dynamic(&mut model)?;
-        d.outliers = outliers;
-        weights.dynamic = Some(d);
+        weights.dynamic = Some(crate::dynamic::make_dynamic(&mut model)?);
     }
     opts.check_cancelled()?;
     let calibration = match (static_cal, &folded_float) {
@@ -185,15 +186,25 @@ fn split_outliers(
     base_dir: &Path,
     opts: &RunOptions,
 ) -> Result<crate::rewrite::OutlierSplit> {
-    let inputs: Vec<String> = model
-        .graph()
+    // Exporters reshape one input once per product (the Gemm style): merged first, the three
+    // products of query, key and value read one tensor and share one split, one gather and (in
+    // ONNX Runtime) one quantizer.
+    crate::rewrite::merge_duplicate_nodes(model.graph_mut());
+    let g = model.graph();
+    let inits: std::collections::HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+    let inputs: Vec<String> = g
         .node
         .iter()
         .filter(|n| crate::ops::is(n, crate::ops::MATMUL) || crate::ops::is(n, crate::ops::GEMM))
+        .filter(|n| n.input.get(1).is_some_and(|w| inits.contains(w.as_str())))
         .filter_map(|n| n.input.first().cloned())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    if inputs.is_empty() {
+        // No product with a constant weight: nothing to split, and no pass over the samples.
+        return Ok(crate::rewrite::OutlierSplit::default());
+    }
     let samples = calibration_samples(model, cal, base_dir)?;
     let absmax = crate::calibrate::observe_channel_absmax(model, &inputs, &samples, opts)?;
     let mut names = crate::onnx::graph::Names::of_graph(model.graph());

@@ -800,3 +800,72 @@ fn the_figure_that_counts_is_the_worst_float_output_and_integer_outputs_must_be_
     assert!(!v.exact && v.outputs[2].mismatches > 0);
     assert!(v.snr_db > 25.0, "the float figure stays the float output's: {}", v.snr_db);
 }
+
+/// x[1,16,64] → MatMul(W [64,32]) + b → y, and an attention-like product of two activations
+/// (q = x·Wq, q·qᵀ → scores).
+fn matmul_model() -> ModelProto {
+    let w: Vec<f32> = rand_f32(64 * 32, 40).iter().map(|v| v * 0.2).collect();
+    let wq: Vec<f32> = rand_f32(64 * 16, 41).iter().map(|v| v * 0.2).collect();
+    ModelBuilder::new(17)
+        .input("x", dtype::FLOAT, &[1, 16, 64])
+        .output_shaped("y", dtype::FLOAT, &[1, 16, 32])
+        .output_shaped("scores", dtype::FLOAT, &[1, 16, 16])
+        .init_f32("W", &[64, 32], &w)
+        .init_f32("b", &[32], &rand_f32(32, 42))
+        .init_f32("Wq", &[64, 16], &wq)
+        .node(node("MatMul", &["x", "W"], &["m"]))
+        .node(node("Add", &["m", "b"], &["y"]))
+        .node(node("MatMul", &["x", "Wq"], &["q"]))
+        .node(node("Transpose", &["q"], &["qt"]).ints("perm", &[0, 2, 1]))
+        .node(node("MatMul", &["q", "qt"], &["scores"]))
+        .build()
+}
+
+#[test]
+fn static_matrix_products_quantize_their_inputs_split_outlier_channels_and_keep_float_outputs() {
+    // Channel 5 of x reaches 40x the others (as a transformer's activations do): one static
+    // range for all of x would crush the other 63 channels unless channel 5 is split off.
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(dir.path(), "float.onnx", &matmul_model());
+    let samples = |n: usize, seed: u64| -> Vec<f32> {
+        let mut v = rand_f32(n * 16 * 64, seed);
+        v.iter_mut().enumerate().filter(|(i, _)| i % 64 == 5).for_each(|(_, x)| *x *= 40.0);
+        v
+    };
+    write_npy(&dir.path().join("cal.npy"), &[8, 1, 16, 64], &samples(8, 43));
+    write_npy(&dir.path().join("verify.npy"), &[1, 16, 64], &samples(1, 44));
+    let recipe = |rewrites: bool| Recipe {
+        calibration: Some(Calibration { graph_rewrites: rewrites, ..calibration("cal.npy") }),
+        verify_data: Some("verify.npy".into()),
+        ..Recipe::default()
+    };
+    let plain = run(Model::load(&src).unwrap(), &recipe(false), dir.path()).unwrap();
+    let split = run(Model::load(&src).unwrap(), &recipe(true), dir.path()).unwrap();
+    assert!(plain.report.outliers.is_none());
+    let s = split.report.outliers.clone().expect("outlier split");
+    // x feeds two products (W and Wq), each split on the same channel.
+    assert_eq!((s.products, s.inputs, s.channels), (2, 1, 1));
+    for o in [&plain, &split] {
+        let g = o.model.graph();
+        let quantized: Vec<&str> = g
+            .node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("QuantizeLinear"))
+            .filter_map(|n| n.input.first().map(String::as_str))
+            .collect();
+        // The products' outputs stay float (MatMulIntegerToFloat in ONNX Runtime), and the
+        // product of two activations is not quantized at all.
+        for t in ["m", "q", "qt", "scores"] {
+            assert!(!quantized.contains(&t), "{t} quantized: {quantized:?}");
+        }
+        assert!(!quantized.is_empty());
+    }
+    assert_eq!(count(&split.model, "Gather"), 1, "the outlier channels gathered once for both side products");
+    assert_eq!(count(&split.model, "MatMul"), 5, "three products and two float side products");
+    let (snr_plain, snr_split) = (plain.verification.unwrap().snr_db, split.verification.unwrap().snr_db);
+    assert!(snr_split > snr_plain + 10.0, "split {snr_split:.2} dB vs plain {snr_plain:.2} dB");
+    let dst = dir.path().join("split.onnx");
+    split.model.save(&dst, &SaveOptions::default()).unwrap();
+    let r = ort_compare(&src, &dst, &Compare::samples(1).inputs(&dir.path().join("verify.npy")));
+    assert!((worst_snr(&r) - snr_split).abs() < 1.5, "ORT {} vs tract {snr_split}", worst_snr(&r));
+}

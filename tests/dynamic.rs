@@ -141,7 +141,7 @@ fn with_samples_outlier_input_channels_go_to_a_small_float_product() {
     let with_data = Recipe { calibration: Some(cal), ..plain.clone() };
     let a = run(Model::load(&src).unwrap(), &plain, dir.path()).unwrap();
     let b = run(Model::load(&src).unwrap(), &with_data, dir.path()).unwrap();
-    let split = b.report.dynamic.as_ref().and_then(|d| d.outliers.clone()).expect("outlier split");
+    let split = b.report.outliers.clone().expect("outlier split");
     assert_eq!((split.products, split.inputs, split.channels), (1, 1, 1));
     // The side product's weight stays float; the main product still runs on integers.
     assert_eq!(count(&b.model.proto, "MatMulInteger"), 1);

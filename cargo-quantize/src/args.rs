@@ -41,9 +41,10 @@ pub(crate) struct CalibrateArgs {
     #[arg(long)]
     pub(crate) no_bias_correction: bool,
     /// Turn off the rewrites before calibration: no folding of per-channel Mul/Add into the next
-    /// convolution, no one-op HardSwish (and no opset 14 for it), no Softmax rewrite (all on by
-    /// default, exact up to float rounding, for speed). Affine ops right after a convolution are
-    /// still folded into it.
+    /// convolution, no one-op HardSwish (and no opset 14 for it), no Softmax rewrite (on by
+    /// default for speed), no split of a matrix product's outlier input channels into a small
+    /// float product (on by default for accuracy); all exact up to float rounding. Affine ops
+    /// right after a convolution are still folded into it.
     #[arg(long)]
     pub(crate) no_graph_rewrites: bool,
     /// Op types whose activations are quantized wherever they can be (default: Conv,MatMul,Gemm,

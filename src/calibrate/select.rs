@@ -82,7 +82,13 @@ pub(super) fn select(g: &GraphProto, op_types: &[String], chain: Option<HashSet<
         if let Some(w) = weight_input
             && !n.input.get(w).is_some_and(|w| weights.contains_key(w.as_str()))
         {
-            skipped.push((node_label(n), "its weight is not quantized".to_string()));
+            let constant = n.input.get(w).is_some_and(|w| constants.contains(w.as_str()));
+            let why = if constant {
+                "its weight is not quantized"
+            } else {
+                "a product of two activations (attention) stays float"
+            };
+            skipped.push((node_label(n), why.to_string()));
             continue;
         }
         if spec.activation == ops::Activation::PassThrough {
@@ -161,7 +167,8 @@ pub(super) fn select(g: &GraphProto, op_types: &[String], chain: Option<HashSet<
             skipped.push((node_label(n), "it has no activation input".to_string()));
             continue;
         }
-        if let Some(out) = n.output.first().filter(|o| !outputs.contains(o.as_str())) {
+        let float_output = matches!(spec.activation, ops::Activation::IntegerKernel { float_output: true, .. });
+        if let Some(out) = n.output.first().filter(|o| !float_output && !outputs.contains(o.as_str())) {
             // A Relu that alone reads the output is quantized past: its output's range starts at 0,
             // so the uint8 code spends no level on negatives, and ONNX Runtime drops the Relu and
             // fuses DequantizeLinear→Conv→QuantizeLinear into one integer kernel.

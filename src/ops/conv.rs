@@ -18,7 +18,7 @@ pub(super) const SPECS: &[OpSpec] = &[
         second_weight: None,
         int32_bias: Some(2),
         data_channel_axis: Some(|_| 1),
-        activation: Activation::IntegerKernel { needs_weight: true },
+        activation: Activation::IntegerKernel { needs_weight: true, float_output: false },
         saturating_kernel: Some(conv_saturates),
         output_shift: Some(conv_output_shift),
     },
@@ -29,7 +29,7 @@ pub(super) const SPECS: &[OpSpec] = &[
         // ONNX Runtime has no integer ConvTranspose kernel that would read an int32 bias.
         int32_bias: None,
         data_channel_axis: None,
-        activation: Activation::IntegerKernel { needs_weight: true },
+        activation: Activation::IntegerKernel { needs_weight: true, float_output: false },
         saturating_kernel: None,
         output_shift: None,
     },

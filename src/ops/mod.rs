@@ -67,6 +67,11 @@ pub enum Activation {
     IntegerKernel {
         /// Its weight input must be a quantized weight for the kernel to exist.
         needs_weight: bool,
+        /// Its integer kernel also writes float (ONNX Runtime: DequantizeLinear→MatMul becomes
+        /// MatMulIntegerToFloat, DequantizeLinear→Gemm a QGemm without an output scale), so its
+        /// output stays float: nothing clips or rounds what a bias, a residual Add or a
+        /// LayerNorm reads next, and no QuantizeLinear runs.
+        float_output: bool,
     },
     /// Runs as an integer kernel when every input and the output are quantized.
     Elementwise,
@@ -150,6 +155,13 @@ pub const ELEMENTWISE_ACTIVATION_OPS: &[&str] = &[ADD, MUL, SIGMOID, CONCAT];
 
 /// Ops that only move or select values (see [`passthrough`]).
 pub const PASSTHROUGH_ACTIVATION_OPS: &[&str] = &[MAX_POOL, RESIZE, SPLIT];
+
+/// Ops whose outputs follow from their inputs and attributes alone (no state, no randomness,
+/// no subgraph): two such nodes with equal inputs compute equal outputs, and one can stand for
+/// both (see `rewrite::merge_duplicate_nodes`). The shape plumbing exporters repeat per
+/// product.
+pub const PURE_SHAPE_OPS: &[&str] =
+    &[CAST, CONCAT, GATHER, UNSQUEEZE, "Flatten", "Reshape", "Shape", "Slice", "Squeeze", "Transpose"];
 
 /// Every op type `calibration.op-types` accepts.
 pub fn activation_op_types() -> Vec<&'static str> {

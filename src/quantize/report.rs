@@ -93,6 +93,10 @@ pub struct Report {
     /// What dynamic quantization rewrote, when the recipe asked for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dynamic: Option<crate::dynamic::DynamicReport>,
+    /// The outlier input channels of matrix products split into small float products
+    /// (dynamic and static quantization with samples).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outliers: Option<crate::rewrite::OutlierSplit>,
 }
 
 /// What the calibration samples did to the weights (weight-only quantization with data).
@@ -234,13 +238,13 @@ impl Report {
             for (node, why) in &d.left {
                 let _ = writeln!(s, "  left on DequantizeLinear: '{node}': {why}");
             }
-            if let Some(o) = &d.outliers {
-                let _ = writeln!(
-                    s,
-                    "  {} outlier input channel(s) of {} input(s) split into {} small float product(s) (observed on the samples)",
-                    o.channels, o.inputs, o.products
-                );
-            }
+        }
+        if let Some(o) = self.outliers.as_ref().filter(|o| o.products > 0) {
+            let _ = writeln!(
+                s,
+                "{} outlier input channel(s) of {} matrix product input(s) split into {} small float product(s) (observed on the samples)",
+                o.channels, o.inputs, o.products
+            );
         }
         if self.folded_nodes > 0 {
             let _ = writeln!(

@@ -197,9 +197,12 @@ pub struct Calibration {
     /// Before calibrating, fold per-channel Mul/Add/BatchNormalization into the convolution that
     /// reads them, write the spelled-out hard-swish as one `HardSwish` (raising the opset to 14)
     /// and a Softmax over a non-last axis as elementwise ops: exact up to float rounding, fewer
-    /// float passes between the integer kernels (see `quantize_rs::fold`). Default on; off turns
-    /// these three off and keeps the opset (per-channel BatchNormalization/Mul/Add right after a
-    /// convolution are still folded into it, as for weight-only per-channel quantization).
+    /// float passes between the integer kernels (see `quantize_rs::fold`); and split the outlier
+    /// input channels of each MatMul/Gemm (observed on the samples) into a small float product,
+    /// so that the activation range the rest is quantized on is not set by a few channels
+    /// (`rewrite::outliers`). Default on; off turns these four off and keeps the opset
+    /// (per-channel BatchNormalization/Mul/Add right after a convolution are still folded into
+    /// it, as for weight-only per-channel quantization).
     #[serde(default = "default_true", alias = "graph_rewrites")]
     pub graph_rewrites: bool,
     /// Op types whose activations are quantized, wherever they can be. Default: Conv, MatMul and

@@ -32,6 +32,7 @@
 //! Every rewrite reads only constants that cannot change at run time: an initializer that is
 //! also a graph input (IR 4 and later) may be fed by the caller, so it is not folded.
 
+mod dedupe;
 mod fold_conv;
 mod hard_swish;
 mod into_conv;
@@ -45,6 +46,7 @@ use crate::onnx::model::Model;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
 use crate::onnx::tensor::{constant_value, finite_floats, float_tensor};
 use crate::ops;
+pub use dedupe::merge_duplicate_nodes;
 pub use fold_conv::fold_conv_affine;
 use hard_swish::*;
 pub use hard_swish::{fuse_hard_swish, hard_swish_chains};

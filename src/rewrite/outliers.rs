@@ -13,7 +13,8 @@
 //!
 //! exact up to float rounding: `keep` zeroes the outlier channels, `W_kept` is `W` with their
 //! rows zeroed, and the second product, a few rows deep, stays float. The first is quantized
-//! as usual, on a range the outliers no longer set.
+//! as usual, on a range the outliers no longer set. For a Gemm the side product is a Gemm
+//! whose `C` input is the main product's output, which spares the Add.
 
 // Only static data, which tract observes, finds outliers; without it the split is never run.
 #![cfg_attr(not(feature = "tract"), allow(dead_code))]
@@ -152,18 +153,24 @@ pub fn split_outlier_channels(
         new_inits.push(float_tensor(side_w.clone(), side_dims, &side));
         replaced_weights.push((wi, float_tensor(w.clone(), wt.dims.clone(), &kept)));
         let (yi, yo) = (names.fresh(&format!("{base}_inliers")), names.fresh(&format!("{base}_outliers")));
-        let mut side_node =
-            names.node(&yo, if gemm { ops::GEMM } else { ops::MATMUL }, vec![xo, side_w.clone()], vec![yo.clone()]);
-        if trans_b {
-            side_node.set_attr_int("transB", 1);
+        if gemm {
+            // One Gemm adds the side product to the main one (its C input): no separate Add
+            // pass over the output.
+            let mut side_node = names.node(&yo, ops::GEMM, vec![xo, side_w.clone(), yi.clone()], vec![base.clone()]);
+            if trans_b {
+                side_node.set_attr_int("transB", 1);
+            }
+            if let Some(alpha) = n.attr_float("alpha").ok().flatten() {
+                side_node.set_attr_float("alpha", alpha);
+            }
+            after.entry(i).or_default().push(side_node);
+        } else {
+            let side_node = names.node(&yo, ops::MATMUL, vec![xo, side_w.clone()], vec![yo.clone()]);
+            after
+                .entry(i)
+                .or_default()
+                .extend([side_node, names.node(&base, ops::ADD, vec![yi.clone(), yo], vec![base.clone()])]);
         }
-        if gemm && let Some(alpha) = n.attr_float("alpha").ok().flatten() {
-            side_node.set_attr_float("alpha", alpha);
-        }
-        after
-            .entry(i)
-            .or_default()
-            .extend([side_node, names.node(&base, ops::ADD, vec![yi.clone(), yo], vec![base.clone()])]);
         done.float_weights.push(side_w);
         done.products += 1;
         // The main product now reads the inliers and writes `yi`.
