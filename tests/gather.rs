@@ -53,3 +53,41 @@ fn gathered_rows_match_the_dequantized_table_per_row_and_per_tensor() {
         assert!(v.passed, "{label}: {v:?}");
     }
 }
+
+#[test]
+fn a_table_also_gathered_inside_an_if_branch_keeps_its_dequantize_and_still_runs() {
+    // silero-vad (op18, "ifless") reads one table from the main graph and from If branches: the
+    // rewrite must leave such a table alone (it panicked on the subgraph reader before).
+    let branch = |name: &str, out: &str| {
+        graph(
+            name,
+            vec![node("Gather", &["table", "ids"], &[out])],
+            vec![],
+            vec![],
+            vec![value_info(out, dtype::FLOAT, &[2, 5, 24])],
+        )
+    };
+    let g = graph(
+        "if_table",
+        vec![
+            node("Gather", &["table", "ids"], &["direct"]),
+            node("If", &["c"], &["branched"])
+                .graph("then_branch", branch("then", "t"))
+                .graph("else_branch", branch("else", "e")),
+            node("Add", &["direct", "branched"], &["y"]),
+        ],
+        vec![f32_tensor("table", &[200, 24], &rand_f32(200 * 24, 41))],
+        vec![value_info("ids", dtype::INT64, &[2, 5]), value_info("c", dtype::BOOL, &[])],
+        vec![value_info("y", dtype::FLOAT, &[2, 5, 24])],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(dir.path(), "float.onnx", &support::model(g, 17));
+    let out = run(Model::load(&src).unwrap(), &Recipe::default(), dir.path()).unwrap();
+    assert_eq!(out.report.gathered_tables, 0);
+    assert_eq!(out.report.quantized.len(), 1, "{:?}", out.report.quantized);
+    assert!(ops(&out.model.proto).contains(&"DequantizeLinear".to_string()));
+    let dst = dir.path().join("q.onnx");
+    out.model.save(&dst, &Default::default()).unwrap();
+    let r = ort_compare(&src, &dst, &Compare { int_high: 200, ..Compare::samples(2) });
+    assert!(worst_snr(&r) > 35.0, "{r}");
+}

@@ -45,6 +45,10 @@ pub(super) fn gather_quantized_rows(g: &mut GraphProto, names: &mut Names) -> us
             continue;
         }
         let gathers_along = |r: &usize| {
+            // A read from inside an If/Loop/Scan body is not a Gather of this graph.
+            if *r == crate::onnx::graph::SUBGRAPH_READER {
+                return false;
+            }
             let n = &g.node[*r];
             let gather_axis = n.attr("axis").and_then(|a| a.i).map(|a| if a < 0 { a + rank } else { a }).unwrap_or(0);
             ops::is(n, ops::GATHER) && n.input.first() == Some(table) && gather_axis == 0 && n.input.len() == 2
