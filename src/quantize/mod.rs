@@ -193,18 +193,24 @@ fn plan(analysis: &Analysis, recipe: &Recipe, ir_version: i64) -> (Vec<Planned>,
         } else {
             (Granularity::PerTensor, None)
         };
-        // Integer kernels of static quantization take symmetric weights (ONNX Runtime's fused
-        // kernels want zero weight zero points), unless asymmetric ones were asked for.
+        // Weights that will feed integer kernels take symmetric values (ONNX Runtime's fused
+        // kernels want zero weight zero points; the dynamic form folds the weight scales into one
+        // Mul), unless asymmetric ones were asked for: under static quantization every integer-kernel
+        // op's, under dynamic quantization MatMul's and Gemm's only. Weights that stay behind a
+        // DequantizeLinear (weight-only, with or without data; Conv under dynamic) keep the
+        // searched per-scale symmetry.
+        let static_kernels = recipe.calibration.as_ref().is_some_and(|c| !c.weight_only);
         let integer_kernel = |op: &str| {
-            crate::ops::spec_of(op)
-                .is_some_and(|s| matches!(s.activation, crate::ops::Activation::IntegerKernel { .. }))
+            if recipe.dynamic {
+                op == crate::ops::MATMUL || op == crate::ops::GEMM
+            } else {
+                static_kernels
+                    && crate::ops::spec_of(op)
+                        .is_some_and(|s| matches!(s.activation, crate::ops::Activation::IntegerKernel { .. }))
+            }
         };
         let symmetry = match recipe.symmetry() {
-            Symmetry::Auto
-                if (recipe.calibration.is_some() || recipe.dynamic) && op_types.iter().any(|op| integer_kernel(op)) =>
-            {
-                Symmetry::Symmetric
-            }
+            Symmetry::Auto if op_types.iter().any(|op| integer_kernel(op)) => Symmetry::Symmetric,
             s => s,
         };
         // Dynamic quantization's integer products keep 8-bit values, as ONNX Runtime's own
@@ -221,7 +227,6 @@ fn plan(analysis: &Analysis, recipe: &Recipe, ir_version: i64) -> (Vec<Planned>,
         };
         let channels: BTreeSet<usize> = roles.iter().map(|r| r.0).collect();
         let channel_axis = if channels.len() == 1 { channels.first().copied() } else { None };
-        let static_kernels = recipe.calibration.as_ref().is_some_and(|c| !c.weight_only);
         let explicit_zero_point = static_kernels && op_types.iter().any(|op| op == crate::ops::GEMM);
         planned.push(Planned { constant: ci, spec, op_types, note, channel_axis, explicit_zero_point });
     }
