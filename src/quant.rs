@@ -379,7 +379,6 @@ vectorized! {
 
 #[inline(always)]
 fn preserve_sums_with(data: &[f32], values: &mut [u8], units: &Layout, params: &[(f32, i32)], qtype: QType) {
-    let (qmin, qmax) = qtype.range();
     let (mut err, mut cand) = (Vec::new(), Vec::new());
     for u in 0..units.groups() {
         let r = units.range(u);
@@ -396,23 +395,10 @@ fn preserve_sums_with(data: &[f32], values: &mut [u8], units: &Layout, params: &
         // The values that can move that way, without a branch per value: first only those
         // whose error is at least `floor`, set so that about 4k of them pass (the k largest
         // are then among them), all of them if fewer than k do.
-        let movable = |floor: f64, cand: &mut Vec<usize>| {
-            cand.clear();
-            cand.resize(vs.len(), 0);
-            let mut n = 0;
-            for (j, (&e, &v)) in err.iter().zip(vs.iter()).enumerate() {
-                let q = decode(v, qtype);
-                let ok =
-                    if up { (e >= floor) & (e > 0.0) & (q < qmax) } else { (-e >= floor) & (e < 0.0) & (q > qmin) };
-                cand[n] = j;
-                n += ok as usize;
-            }
-            cand.truncate(n);
-        };
         let k_abs = k.unsigned_abs() as usize;
-        movable(0.5 - 4.0 * k_abs as f64 / vs.len() as f64, &mut cand);
+        movable(&err, vs, up, 0.5 - 4.0 * k_abs as f64 / vs.len() as f64, qtype, &mut cand);
         if cand.len() < k_abs {
-            movable(0.0, &mut cand);
+            movable(&err, vs, up, 0.0, qtype, &mut cand);
         }
         // The `take` cheapest flips: the largest errors, the earlier value first among equals
         // (a total order, so the chosen set is the one a full sort would give).
@@ -431,6 +417,23 @@ fn preserve_sums_with(data: &[f32], values: &mut [u8], units: &Layout, params: &
             vs[j] = encode(decode(vs[j], qtype) + if up { 1 } else { -1 }, qtype);
         }
     }
+}
+
+/// Into `cand`, the indices of the values that can move up (or down) one step and were
+/// rounded the other way by at least `floor` steps, without a branch per value.
+#[inline(always)]
+fn movable(err: &[f64], vs: &[u8], up: bool, floor: f64, qtype: QType, cand: &mut Vec<usize>) {
+    let (qmin, qmax) = qtype.range();
+    cand.clear();
+    cand.resize(vs.len(), 0);
+    let mut n = 0;
+    for (j, (&e, &v)) in err.iter().zip(vs).enumerate() {
+        let q = decode(v, qtype);
+        let ok = if up { (e >= floor) & (e > 0.0) & (q < qmax) } else { (-e >= floor) & (e < 0.0) & (q > qmin) };
+        cand[n] = j;
+        n += ok as usize;
+    }
+    cand.truncate(n);
 }
 
 /// `err.iter().sum::<f64>().round()`, the same integer: summed in four lanes (which

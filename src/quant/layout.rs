@@ -76,7 +76,7 @@ impl Layout {
     }
 
     /// `flat` (the tensor's order) in group-major order; borrowed when that is the same order.
-    pub fn gather<'a, T: Copy + Default>(&self, flat: &'a [T]) -> Cow<'a, [T]> {
+    pub fn gather<'a, T: Element>(&self, flat: &'a [T]) -> Cow<'a, [T]> {
         if self.is_flat() {
             return Cow::Borrowed(flat);
         }
@@ -88,7 +88,7 @@ impl Layout {
     }
 
     /// The inverse of [`Layout::gather`]: group-major `grouped` back in the tensor's order.
-    pub fn scatter<T: Copy + Default>(&self, grouped: Vec<T>) -> Vec<T> {
+    pub fn scatter<T: Element>(&self, grouped: Vec<T>) -> Vec<T> {
         if self.is_flat() {
             return grouped;
         }
@@ -121,10 +121,115 @@ impl Layout {
     }
 }
 
+/// What a layout moves: values copied bit for bit.
+pub(super) trait Element: Copy + Default {
+    /// [`transpose_tiled`] of single elements, faster where a type knows how.
+    fn transpose_single(
+        src: &[Self],
+        src_stride: usize,
+        dst: &mut [Self],
+        dst_stride: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        transpose_tiled(src, src_stride, dst, dst_stride, rows, cols, 1);
+    }
+}
+
+impl Element for u8 {}
+
+#[cfg(test)]
+impl Element for u32 {}
+
+impl Element for f32 {
+    fn transpose_single(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize, rows: usize, cols: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if rows >= 8 && cols >= 8 && std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: the CPU has AVX (checked just above).
+            unsafe { transpose_f32_avx(src, src_stride, dst, dst_stride, rows, cols) };
+            return;
+        }
+        transpose_tiled(src, src_stride, dst, dst_stride, rows, cols, 1);
+    }
+}
+
+/// [`transpose_tiled`] of `f32`s, 8x8 blocks at a time in AVX registers (shuffles only: the
+/// bits move unchanged); the edges that do not fill a block are copied one by one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+fn transpose_f32_avx(src: &[f32], src_stride: usize, dst: &mut [f32], dst_stride: usize, rows: usize, cols: usize) {
+    use std::arch::x86_64::*;
+    // Every read and write below lies within these extents.
+    assert!(rows > 0 && cols > 0 && src_stride >= cols && dst_stride >= rows);
+    assert!((rows - 1) * src_stride + cols <= src.len() && (cols - 1) * dst_stride + rows <= dst.len());
+    let (rows8, cols8) = (rows / 8 * 8, cols / 8 * 8);
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    for c0 in (0..cols8).step_by(8) {
+        for r0 in (0..rows8).step_by(8) {
+            // SAFETY: rows r0..r0 + 8 and columns c0..c0 + 8 are within the extents asserted
+            // above, on both sides (transposed for `dst`).
+            unsafe {
+                macro_rules! row {
+                    ($i:expr) => {
+                        _mm256_loadu_ps(sp.add((r0 + $i) * src_stride + c0))
+                    };
+                }
+                let (a0, a1, a2, a3) = (row!(0), row!(1), row!(2), row!(3));
+                let (a4, a5, a6, a7) = (row!(4), row!(5), row!(6), row!(7));
+                let (t0, t1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
+                let (t2, t3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
+                let (t4, t5) = (_mm256_unpacklo_ps(a4, a5), _mm256_unpackhi_ps(a4, a5));
+                let (t6, t7) = (_mm256_unpacklo_ps(a6, a7), _mm256_unpackhi_ps(a6, a7));
+                let (s0, s1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+                let (s2, s3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+                let (s4, s5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+                let (s6, s7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+                let out = [
+                    _mm256_permute2f128_ps::<0x20>(s0, s4),
+                    _mm256_permute2f128_ps::<0x20>(s1, s5),
+                    _mm256_permute2f128_ps::<0x20>(s2, s6),
+                    _mm256_permute2f128_ps::<0x20>(s3, s7),
+                    _mm256_permute2f128_ps::<0x31>(s0, s4),
+                    _mm256_permute2f128_ps::<0x31>(s1, s5),
+                    _mm256_permute2f128_ps::<0x31>(s2, s6),
+                    _mm256_permute2f128_ps::<0x31>(s3, s7),
+                ];
+                for (j, v) in out.into_iter().enumerate() {
+                    _mm256_storeu_ps(dp.add((c0 + j) * dst_stride + r0), v);
+                }
+            }
+        }
+    }
+    // The edges: the last rows % 8 rows, and the last cols % 8 columns of the others.
+    for r in 0..rows {
+        let from = if r < rows8 { cols8 } else { 0 };
+        for c in from..cols {
+            dst[c * dst_stride + r] = src[r * src_stride + c];
+        }
+    }
+}
+
 /// Copies the `rows x cols` matrix of `chunk`-element runs at `src` (a row every `src_stride`
 /// elements) transposed to `dst` (a row every `dst_stride` elements), a tile at a time so that
 /// both sides stay in cache.
-fn transpose<T: Copy>(
+fn transpose<T: Element>(
+    src: &[T],
+    src_stride: usize,
+    dst: &mut [T],
+    dst_stride: usize,
+    rows: usize,
+    cols: usize,
+    chunk: usize,
+) {
+    if chunk == 1 {
+        T::transpose_single(src, src_stride, dst, dst_stride, rows, cols);
+    } else {
+        transpose_tiled(src, src_stride, dst, dst_stride, rows, cols, chunk);
+    }
+}
+
+/// [`transpose`] without a type's own way.
+fn transpose_tiled<T: Copy>(
     src: &[T],
     src_stride: usize,
     dst: &mut [T],
@@ -185,6 +290,29 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn float_transposes_move_every_bit() {
+        for (rows, cols) in [(8, 8), (9, 17), (32, 2048), (2048, 32), (70, 37), (3, 40)] {
+            for pad in [0, 5] {
+                let (ss, ds) = (cols + pad, rows + pad);
+                let src: Vec<f32> = (0..rows * ss)
+                    .map(|i| f32::from_bits(0x7fc0_0001 ^ (i as u32).wrapping_mul(2_654_435_761)))
+                    .collect();
+                let mut dst = vec![0.0f32; cols * ds];
+                f32::transpose_single(&src, ss, &mut dst, ds, rows, cols);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        assert_eq!(
+                            dst[c * ds + r].to_bits(),
+                            src[r * ss + c].to_bits(),
+                            "{rows}x{cols} pad {pad} at {r},{c}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
