@@ -7,6 +7,11 @@
 
 use serde::Serialize;
 
+mod layout;
+mod search;
+use layout::Layout;
+pub use search::search_params;
+
 /// Integer type of the quantized values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,10 +133,34 @@ pub fn decode(byte: u8, qtype: QType) -> i32 {
 /// `v.round_ties_even()`, inline: adding and subtracting 1.5·2^23 rounds half to even for
 /// |v| < 2^22 (the library's function is a call per value on baseline x86-64). Larger values
 /// stay larger than any integer type's range, so they clamp the same.
+#[inline(always)]
 fn round_even(v: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     if v.abs() < 4_194_304.0 { (v + MAGIC) - MAGIC } else { v }
 }
+
+/// `fn $name(args) -> ret`, calling the `#[inline(always)]` kernel `$imp` compiled for AVX
+/// where the CPU has it, else as built: the kernel then runs 8 floats to a register. Every
+/// operation is the same IEEE one either way (Rust never fuses a multiply and an add), so the
+/// results are the same bits on any machine.
+macro_rules! vectorized {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($a:ident: $t:ty),* $(,)?) $(-> $ret:ty)? = $imp:path;) => {
+        $(#[$m])*
+        $vis fn $name($($a: $t),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx") {
+                #[target_feature(enable = "avx")]
+                fn avx($($a: $t),*) $(-> $ret)? {
+                    $imp($($a),*)
+                }
+                // SAFETY: the CPU has AVX (checked just above).
+                return unsafe { avx($($a),*) };
+            }
+            $imp($($a),*)
+        }
+    };
+}
+use vectorized;
 
 fn encode(q: i32, qtype: QType) -> u8 {
     if qtype.signed() { q as i8 as u8 } else { q as u8 }
@@ -211,7 +240,9 @@ pub fn params_for_range(min: f32, max: f32, qtype: QType, symmetric: bool) -> (f
     } else {
         let (lo, hi) = (min.min(0.0), max.max(0.0));
         let scale = (hi - lo) / (qmax - qmin) as f32;
-        let zp = (qmin as f32 - lo / scale).round_ties_even() as i32;
+        // Inline rounding: where it differs (|v| >= 2^22, or NaN for a scale that underflowed
+        // and is replaced below), the clamp gives the same zero point.
+        let zp = round_even(qmin as f32 - lo / scale) as i32;
         (scale, zp.clamp(qmin, qmax))
     };
     if scale > 0.0 && scale.is_finite() {
@@ -257,90 +288,6 @@ pub enum RangeSearch {
     Mse,
 }
 
-/// Squared reconstruction error of `xs` under `(scale, zp)` (rounded through the reciprocal:
-/// a search figure, the stored values are rounded as [`quantize_searched`] does).
-fn sq_error(xs: &[f32], scale: f32, zp: i32, qmin: i32, qmax: i32) -> f64 {
-    let inv = 1.0 / scale;
-    let (lo, hi) = ((qmin - zp) as f32, (qmax - zp) as f32);
-    let mut e = 0.0f64;
-    for chunk in xs.chunks(1024) {
-        let mut c = 0.0f32;
-        for &x in chunk {
-            // Clamping to integer bounds first gives the same as after rounding; adding and
-            // subtracting 1.5·2^23 rounds half to even for |v| < 2^22 and vectorizes (the
-            // library's round_ties_even is a call per value on baseline x86-64).
-            const MAGIC: f32 = 12_582_912.0;
-            let q = ((x * inv).clamp(lo, hi) + MAGIC) - MAGIC;
-            let d = x - q * scale;
-            c += d * d;
-        }
-        e += c as f64;
-    }
-    e
-}
-
-/// Values a range search measures its candidates on: all of them up to this many, else an
-/// evenly strided subset of about this many (the full range's ends are always kept).
-const SEARCH_SAMPLE: usize = 16384;
-
-/// Shrink ratios tried first; the best is then refined in steps of 0.01 either side.
-const COARSE_RATIOS: [f32; 11] = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5];
-
-/// Scale and zero point for the values `xs` of one group: among the allowed symmetries and,
-/// with [`RangeSearch::Mse`], ranges shrunk from the full one, those with the least squared
-/// reconstruction error. The full range of the first allowed symmetry wins ties, so the result
-/// is never worse than min-max and is deterministic.
-pub fn search_params(xs: &[f32], qtype: QType, symmetry: Symmetry, search: RangeSearch) -> (f32, i32) {
-    let (lo, hi) = xs.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
-    let (lo, hi) = if lo <= hi { (lo, hi) } else { (0.0, 0.0) };
-    let sym_first = symmetry != Symmetry::Asymmetric;
-    if lo == hi {
-        return params_for_range(lo, hi, qtype, sym_first);
-    }
-    let (qmin, qmax) = qtype.range();
-    let sample: Vec<f32>;
-    let xs = if xs.len() > SEARCH_SAMPLE {
-        sample = xs.iter().step_by(xs.len().div_ceil(SEARCH_SAMPLE)).copied().chain([lo, hi]).collect();
-        &sample[..]
-    } else {
-        xs
-    };
-    let schemes: &[bool] = match symmetry {
-        Symmetry::Symmetric => &[true],
-        Symmetry::Asymmetric => &[false],
-        Symmetry::Auto => &[true, false],
-    };
-    let mut best = (f64::INFINITY, params_for_range(lo, hi, qtype, sym_first));
-    let try_ratio = |r: f32, sym: bool, best: &mut (f64, (f32, i32))| {
-        let p = params_for_range(lo * r, hi * r, qtype, sym);
-        let e = sq_error(xs, p.0, p.1, qmin, qmax);
-        if e < best.0 {
-            *best = (e, p);
-        }
-        e
-    };
-    for &sym in schemes {
-        if search == RangeSearch::Minmax {
-            try_ratio(1.0, sym, &mut best);
-            continue;
-        }
-        let mut local = (f64::INFINITY, 1.0f32);
-        for r in COARSE_RATIOS {
-            let e = try_ratio(r, sym, &mut best);
-            if e < local.0 {
-                local = (e, r);
-            }
-        }
-        for k in [-4i32, -3, -2, -1, 1, 2, 3, 4] {
-            let r = local.1 + k as f32 * 0.01;
-            if r < 1.0 && r > 0.3 {
-                try_ratio(r, sym, &mut best);
-            }
-        }
-    }
-    best.1
-}
-
 /// Quantizes `data` (row-major, shape `dims`, all finite) like [`quantize`], but picks each
 /// group's scale and zero point with [`search_params`]: the weights' path.
 pub fn quantize_searched(
@@ -353,82 +300,167 @@ pub fn quantize_searched(
     mean_axis: Option<usize>,
 ) -> Quantized {
     debug_assert_eq!(data.len(), dims.iter().product::<usize>());
-    let (ngroups, param_dims) = groups(dims, gran);
-    // Each group's values together (a per-axis group along an inner axis is strided).
-    let per_group = data.len().div_ceil(ngroups.max(1));
-    let mut members: Vec<Vec<f32>> = (0..ngroups).map(|_| Vec::with_capacity(per_group)).collect();
-    for_each_run(dims, gran, |s, len, g| match len {
-        1 => members[g].push(data[s]),
-        _ => members[g].extend_from_slice(&data[s..s + len]),
-    });
+    let (_, param_dims) = groups(dims, gran);
+    // Each group's values side by side (a per-axis group along an inner axis is strided).
+    let layout = Layout::new(dims, gran);
+    let grouped = layout.gather(data);
     let params: Vec<(f32, i32)> = {
         use rayon::prelude::*;
-        members.par_iter().map(|xs| search_params(xs, qtype, symmetry, search)).collect()
+        (0..layout.groups())
+            .into_par_iter()
+            .map(|g| search_params(&grouped[layout.range(g)], qtype, symmetry, search))
+            .collect()
     };
-    drop(members);
-    let (qmin, qmax) = qtype.range();
     let mut values = vec![0u8; data.len()];
-    for_each_run(dims, gran, |s, len, g| {
-        let (scale, zp) = params[g];
-        for (v, &x) in values[s..s + len].iter_mut().zip(&data[s..s + len]) {
-            let q = (round_even(x / scale) as i32).saturating_add(zp).clamp(qmin, qmax);
-            *v = encode(q, qtype);
+    round_groups(&grouped, &mut values, &layout, &params, qtype);
+    match (mean_axis, gran) {
+        (None, _) => {}
+        // One scale for the tensor: keep each output channel's mean.
+        (Some(axis), Granularity::PerTensor) => {
+            let units = Layout::new(dims, Granularity::PerAxis { axis });
+            let mut unit_values = units.gather(&values).into_owned();
+            preserve_sums(&units.gather(data), &mut unit_values, &units, &params, qtype);
+            values = units.scatter(unit_values);
         }
-    });
-    if let Some(axis) = mean_axis {
-        // One scale for the tensor: keep each output channel's mean; otherwise each scale's.
-        let units = match gran {
-            Granularity::PerTensor => Granularity::PerAxis { axis },
-            g => g,
-        };
-        preserve_sums(data, dims, units, gran, qtype, &params, &mut values);
+        // Otherwise each scale's.
+        (Some(_), _) => preserve_sums(&grouped, &mut values, &layout, &params, qtype),
     }
+    drop(grouped);
+    let values = layout.scatter(values);
     let (scales, zero_points) = params.into_iter().unzip();
     Quantized { values, scales, zero_points, param_dims }
 }
 
-/// Re-rounds, in each unit of `units` (elements whose rounding errors should sum to zero: the
-/// groups of `gran`, or the channels of a per-tensor scale), the values that lay closest to half
-/// a step so the unit's rounding errors sum to (nearly) zero. A layer whose input has a large
-/// mean then sees almost no mean shift from its quantized weights. Each flip moves one value one
-/// step toward the side it was nearest to rounding to, the cheapest flips first.
-fn preserve_sums(
-    data: &[f32],
-    dims: &[usize],
-    units: Granularity,
-    gran: Granularity,
-    qtype: QType,
-    params: &[(f32, i32)],
-    values: &mut [u8],
-) {
+vectorized! {
+    /// Rounds each group of `grouped` (in `layout`'s group-major order) with its `params` into
+    /// `values`, in the same order.
+    fn round_groups(grouped: &[f32], values: &mut [u8], layout: &Layout, params: &[(f32, i32)], qtype: QType) =
+        round_groups_with;
+}
+
+#[inline(always)]
+fn round_groups_with(grouped: &[f32], values: &mut [u8], layout: &Layout, params: &[(f32, i32)], qtype: QType) {
+    for (g, &(scale, zp)) in params.iter().enumerate() {
+        let r = layout.range(g);
+        round_group(&grouped[r.clone()], &mut values[r], scale, zp, qtype);
+    }
+}
+
+/// Rounds `xs` to `qtype` under one `(scale, zp)` into `out`: the integer nearest `x / scale`
+/// (half to even) plus `zp`, clamped to the type's range. Clamping the rounded quotient to the
+/// range less `zp` (integers, exact in f32) before adding `zp` gives the same integers.
+/// The integer's byte is the low byte of `q + 1.5·2^23` as a float (exact for |q| < 2^22): two's
+/// complement for negative `q`, as [`encode`] stores it.
+#[inline(always)]
+fn round_group(xs: &[f32], out: &mut [u8], scale: f32, zp: i32, qtype: QType) {
     let (qmin, qmax) = qtype.range();
-    let (nunits, _) = groups(dims, units);
-    let per_unit = data.len().div_ceil(nunits.max(1));
-    let mut members: Vec<Vec<usize>> = (0..nunits).map(|_| Vec::with_capacity(per_unit)).collect();
-    for_each_run(dims, units, |s, len, u| members[u].extend(s..s + len));
-    for (u, idx) in members.iter().enumerate() {
-        // Units refine a per-tensor scale into channels, or are the groups themselves.
-        let g = if gran == Granularity::PerTensor { 0 } else { u };
-        let (scale, zp) = params[g];
+    let (lo, hi) = ((qmin - zp) as f32, (qmax - zp) as f32);
+    let shift = zp as f32 + 12_582_912.0;
+    for (v, &x) in out.iter_mut().zip(xs) {
+        // x / scale is finite or infinite, never NaN (x is finite, scale positive and finite).
+        let r = round_even(x / scale);
+        let r = if r < lo { lo } else { r };
+        let r = if r > hi { hi } else { r };
+        *v = (r + shift).to_bits() as u8;
+    }
+}
+
+vectorized! {
+    /// Re-rounds, in each unit of `units` (elements whose rounding errors should sum to zero: the
+    /// groups of the scales, or the channels of a per-tensor scale), the values that lay closest
+    /// to half a step so the unit's rounding errors sum to (nearly) zero. A layer whose input has
+    /// a large mean then sees almost no mean shift from its quantized weights. Each flip moves
+    /// one value one step toward the side it was nearest to rounding to, the cheapest flips
+    /// first. `data` and `values` are in the units' group-major order; `params` holds a scale
+    /// and zero point per unit, or one for them all.
+    fn preserve_sums(data: &[f32], values: &mut [u8], units: &Layout, params: &[(f32, i32)], qtype: QType) =
+        preserve_sums_with;
+}
+
+#[inline(always)]
+fn preserve_sums_with(data: &[f32], values: &mut [u8], units: &Layout, params: &[(f32, i32)], qtype: QType) {
+    let (mut err, mut cand) = (Vec::new(), Vec::new());
+    for u in 0..units.groups() {
+        let r = units.range(u);
+        let (xs, vs) = (&data[r.clone()], &mut values[r]);
+        let (scale, zp) = params[if params.len() == 1 { 0 } else { u }];
         // Rounding error of each value, in steps (positive: rounded down).
-        let err: Vec<f64> =
-            idx.iter().map(|&i| (data[i] / scale) as f64 - (decode(values[i], qtype) - zp) as f64).collect();
-        let k = err.iter().sum::<f64>().round() as i64;
+        err.clear();
+        err.extend(xs.iter().zip(vs.iter()).map(|(&x, &v)| (x / scale) as f64 - (decode(v, qtype) - zp) as f64));
+        let k = rounded_sum(&err) as i64;
         if k == 0 {
             continue;
         }
         let up = k > 0;
-        let mut cand: Vec<usize> = (0..idx.len())
-            .filter(|&j| {
-                let q = decode(values[idx[j]], qtype);
-                if up { err[j] > 0.0 && q < qmax } else { err[j] < 0.0 && q > qmin }
-            })
-            .collect();
-        cand.sort_by(|&a, &b| err[b].abs().total_cmp(&err[a].abs()).then(a.cmp(&b)));
-        for &j in cand.iter().take(k.unsigned_abs() as usize) {
-            let i = idx[j];
-            values[i] = encode(decode(values[i], qtype) + if up { 1 } else { -1 }, qtype);
+        // The values that can move that way, without a branch per value: first only those
+        // whose error is at least `floor`, set so that about 4k of them pass (the k largest
+        // are then among them), all of them if fewer than k do.
+        let k_abs = k.unsigned_abs() as usize;
+        movable(&err, vs, up, 0.5 - 4.0 * k_abs as f64 / vs.len() as f64, qtype, &mut cand);
+        if cand.len() < k_abs {
+            movable(&err, vs, up, 0.0, qtype, &mut cand);
         }
+        // The `take` cheapest flips: the largest errors, the earlier value first among equals
+        // (a total order, so the chosen set is the one a full sort would give).
+        let take = k_abs.min(cand.len());
+        let cheaper = |a: &usize, b: &usize| err[*b].abs().total_cmp(&err[*a].abs()).then(a.cmp(b));
+        if take <= 4 {
+            // A few flips (the usual case in a small group): pick them one by one.
+            for t in 0..take {
+                let m = (t..cand.len()).min_by(|&a, &b| cheaper(&cand[a], &cand[b])).expect("t < take <= len");
+                cand.swap(t, m);
+            }
+        } else if take < cand.len() {
+            cand.select_nth_unstable_by(take, cheaper);
+        }
+        for &j in &cand[..take] {
+            vs[j] = encode(decode(vs[j], qtype) + if up { 1 } else { -1 }, qtype);
+        }
+    }
+}
+
+/// Into `cand`, the indices of the values that can move up (or down) one step and were
+/// rounded the other way by at least `floor` steps, without a branch per value.
+#[inline(always)]
+fn movable(err: &[f64], vs: &[u8], up: bool, floor: f64, qtype: QType, cand: &mut Vec<usize>) {
+    let (qmin, qmax) = qtype.range();
+    cand.clear();
+    cand.resize(vs.len(), 0);
+    let mut n = 0;
+    for (j, (&e, &v)) in err.iter().zip(vs).enumerate() {
+        let q = decode(v, qtype);
+        let ok = if up { (e >= floor) & (e > 0.0) & (q < qmax) } else { (-e >= floor) & (e < 0.0) & (q > qmin) };
+        cand[n] = j;
+        n += ok as usize;
+    }
+    cand.truncate(n);
+}
+
+/// `err.iter().sum::<f64>().round()`, the same integer: summed in four lanes (which
+/// vectorizes), the sequential sum taken only when the lanes' total lies too near a half for
+/// the two to be sure to round alike. Either order's sum is within (n - 1)·2^-53·Σ|e| of the
+/// exact one; the margin below is four times their distance apart at most.
+#[inline(always)]
+fn rounded_sum(err: &[f64]) -> f64 {
+    let (mut sums, mut mags) = ([0.0f64; 4], [0.0f64; 4]);
+    let chunks = err.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..4 {
+            sums[l] += c[l];
+            mags[l] += c[l].abs();
+        }
+    }
+    let (mut sum, mut mag) = ((sums[0] + sums[1]) + (sums[2] + sums[3]), (mags[0] + mags[1]) + (mags[2] + mags[3]));
+    for &e in rest {
+        sum += e;
+        mag += e.abs();
+    }
+    let margin = 4.0 * err.len() as f64 * f64::EPSILON * mag;
+    if sum.is_finite() && mag.is_finite() && (sum - sum.floor() - 0.5).abs() > margin {
+        sum.round()
+    } else {
+        err.iter().sum::<f64>().round()
     }
 }
 
@@ -469,6 +501,31 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    #[test]
+    fn rounded_sums_round_as_the_sequential_sum_does() {
+        let mut seed = 0x2545_f491_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for n in [1, 3, 4, 5, 32, 33, 2048, 4099] {
+            for trial in 0..200 {
+                let mut err: Vec<f64> = (0..n).map(|_| next() - 0.5).collect();
+                if trial % 3 == 0 {
+                    // Put the sequential sum on a half exactly, or within an ulp of one.
+                    let s: f64 = err.iter().sum();
+                    err[0] += (s.floor() + 0.5) - s + [0.0, 1e-16, -1e-16][trial % 9 / 3];
+                }
+                if trial % 7 == 0 {
+                    err[n / 2] *= 1e3; // a clipped value, many steps off
+                }
+                assert_eq!(rounded_sum(&err), err.iter().sum::<f64>().round(), "n = {n}, trial {trial}");
+            }
+        }
     }
 
     #[test]

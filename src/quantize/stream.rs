@@ -66,7 +66,8 @@ pub(super) fn quantize_weights(
     opts: &RunOptions,
 ) -> Result<Vec<Encoded>> {
     let total: u64 = planned.iter().map(|p| analysis.constants[p.constant].elements().saturating_mul(4)).sum();
-    let mut scratch = if total > opts.spill_above {
+    let spill = total > opts.spill_above;
+    let mut scratch = if spill {
         let dir = opts
             .scratch_dir
             .clone()
@@ -79,23 +80,12 @@ pub(super) fn quantize_weights(
     };
     let bar = opts.bytes_bar(total, "quantizing weights");
     let window = 2 * rayon::current_num_threads().max(1);
-    let mut out = Vec::with_capacity(planned.len());
-    for start in (0..planned.len()).step_by(window) {
-        opts.check_cancelled()?;
-        let items = &planned[start..(start + window).min(planned.len())];
-        let taken: Vec<Option<TensorProto>> = items
-            .iter()
-            .map(|p| scratch.is_some().then(|| take_payload(model, &analysis.constants[p.constant])))
-            .collect();
-        let made: Vec<Made> = items
-            .par_iter()
-            .zip(taken)
-            .map(|(p, own)| {
-                let c = &analysis.constants[p.constant];
-                quantize_one(own.as_ref().unwrap_or_else(|| tensor_of(model, c)), c, p, stats)
-            })
-            .collect::<Result<_>>()?;
-        for (m, p) in made.into_iter().zip(items) {
+    // Results are kept (moved to the scratch file) in order on a thread of their own while the
+    // next window is quantized, so that the cores do not wait for the writes.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Made>(window);
+    let keeper = move || -> Result<Vec<Encoded>> {
+        let mut out = Vec::with_capacity(planned.len());
+        for m in rx {
             let mut keep = |b: Vec<u8>| match scratch.as_mut() {
                 Some(s) => s.keep(b),
                 None => Ok(Bytes::from(b)),
@@ -109,11 +99,40 @@ pub(super) fn quantize_weights(
                 sqnr_db: m.sqnr_db,
                 refined: m.refined,
             });
-            bar.inc(analysis.constants[p.constant].elements().saturating_mul(4));
         }
-    }
+        Ok(out)
+    };
+    let quantize_all = |model: &mut Model, tx: std::sync::mpsc::SyncSender<Made>| -> Result<()> {
+        for start in (0..planned.len()).step_by(window) {
+            opts.check_cancelled()?;
+            let items = &planned[start..(start + window).min(planned.len())];
+            let taken: Vec<Option<TensorProto>> =
+                items.iter().map(|p| spill.then(|| take_payload(model, &analysis.constants[p.constant]))).collect();
+            let made: Vec<Made> = items
+                .par_iter()
+                .zip(taken)
+                .map(|(p, own)| {
+                    let c = &analysis.constants[p.constant];
+                    quantize_one(own.as_ref().unwrap_or_else(|| tensor_of(model, c)), c, p, stats)
+                })
+                .collect::<Result<_>>()?;
+            for (m, p) in made.into_iter().zip(items) {
+                if tx.send(m).is_err() {
+                    return Ok(()); // the keeper failed: its error is the one to report
+                }
+                bar.inc(analysis.constants[p.constant].elements().saturating_mul(4));
+            }
+        }
+        Ok(())
+    };
+    let (quantized, kept) = std::thread::scope(|scope| {
+        let keeper = scope.spawn(keeper);
+        let quantized = quantize_all(model, tx); // and the keeper's queue ends
+        (quantized, keeper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    });
+    quantized?;
     bar.finish_and_clear();
-    Ok(out)
+    kept
 }
 
 /// The weight's tensor with its payload, which leaves the model (the tensor is replaced anyway).
