@@ -100,7 +100,7 @@ SOURCES: Dict[str, str] = {
                                   " so their Q/DQ and integer-kernel counts fall: rec 103->82 Q, 51->47 kernels; cls"
                                   " 91->90, 56->55), 2-core AMD EPYC with AVX-512 VNNI, ONNX Runtime 1.32.0, a"
                                   " helper's cargo build running",
-    "2026-12-01 more": "2 runs of more_models.py --no-gate (deterministic: identical figures), 2026-12-01 03:58,"
+    "2026-12-01 more": "2 runs of more_models.py --no-gate (deterministic: identical figures), 2026-12-01 03:17,"
                        " release build of 2007f2e, ONNX Runtime 1.32.0; synthetic non-speech inputs, so the VAD's"
                        " probability output sits near 0.001 and int4 on it falls below 0 dB (kept as measured:"
                        " the floors catch crashes and regressions, not a claim that int4 suits the VAD)",
