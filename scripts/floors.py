@@ -104,14 +104,20 @@ SOURCES: Dict[str, str] = {
                        " release build of 2007f2e, ONNX Runtime 1.32.0; synthetic non-speech inputs, so the VAD's"
                        " probability output sits near 0.001 and int4 on it falls below 0 dB (kept as measured:"
                        " the floors catch crashes and regressions, not a claim that int4 suits the VAD)",
+    "2026-12-01 probe": "worst of 2 runs of transformer.py --no-gate, 2026-12-01 03:33-03:36, release build of"
+                        " the probe change (--dynamic without samples splits outlier channels found on random token"
+                        " ids), ONNX Runtime 1.32.0, the machine otherwise quiet",
     "2026-11-30 idle": "the cold-clone .ci/run of 315d77e (2026-11-30 17:44-18:17, BENCHMARKS 'CI gates'), the"
                        " machine otherwise idle: static_compare.py --peer-methods minmax, 3 timed calibrations each",
 }
 
 FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
-    ('transformer', 'minilm-gemm', 'qrs-dynamic', 'size_ratio'): Floor('<=', 0.263, 0.2545, '2026-11-30 transformer'),
-    ('transformer', 'minilm-gemm', 'qrs-dynamic', 'snr_db'): Floor('>=', 16.5, 16.9197, '2026-11-30 transformer'),
-    ('transformer', 'minilm-gemm', 'qrs-dynamic', 'speed_vs_ort'): Floor('>=', 0.9, 0.9813, '2026-11-30 transformer'),
+    ('transformer', 'minilm-gemm', 'qrs-dynamic', 'size_ratio'): Floor('<=', 0.266, 0.2574, '2026-12-01 probe'),
+    ('transformer', 'minilm-gemm', 'qrs-dynamic', 'snr_db'): Floor('>=', 22.9, 23.3776, '2026-12-01 probe'),
+    # EXCEPTION: without samples, --dynamic now splits the outlier channels it finds on random token ids
+    # (+6.5 dB: 16.9 -> 23.4); the side products cost the Gemm export 0.90-0.92 of ORT's dynamic speed
+    # (before: 0.98-1.01), as with --dynamic --data below; the floor keeps 0.85.
+    ('transformer', 'minilm-gemm', 'qrs-dynamic', 'speed_vs_ort'): Floor('>=', 0.85, 0.9064, '2026-12-01 probe'),
     ('transformer', 'minilm-gemm', 'qrs-dynamic', 'speedup'): Floor('>=', 1, 2.6358, '2026-11-30 transformer'),
     ('transformer', 'minilm-gemm', 'qrs-dynamic+data', 'size_ratio'): Floor('<=', 0.266, 0.2577, '2026-12-01 static products'),
     ('transformer', 'minilm-gemm', 'qrs-dynamic+data', 'snr_db'): Floor('>=', 25, 25.5572, '2026-11-30 transformer'),
@@ -131,9 +137,9 @@ FLOORS: Dict[Tuple[str, str, str, str], Floor] = {
     ('transformer', 'minilm-gemm', 'qrs-weight-only+emb+data', 'size_ratio'): Floor('<=', 0.262, 0.2542, '2026-11-30 transformer'),
     ('transformer', 'minilm-gemm', 'qrs-weight-only+emb+data', 'snr_db'): Floor('>=', 33.4, 34.0852, '2026-11-30 transformer'),
     ('transformer', 'minilm-gemm', 'qrs-weight-only+emb+data', 'speedup'): Floor('>=', 0.83, 0.9818, '2026-11-30 transformer'),
-    ('transformer', 'minilm-matmul', 'qrs-dynamic', 'size_ratio'): Floor('<=', 0.262, 0.2543, '2026-11-30 transformer'),
-    ('transformer', 'minilm-matmul', 'qrs-dynamic', 'snr_db'): Floor('>=', 16.5, 16.9197, '2026-11-30 transformer'),
-    ('transformer', 'minilm-matmul', 'qrs-dynamic', 'speed_vs_ort'): Floor('>=', 0.9, 1.192, '2026-11-30 transformer'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic', 'size_ratio'): Floor('<=', 0.266, 0.2573, '2026-12-01 probe'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic', 'snr_db'): Floor('>=', 22.9, 23.3999, '2026-12-01 probe'),
+    ('transformer', 'minilm-matmul', 'qrs-dynamic', 'speed_vs_ort'): Floor('>=', 0.9, 0.9685, '2026-12-01 probe'),
     ('transformer', 'minilm-matmul', 'qrs-dynamic', 'speedup'): Floor('>=', 1, 2.8156, '2026-11-30 transformer'),
     ('transformer', 'minilm-matmul', 'qrs-dynamic+data', 'size_ratio'): Floor('<=', 0.266, 0.2576, '2026-12-01 static products'),
     ('transformer', 'minilm-matmul', 'qrs-dynamic+data', 'snr_db'): Floor('>=', 25, 25.5514, '2026-11-30 transformer'),

@@ -153,3 +153,38 @@ fn with_samples_outlier_input_channels_go_to_a_small_float_product() {
     let r = ort_compare(&src, &dst, &Compare::samples(1).inputs(&dir.path().join("verify.npy")));
     assert!((worst_snr(&r) - snr_b).abs() < 1.5, "ORT {} vs tract {snr_b}", worst_snr(&r));
 }
+
+#[test]
+fn without_samples_a_token_model_is_probed_on_random_ids_and_its_outlier_channels_split() {
+    // ids[1,?] -> Gather(table [500, 64], channel 7 at 40x) -> MatMul(W [64, 32]) -> y: the
+    // outlier channel comes from the table, whatever the ids, as a transformer's do.
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = rand_f32(500 * 64, 50);
+    table.iter_mut().enumerate().filter(|(i, _)| i % 64 == 7).for_each(|(_, v)| *v *= 40.0);
+    let m = ModelBuilder::new(17)
+        .input("ids", dtype::INT64, &[1, 16])
+        .output_shaped("y", dtype::FLOAT, &[1, 16, 32])
+        .init_f32("table", &[500, 64], &table)
+        .init_f32("W", &[64, 32], &rand_f32(64 * 32, 51))
+        .node(node("Gather", &["table", "ids"], &["e"]))
+        .node(node("MatMul", &["e", "W"], &["y"]))
+        .build();
+    let src = write(dir.path(), "tokens.onnx", &m);
+    let out = run(Model::load(&src).unwrap(), &Recipe { dynamic: true, ..Recipe::default() }, dir.path()).unwrap();
+    let split = out.report.outliers.clone().expect("probed split");
+    assert!(split.probed);
+    assert_eq!((split.products, split.inputs, split.channels), (1, 1, 1));
+    let dst = dir.path().join("dyn.onnx");
+    out.model.save(&dst, &Default::default()).unwrap();
+    // ids over the whole table: the split keeps channel 7 exact and the rest on a fine scale.
+    let r = ort_compare(&src, &dst, &Compare { int_high: 500, ..Compare::samples(4) });
+    assert!(worst_snr(&r) > 30.0, "{r}");
+    // A model with a float input is not a token model: no probe, as before.
+    let float_in = run(
+        Model::load(write(dir.path(), "f.onnx", &model())).unwrap(),
+        &Recipe { dynamic: true, ..Recipe::default() },
+        dir.path(),
+    )
+    .unwrap();
+    assert!(float_in.report.outliers.is_none());
+}

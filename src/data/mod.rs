@@ -68,12 +68,16 @@ mod assemble;
 mod folder;
 mod images;
 mod npy;
+#[cfg(feature = "tract")]
+mod tokens;
 
 use archives::*;
 use assemble::*;
 use folder::*;
 use images::*;
 use npy::*;
+#[cfg(feature = "tract")]
+pub use tokens::token_probe_samples;
 
 /// What the model expects of one input.
 #[derive(Debug, Clone, PartialEq, Eq)]

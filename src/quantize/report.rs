@@ -242,8 +242,11 @@ impl Report {
         if let Some(o) = self.outliers.as_ref().filter(|o| o.products > 0) {
             let _ = writeln!(
                 s,
-                "{} outlier input channel(s) of {} matrix product input(s) split into {} small float product(s) (observed on the samples)",
-                o.channels, o.inputs, o.products
+                "{} outlier input channel(s) of {} matrix product input(s) split into {} small float product(s) ({})",
+                o.channels,
+                o.inputs,
+                o.products,
+                if o.probed { "found on random token ids: no samples given" } else { "observed on the samples" }
             );
         }
         if self.folded_nodes > 0 {

@@ -46,6 +46,8 @@ pub struct OutlierSplit {
     /// The weights of the float side products, which must stay float.
     #[serde(skip)]
     pub float_weights: Vec<String>,
+    /// Observed on random token ids (dynamic quantization without samples), not on samples.
+    pub probed: bool,
 }
 
 /// The outlier channels of a tensor with channel maxima `absmax`, ascending.
