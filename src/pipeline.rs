@@ -200,23 +200,21 @@ fn split_outliers(
     base_dir: &Path,
     opts: &RunOptions,
 ) -> Result<Option<crate::rewrite::OutlierSplit>> {
-    // Exporters reshape one input once per product (the Gemm style): merged first, the three
-    // products of query, key and value read one tensor and share one split, one gather and (in
-    // ONNX Runtime) one quantizer.
-    crate::rewrite::merge_duplicate_nodes(model.graph_mut());
-    let g = model.graph();
-    let inits: std::collections::HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
-    let inputs: Vec<String> = g
-        .node
-        .iter()
-        .filter(|n| crate::ops::is(n, crate::ops::MATMUL) || crate::ops::is(n, crate::ops::GEMM))
-        .filter(|n| n.input.get(1).is_some_and(|w| inits.contains(w.as_str())))
-        .filter_map(|n| n.input.first().cloned())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if inputs.is_empty() {
-        // No product with a constant weight: nothing to split, and no pass over the samples.
+    let product_inputs = |model: &Model| -> Vec<String> {
+        let g = model.graph();
+        let inits: std::collections::HashSet<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+        g.node
+            .iter()
+            .filter(|n| crate::ops::is(n, crate::ops::MATMUL) || crate::ops::is(n, crate::ops::GEMM))
+            .filter(|n| n.input.get(1).is_some_and(|w| inits.contains(w.as_str())))
+            .filter_map(|n| n.input.first().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    if product_inputs(model).is_empty() {
+        // No product with a constant weight: nothing to split, the graph left as it is, and no
+        // pass over the samples.
         return Ok(cal.map(|_| crate::rewrite::OutlierSplit::default()));
     }
     let (samples, probed) = match cal {
@@ -226,6 +224,11 @@ fn split_outliers(
             None => return Ok(None),
         },
     };
+    // Exporters reshape one input once per product (the Gemm style): merged first, the three
+    // products of query, key and value read one tensor and share one split, one gather and (in
+    // ONNX Runtime) one quantizer.
+    crate::rewrite::merge_duplicate_nodes(model.graph_mut());
+    let inputs = product_inputs(model);
     let absmax = match crate::calibrate::observe_channel_absmax(model, &inputs, &samples, opts) {
         Ok(absmax) => absmax,
         // Made-up ids a model will not take (say, a mask whose length is not the ids'): the job
