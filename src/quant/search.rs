@@ -1,10 +1,10 @@
 //! The range search: each group's scale and zero point among the allowed symmetries and, with
 //! [`RangeSearch::Mse`], ranges shrunk from the full one, by squared reconstruction error.
 //!
-//! The candidates are measured side by side: [`LANES`] of them per pass over the values, each
-//! lane summing its own errors in the values' order exactly as one candidate alone would, so
-//! the figures (and the choice) are the same bits as measuring them one at a time, while the
-//! lanes run in vector registers.
+//! The candidates are measured side by side: all of them in one pass over the values, [`LANES`]
+//! per vector register, each lane summing its own errors in the values' order exactly as one
+//! candidate alone would, so the figures (and the choice) are the same bits as measuring them
+//! one at a time, while the lanes run in vector registers.
 
 use super::{QType, RangeSearch, Symmetry, params_for_range, round_even};
 
@@ -159,43 +159,63 @@ impl Cands {
     }
 
     /// Squared reconstruction error of `xs` under each candidate, as [`sq_error_one`] measures
-    /// it, [`LANES`] candidates per pass.
+    /// it: every candidate in one pass over the values, [`LANES`] per register.
     #[inline(always)]
     fn errors(&self, xs: &[f32], qmin: i32, qmax: i32) -> [f64; MAX_CANDS] {
-        let mut out = [0.0; MAX_CANDS];
-        for start in (0..self.len).step_by(LANES) {
-            let n = LANES.min(self.len - start);
-            let mut lanes = Lanes { scale: [1.0; LANES], inv: [1.0; LANES], lo: [0.0; LANES], hi: [0.0; LANES] };
+        match self.len.div_ceil(LANES) {
+            0 => [0.0; MAX_CANDS],
+            1 => self.errors_in::<1>(xs, qmin, qmax),
+            2 => self.errors_in::<2>(xs, qmin, qmax),
+            _ => self.errors_in::<{ MAX_CANDS.div_ceil(LANES) }>(xs, qmin, qmax),
+        }
+    }
+
+    /// [`Cands::errors`] with the candidates in `K` registers of [`LANES`].
+    #[inline(always)]
+    fn errors_in<const K: usize>(&self, xs: &[f32], qmin: i32, qmax: i32) -> [f64; MAX_CANDS] {
+        let mut lanes = Lanes::<K> {
+            scale: [[1.0; LANES]; K],
+            inv: [[1.0; LANES]; K],
+            lo: [[0.0; LANES]; K],
+            hi: [[0.0; LANES]; K],
+        };
+        for k in 0..K {
             for l in 0..LANES {
                 // Spare lanes repeat the last candidate; their sums are dropped.
-                let i = start + l.min(n - 1);
+                let i = (k * LANES + l).min(self.len - 1);
                 let (scale, zp) = (self.scale[i], self.zp[i]);
-                lanes.scale[l] = scale;
-                lanes.inv[l] = 1.0 / scale;
-                (lanes.lo[l], lanes.hi[l]) = ((qmin - zp) as f32, (qmax - zp) as f32);
+                lanes.scale[k][l] = scale;
+                lanes.inv[k][l] = 1.0 / scale;
+                (lanes.lo[k][l], lanes.hi[k][l]) = ((qmin - zp) as f32, (qmax - zp) as f32);
             }
-            out[start..start + n].copy_from_slice(&lanes.errors(xs)[..n]);
+        }
+        let errs = lanes.errors(xs);
+        let mut out = [0.0; MAX_CANDS];
+        for (i, o) in out.iter_mut().enumerate().take(self.len) {
+            *o = errs[i / LANES][i % LANES];
         }
         out
     }
 }
 
-/// [`LANES`] candidates: scale, its reciprocal, and the integer bounds less the zero point.
-struct Lanes {
-    scale: [f32; LANES],
-    inv: [f32; LANES],
-    lo: [f32; LANES],
-    hi: [f32; LANES],
+/// `K` registers of [`LANES`] candidates: scale, its reciprocal, and the integer bounds less the
+/// zero point. The registers are independent sums, so a pass over the values keeps the core's
+/// adders busy instead of waiting on one sum's latency.
+struct Lanes<const K: usize> {
+    scale: [[f32; LANES]; K],
+    inv: [[f32; LANES]; K],
+    lo: [[f32; LANES]; K],
+    hi: [[f32; LANES]; K],
 }
 
 /// Adding and subtracting 1.5·2^23 rounds to an integer, half to even, for |v| < 2^22.
 const MAGIC: f32 = 12_582_912.0;
 
-impl Lanes {
+impl<const K: usize> Lanes<K> {
     /// Squared error of `xs` under each lane's candidate: per lane, an `f32` sum per 1024
     /// values, those sums added in `f64`.
     #[inline(always)]
-    fn errors(&self, xs: &[f32]) -> [f64; LANES] {
+    fn errors(&self, xs: &[f32]) -> [[f64; LANES]; K] {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx") {
             // SAFETY: the CPU has AVX (checked just above).
@@ -204,40 +224,46 @@ impl Lanes {
         self.errors_portable(xs)
     }
 
-    /// [`Lanes::errors_portable`] with the 8 lanes in one AVX register (compiled, the portable
-    /// loop holds them in two halves): the same operations in the same order on each lane, so
-    /// the same bits.
+    /// [`Lanes::errors_portable`] with each register's 8 lanes in one AVX register (compiled,
+    /// the portable loop holds them in two halves): the same operations in the same order on
+    /// each lane, so the same bits.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx")]
-    fn errors_avx(&self, xs: &[f32]) -> [f64; LANES] {
+    fn errors_avx(&self, xs: &[f32]) -> [[f64; LANES]; K] {
         use std::arch::x86_64::*;
         const { assert!(LANES == 8) };
-        // SAFETY: each array holds the 8 floats an unaligned 256-bit load reads.
-        let (inv, lo, hi, scale) = unsafe {
-            (
-                _mm256_loadu_ps(self.inv.as_ptr()),
-                _mm256_loadu_ps(self.lo.as_ptr()),
-                _mm256_loadu_ps(self.hi.as_ptr()),
-                _mm256_loadu_ps(self.scale.as_ptr()),
-            )
-        };
+        let (mut inv, mut lo, mut hi, mut scale) =
+            ([_mm256_setzero_ps(); K], [_mm256_setzero_ps(); K], [_mm256_setzero_ps(); K], [_mm256_setzero_ps(); K]);
+        for k in 0..K {
+            // SAFETY: each array holds the 8 floats an unaligned 256-bit load reads.
+            unsafe {
+                inv[k] = _mm256_loadu_ps(self.inv[k].as_ptr());
+                lo[k] = _mm256_loadu_ps(self.lo[k].as_ptr());
+                hi[k] = _mm256_loadu_ps(self.hi[k].as_ptr());
+                scale[k] = _mm256_loadu_ps(self.scale[k].as_ptr());
+            }
+        }
         let magic = _mm256_set1_ps(MAGIC);
-        let mut e = [0.0f64; LANES];
+        let mut e = [[0.0f64; LANES]; K];
         for chunk in xs.chunks(1024) {
-            let mut c = _mm256_setzero_ps();
+            let mut c = [_mm256_setzero_ps(); K];
             for &x in chunk {
                 let x = _mm256_set1_ps(x);
-                // max(lo, v) is `if v < lo { lo } else { v }`, min(hi, v) `if v > hi { hi } else { v }`.
-                let v = _mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(x, inv)));
-                let q = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
-                let d = _mm256_sub_ps(x, _mm256_mul_ps(q, scale));
-                c = _mm256_add_ps(c, _mm256_mul_ps(d, d));
+                for k in 0..K {
+                    // max(lo, v) is `if v < lo { lo } else { v }`, min(hi, v) `if v > hi { hi } else { v }`.
+                    let v = _mm256_min_ps(hi[k], _mm256_max_ps(lo[k], _mm256_mul_ps(x, inv[k])));
+                    let q = _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+                    let d = _mm256_sub_ps(x, _mm256_mul_ps(q, scale[k]));
+                    c[k] = _mm256_add_ps(c[k], _mm256_mul_ps(d, d));
+                }
             }
-            let mut sums = [0.0f32; LANES];
-            // SAFETY: `sums` holds the 8 floats an unaligned 256-bit store writes.
-            unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), c) };
-            for l in 0..LANES {
-                e[l] += sums[l] as f64;
+            for k in 0..K {
+                let mut sums = [0.0f32; LANES];
+                // SAFETY: `sums` holds the 8 floats an unaligned 256-bit store writes.
+                unsafe { _mm256_storeu_ps(sums.as_mut_ptr(), c[k]) };
+                for l in 0..LANES {
+                    e[k][l] += sums[l] as f64;
+                }
             }
         }
         e
@@ -246,23 +272,27 @@ impl Lanes {
     // One index walks five arrays side by side.
     #[allow(clippy::needless_range_loop)]
     #[inline(always)]
-    fn errors_portable(&self, xs: &[f32]) -> [f64; LANES] {
-        let mut e = [0.0f64; LANES];
+    fn errors_portable(&self, xs: &[f32]) -> [[f64; LANES]; K] {
+        let mut e = [[0.0f64; LANES]; K];
         for chunk in xs.chunks(1024) {
-            let mut c = [0.0f32; LANES];
+            let mut c = [[0.0f32; LANES]; K];
             for &x in chunk {
-                for l in 0..LANES {
-                    // `(x * inv).clamp(lo, hi)`, then round half to even (see `sq_error_one`).
-                    let v = x * self.inv[l];
-                    let v = if v < self.lo[l] { self.lo[l] } else { v };
-                    let v = if v > self.hi[l] { self.hi[l] } else { v };
-                    let q = (v + MAGIC) - MAGIC;
-                    let d = x - q * self.scale[l];
-                    c[l] += d * d;
+                for k in 0..K {
+                    for l in 0..LANES {
+                        // `(x * inv).clamp(lo, hi)`, then round half to even (see `sq_error_one`).
+                        let v = x * self.inv[k][l];
+                        let v = if v < self.lo[k][l] { self.lo[k][l] } else { v };
+                        let v = if v > self.hi[k][l] { self.hi[k][l] } else { v };
+                        let q = (v + MAGIC) - MAGIC;
+                        let d = x - q * self.scale[k][l];
+                        c[k][l] += d * d;
+                    }
                 }
             }
-            for l in 0..LANES {
-                e[l] += c[l] as f64;
+            for k in 0..K {
+                for l in 0..LANES {
+                    e[k][l] += c[k][l] as f64;
+                }
             }
         }
         e
@@ -366,16 +396,27 @@ mod tests {
             };
             for n in [1, 7, 32, 1024, 1025, 5000] {
                 let xs: Vec<f32> = (0..n).map(|_| (next() as f32 / u32::MAX as f32 - 0.5) * 3.0).collect();
-                let mut l = Lanes { scale: [1.0; LANES], inv: [1.0; LANES], lo: [0.0; LANES], hi: [0.0; LANES] };
-                for i in 0..LANES {
-                    l.scale[i] = 0.001 + (next() % 1000) as f32 * 1e-4;
-                    l.inv[i] = 1.0 / l.scale[i];
-                    let zp = (next() % 9) as i32 - 4;
-                    (l.lo[i], l.hi[i]) = ((-8 - zp) as f32, (7 - zp) as f32);
+                let mut l = Lanes::<3> {
+                    scale: [[1.0; LANES]; 3],
+                    inv: [[1.0; LANES]; 3],
+                    lo: [[0.0; LANES]; 3],
+                    hi: [[0.0; LANES]; 3],
+                };
+                for k in 0..3 {
+                    for i in 0..LANES {
+                        l.scale[k][i] = 0.001 + (next() % 1000) as f32 * 1e-4;
+                        l.inv[k][i] = 1.0 / l.scale[k][i];
+                        let zp = (next() % 9) as i32 - 4;
+                        (l.lo[k][i], l.hi[k][i]) = ((-8 - zp) as f32, (7 - zp) as f32);
+                    }
                 }
                 // SAFETY: the CPU has AVX (checked above).
                 let avx = unsafe { l.errors_avx(&xs) };
-                assert_eq!(avx.map(f64::to_bits), l.errors_portable(&xs).map(f64::to_bits), "n = {n}");
+                assert_eq!(
+                    avx.map(|r| r.map(f64::to_bits)),
+                    l.errors_portable(&xs).map(|r| r.map(f64::to_bits)),
+                    "n = {n}"
+                );
             }
         }
     }
