@@ -57,7 +57,7 @@ pub const ENGINE_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("QUANTI
 #[cfg(feature = "tract")]
 pub use benchmark::{Benchmark, BenchmarkOptions, Latency, ModelFigures, Runtime, benchmark};
 #[cfg(feature = "tract")]
-pub use calibrate::{ActivationRange, TargetSearch};
+pub use calibrate::{ActivationRange, FEW_EFFECTIVE_SAMPLES, TargetSearch};
 #[cfg(feature = "quantize")]
 pub use control::peak_memory;
 #[cfg(feature = "tract")]
@@ -95,7 +95,9 @@ pub use verify::{OutputFigures, OutputKind, Verification, outputs_text};
 #[cfg(feature = "quantize")]
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::rewrite::{decompose_softmax, drop_unused, fold_affine_into_conv, fuse_hard_swish};
+    pub use crate::rewrite::{
+        decompose_softmax, drop_unused, equalize_conv_pairs, fold_affine_into_conv, fuse_hard_swish,
+    };
 }
 
 pub use embed::{Dim, ElemType, EmbeddedModel, Quality, RecipeSummary, TensorInfo};

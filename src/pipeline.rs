@@ -64,7 +64,8 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     // `rewrite`). Weight-only models keep their float graph as it is. Calibration drops unused
     // constants anyway.
     let rewrites = static_cal.is_some_and(|c| c.graph_rewrites);
-    let prepared = crate::rewrite::prepare(&mut model, fold, rewrites, static_cal.is_some());
+    let equalize = static_cal.is_some_and(|c| c.equalize);
+    let prepared = crate::rewrite::prepare(&mut model, fold, rewrites, equalize, static_cal.is_some());
     // Dynamic and static quantization with samples first split the outlier input channels of
     // the matrix products into small float products (see `rewrite::outliers`); their weights
     // stay float. (Weight-only models keep their graph.)
@@ -319,6 +320,7 @@ fn combine_reports(
     weights.folded_nodes = prepared.folded_nodes;
     weights.fused_hard_swish = prepared.fused_hard_swish;
     weights.decomposed_softmax = prepared.decomposed_softmax;
+    weights.equalized_pairs = prepared.equalized_pairs;
     if let Some(up) = prepared.upgrade {
         weights.opset_before = up.from;
         for (op, n) in up.rewritten {

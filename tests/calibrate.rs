@@ -245,6 +245,8 @@ fn accuracy_target_returns_the_worst_activations_to_float_until_it_holds() {
     assert_eq!(t.alone_db.len(), 4);
     assert!(t.alone_db.windows(2).all(|w| w[0].1 <= w[1].1), "worst first: {:?}", t.alone_db);
     assert_eq!(t.returned_to_float[0], t.alone_db[0].0);
+    // Four random held-out samples carry about equal signal.
+    assert!(t.effective_samples > 3.0 && t.effective_samples <= 4.0, "{}", t.effective_samples);
     // The model written is the one measured, and what went back to float has no QuantizeLinear.
     let v = outcome.verification.as_ref().unwrap();
     assert!((v.snr_db - t.reached_db).abs() < 1e-6, "{} vs {}", v.snr_db, t.reached_db);
@@ -868,4 +870,112 @@ fn static_matrix_products_quantize_their_inputs_split_outlier_channels_and_keep_
     split.model.save(&dst, &SaveOptions::default()).unwrap();
     let r = ort_compare(&src, &dst, &Compare::samples(1).inputs(&dir.path().join("verify.npy")));
     assert!((worst_snr(&r) - snr_split).abs() < 1.5, "ORT {} vs tract {snr_split}", worst_snr(&r));
+}
+
+/// X[N,8,10,10] -> Conv A (1x1, 16) -> Relu -> depthwise Conv B (3x3, padded) -> PRelu (per
+/// channel) -> Conv C (1x1, group 2) -> LeakyRelu -> Conv D (1x1) -> Clip(0, 6) -> Conv E (1x1)
+/// -> Y. Channel c of A is scaled by 10^((c - 8) / 4) and B's weights for it by the inverse: the
+/// same function as the unscaled net (Relu commutes with a positive scale), with channel ranges
+/// apart by eight orders of magnitude, as a folded batch norm can leave them.
+fn scaled_pair_net() -> ModelProto {
+    let k = |c: usize| 10f32.powf((c as f32 - 8.0) / 4.0);
+    let wa: Vec<f32> = rand_f32(16 * 8, 61).iter().enumerate().map(|(i, x)| x * k(i / 8)).collect();
+    let ba: Vec<f32> = rand_f32(16, 62).iter().enumerate().map(|(c, x)| (x * 0.1 + 0.05) * k(c)).collect();
+    let wb: Vec<f32> = rand_f32(16 * 9, 63).iter().enumerate().map(|(i, x)| x / k(i / 9)).collect();
+    let g = graph(
+        "scaled_pairs",
+        vec![
+            node("Conv", &["X", "WA", "BA"], &["a"]).named("A"),
+            node("Relu", &["a"], &["ra"]).named("relu"),
+            node("Conv", &["ra", "WB"], &["b"]).named("B").int("group", 16).ints("pads", &[1, 1, 1, 1]),
+            node("PRelu", &["b", "slope"], &["pb"]).named("prelu"),
+            node("Conv", &["pb", "WC", "BC"], &["c"]).named("C").int("group", 2),
+            node("LeakyRelu", &["c"], &["lc"]).named("leaky").float("alpha", 0.1),
+            node("Conv", &["lc", "WD"], &["d"]).named("D"),
+            node("Clip", &["d", "zero", "six"], &["cd"]).named("clip"),
+            node("Conv", &["cd", "WE"], &["Y"]).named("E"),
+        ],
+        vec![
+            f32_tensor("WA", &[16, 8, 1, 1], &wa),
+            f32_tensor("BA", &[16], &ba),
+            f32_tensor("WB", &[16, 1, 3, 3], &wb),
+            f32_tensor("slope", &[16, 1, 1], &rand_f32(16, 64).iter().map(|x| x.abs() * 0.3).collect::<Vec<_>>()),
+            f32_tensor("WC", &[16, 8, 1, 1], &rand_f32(128, 65)),
+            f32_tensor("BC", &[16], &rand_f32(16, 66)),
+            f32_tensor("WD", &[16, 16, 1, 1], &rand_f32(256, 67)),
+            f32_tensor("WE", &[8, 16, 1, 1], &rand_f32(128, 68)),
+            f32_tensor("zero", &[], &[0.0]),
+            f32_tensor("six", &[], &[6.0]),
+        ],
+        vec![value_info("X", dtype::FLOAT, &[-1, 8, 10, 10])],
+        vec![value_info("Y", dtype::FLOAT, &[-1, 8, 10, 10])],
+    );
+    model(g, 13)
+}
+
+/// Largest magnitude of each output channel of a weight `[cout, ...]`.
+fn channel_ranges(t: &quantize_rs::onnx::proto::TensorProto) -> Vec<f32> {
+    let v = quantize_rs::onnx::tensor::finite_floats(t).unwrap();
+    let per = v.len() / t.dims[0] as usize;
+    v.chunks(per).map(|c| c.iter().fold(0.0f32, |m, x| m.max(x.abs()))).collect()
+}
+
+#[test]
+fn equalization_balances_consecutive_convolutions_exactly_and_only_through_scale_free_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let float = write(dir.path(), "float.onnx", &scaled_pair_net());
+    let equalize = |proto: ModelProto| {
+        let mut m = Model { proto, path: None };
+        let mut names = quantize_rs::onnx::graph::Names::of_graph(m.graph());
+        let pairs = quantize_rs::testing::equalize_conv_pairs(&mut m, &mut names);
+        (m, pairs)
+    };
+    // A-B through Relu, B-C through PRelu, C-D through LeakyRelu; not D-E through Clip (a bound
+    // does not commute with a scale).
+    let (m, pairs) = equalize(scaled_pair_net());
+    assert_eq!(pairs, 3);
+    let out = dir.path().join("equalized.onnx");
+    m.save(&out, &SaveOptions::default()).unwrap();
+    assert_same_outputs(&float, &out, &Compare::samples(3), 1e-3);
+    let consts = quantize_rs::onnx::graph::constants(m.graph());
+    let weight_of = |conv: &str| {
+        let n = m.graph().node.iter().find(|n| n.name.as_deref() == Some(conv)).unwrap();
+        channel_ranges(consts[n.input[1].as_str()])
+    };
+    let spread = |r: &[f32]| r.iter().fold(0.0f32, |m, &x| m.max(x)) / r.iter().fold(f32::MAX, |m, &x| m.min(x));
+    let before = channel_ranges(&scaled_pair_net().graph.unwrap().initializer[0]);
+    assert!(spread(&before) > 1e3, "{before:?}");
+    let (a, e) = (weight_of("A"), weight_of("E"));
+    assert!(spread(&a) < 10.0, "A's channel ranges after equalization: {a:?}");
+    assert_eq!(m.graph().node.iter().find(|n| n.name.as_deref() == Some("E")).unwrap().input[1], "WE", "E untouched");
+    assert_eq!(e.len(), 8);
+    // A second reader of the tensor between two convolutions (here: a graph output) keeps the pair apart.
+    let mut shared = scaled_pair_net();
+    shared.graph.as_mut().unwrap().output.push(value_info("ra", dtype::FLOAT, &[-1, 16, 10, 10]));
+    assert_eq!(equalize(shared).1, 2);
+}
+
+#[test]
+fn equalization_recovers_the_static_accuracy_that_scaled_channels_lose() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(dir.path(), "float.onnx", &scaled_pair_net());
+    write_npy(&dir.path().join("cal.npy"), &[16, 1, 8, 10, 10], &rand_f32(16 * 800, 71));
+    write_npy(&dir.path().join("verify.npy"), &[4, 1, 8, 10, 10], &rand_f32(4 * 800, 72));
+    // The same four samples as one batch, for ONNX Runtime.
+    write_npy(&dir.path().join("batch.npy"), &[4, 8, 10, 10], &rand_f32(4 * 800, 72));
+    let recipe = |equalize: bool| Recipe {
+        calibration: Some(Calibration { equalize, ..calibration("cal.npy") }),
+        verify_data: Some("verify.npy".into()),
+        ..Recipe::default()
+    };
+    let plain = run(Model::load(&src).unwrap(), &recipe(false), dir.path()).unwrap();
+    let equalized = run(Model::load(&src).unwrap(), &recipe(true), dir.path()).unwrap();
+    assert_eq!((plain.report.equalized_pairs, equalized.report.equalized_pairs), (0, 3));
+    let (p, e) = (plain.verification.unwrap().snr_db, equalized.verification.unwrap().snr_db);
+    eprintln!("static SNR: plain {p:.2} dB, equalized {e:.2} dB");
+    assert!(e > p + 10.0, "equalized {e:.2} dB vs plain {p:.2} dB");
+    let dst = dir.path().join("equalized.onnx");
+    equalized.model.save(&dst, &SaveOptions::default()).unwrap();
+    let r = ort_compare(&src, &dst, &Compare::samples(1).inputs(&dir.path().join("batch.npy")));
+    assert!(worst_snr(&r) > p + 10.0, "ORT {} dB vs plain {p:.2} dB", worst_snr(&r));
 }

@@ -47,6 +47,11 @@ pub(crate) struct CalibrateArgs {
     /// right after a convolution are still folded into it.
     #[arg(long)]
     pub(crate) no_graph_rewrites: bool,
+    /// Cross-layer equalization before calibrating: rescale the channels between consecutive
+    /// convolutions (linked by Relu, LeakyRelu, PRelu or nothing) so both weights share each
+    /// channel's range; exact up to float rounding.
+    #[arg(long)]
+    pub(crate) equalize: bool,
     /// Op types whose activations are quantized wherever they can be (default: Conv,MatMul,Gemm,
     /// plus Add,Mul,Sigmoid,Concat,MaxPool,Resize,Split where their inputs already are).
     #[arg(long, value_delimiter = ',', value_name = "A,B")]
@@ -91,6 +96,7 @@ impl CalibrateArgs {
             full_range_weights: self.full_range_weights,
             bias_correction: !self.no_bias_correction,
             graph_rewrites: !self.no_graph_rewrites,
+            equalize: self.equalize,
             op_types,
             target_snr_db: self.target_snr_db,
             image,

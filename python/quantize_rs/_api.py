@@ -88,6 +88,7 @@ _CALIBRATION_KEYS = {
     "full_range_weights": "full-range-weights",
     "bias_correction": "bias-correction",
     "graph_rewrites": "graph-rewrites",
+    "equalize": "equalize",
     "activation_op_types": "op-types",
     "target_snr_db": "target-snr-db",
     "image": "image",
@@ -138,6 +139,8 @@ class Recipe:
             Runtime's x86 kernels without VNNI cannot overflow).
         bias_correction: correct biases for the mean shift of quantized weights (MinMax; default True).
         graph_rewrites: fold affine ops, fuse hard-swish, rewrite middle-axis softmax (default True).
+        equalize: cross-layer equalization of consecutive convolutions before calibrating
+            (default False).
         activation_op_types: op types whose activations are quantized.
         target_snr_db: return the worst activations to float until the output SNR on
             ``verify_data`` reaches this.
@@ -178,6 +181,7 @@ class Recipe:
         full_range_weights: Optional[bool] = None,
         bias_correction: Optional[bool] = None,
         graph_rewrites: Optional[bool] = None,
+        equalize: Optional[bool] = None,
         activation_op_types: Optional[Union[str, Iterable[str]]] = None,
         target_snr_db: Optional[float] = None,
         image: Optional[Union[ImagePreprocess, Mapping[str, Any]]] = None,

@@ -71,6 +71,9 @@ def test_recipe_and_run(tmp_path):
     assert recipe.resolved()["block-size"] == 32 and recipe.resolved()["min-elements"] == 16
     assert recipe.to_dict() == {"bits": 4, "block_size": 32, "min_elements": 16}
     assert recipe.replace(block_size=None).to_dict() == {"bits": 4, "min_elements": 16}
+    static = quantize_rs.Recipe(calibration_data="c.npy", method="mse", equalize=True)
+    assert static.resolved()["calibration"]["equalize"] is True
+    assert quantize_rs.Recipe(calibration_data="c.npy").resolved()["calibration"]["equalize"] is False
     r = quantize_rs.run(DIGITS, tmp_path / "b.onnx", recipe)
     assert r.report.opset_after == 21
     assert all(q["spec"]["granularity"] for q in r.report.quantized)

@@ -81,7 +81,8 @@
 //! `allow-empty`, `dynamic` (MatMul/Gemm on int8 with inputs quantized at run time, for
 //! transformers in ONNX Runtime), `calibration = { data = "...", method = "entropy", ... }`, `verify-data`,
 //! `min-snr-db`, `max-size-ratio`. `calibration` takes `data`, `method`, `percentile`,
-//! `samples`, `symmetric-activations`, `full-range-weights`, `bias-correction`, `graph-rewrites`, `op-types`,
+//! `samples`, `symmetric-activations`, `full-range-weights`, `bias-correction`, `graph-rewrites`,
+//! `equalize`, `op-types`,
 //! `target-snr-db`, `image`, `weight-only` and `weight-rounding` ([`quantize_rs::Calibration`]):
 //! with `weight-only = true` the samples serve the weights only (each layer rounded to minimise
 //! its output error on them, biases corrected) and the model stays weight-only. Keys set in

@@ -109,7 +109,16 @@ pub struct TargetSearch {
     /// float model when that weight alone is quantized.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub weight_alone_db: Vec<(String, f64)>,
+    /// How many verification samples the figure rests on: for each float output,
+    /// `(Σ e_i)² / Σ e_i²` over the samples' signal energies `e_i` in the float model (the count
+    /// when they carry equal signal, near 1 when one sample carries it all); the smallest over
+    /// the outputs. A target chosen on few effective samples may not hold on other inputs.
+    pub effective_samples: f64,
 }
+
+/// Below this many effective verification samples the report warns that the target may not
+/// hold on other inputs.
+pub const FEW_EFFECTIVE_SAMPLES: f64 = 3.0;
 
 /// The accuracy target asks this much more of the quantized weights alone, when they miss it, so
 /// that the activations keep some of the error budget.

@@ -23,6 +23,28 @@ pub(super) fn output_snr(candidate: &Model, reference: &[Vec<Values>], samples: 
     Ok(cmp.finish(samples.len()).score())
 }
 
+/// The smallest, over the float outputs, of `(Σ e_i)² / Σ e_i²` with `e_i` the energy of sample
+/// `i`'s output in `reference` (see [`TargetSearch::effective_samples`]); the sample count when
+/// there is no float output or no signal at all.
+pub(super) fn effective_samples(reference: &[Vec<Values>]) -> f64 {
+    let outputs = reference.first().map_or(0, Vec::len);
+    let mut smallest = reference.len() as f64;
+    for k in 0..outputs {
+        let energies: Vec<f64> = reference
+            .iter()
+            .filter_map(|s| match s.get(k) {
+                Some(Values::Float(v)) => Some(v.iter().map(|&x| x as f64 * x as f64).sum()),
+                _ => None,
+            })
+            .collect();
+        let (sum, sq): (f64, f64) = energies.iter().fold((0.0, 0.0), |(s, q), &e| (s + e, q + e * e));
+        if energies.len() == reference.len() && sq > 0.0 && sum.is_finite() {
+            smallest = smallest.min(sum * sum / sq);
+        }
+    }
+    smallest
+}
+
 /// The outputs of `model` on each of `samples`.
 pub(super) fn reference_outputs(model: &Model, what: &str, samples: &[Vec<Tensor>]) -> Result<Vec<Vec<Values>>> {
     let mut runner = Runner::for_model(model, &[], what);
@@ -208,6 +230,30 @@ pub(super) fn search_target(
         trials,
         weights_returned_to_float: Vec::new(),
         weight_alone_db: Vec::new(),
+        effective_samples: effective_samples(reference),
     };
     Ok((keep, search))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_samples_count_the_samples_that_carry_the_signal() {
+        let f = |v: &[f32]| Values::Float(v.to_vec());
+        let equal = vec![vec![f(&[1.0, -1.0])], vec![f(&[-1.0, 1.0])], vec![f(&[1.0, 1.0])]];
+        assert!((effective_samples(&equal) - 3.0).abs() < 1e-9);
+        // One sample with all the signal, two with almost none.
+        let one = vec![vec![f(&[10.0])], vec![f(&[0.01])], vec![f(&[0.0])]];
+        assert!(effective_samples(&one) < 1.01);
+        // The smallest over the float outputs; integer outputs do not count.
+        let mixed = vec![
+            vec![f(&[1.0]), f(&[5.0]), Values::Integer(vec![7])],
+            vec![f(&[1.0]), f(&[0.0]), Values::Integer(vec![0])],
+        ];
+        assert!((effective_samples(&mixed) - 1.0).abs() < 1e-9);
+        // No signal at all: the sample count.
+        assert_eq!(effective_samples(&[vec![f(&[0.0])], vec![f(&[0.0])]]), 2.0);
+    }
 }

@@ -85,6 +85,10 @@ pub struct Report {
     /// Softmax nodes over a non-last axis written as Exp / ReduceSum (by `pipeline::run`, for
     /// static quantization).
     pub decomposed_softmax: usize,
+    /// Consecutive convolution pairs equalized before calibration (cross-layer equalization,
+    /// `calibration.equalize`).
+    #[serde(default)]
+    pub equalized_pairs: usize,
     /// What the calibration samples did to the weights, when they were given for them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_aware: Option<DataAware>,
@@ -254,6 +258,13 @@ impl Report {
                 s,
                 "folded {} BatchNormalization / per-channel Mul / Add node(s) into adjacent convolutions",
                 self.folded_nodes
+            );
+        }
+        if self.equalized_pairs > 0 {
+            let _ = writeln!(
+                s,
+                "equalized the channels of {} consecutive convolution pair(s) (cross-layer equalization)",
+                self.equalized_pairs
             );
         }
         if self.fused_hard_swish > 0 {

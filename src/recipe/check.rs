@@ -82,6 +82,12 @@ impl Recipe {
                     "returns activations to float, but weight-only quantizes none; drop weight-only for static quantization".into(),
                 );
             }
+            if c.weight_only && c.equalize {
+                return bad(
+                    calibration("equalize"),
+                    "rescales channels for static quantization's activation ranges, but weight-only quantizes none; drop one of them".into(),
+                );
+            }
             if c.samples == Some(0) {
                 return bad(calibration("samples"), "must be at least 1".into());
             }

@@ -205,6 +205,11 @@ pub struct Calibration {
     /// it, as for weight-only per-channel quantization).
     #[serde(default = "default_true", alias = "graph_rewrites")]
     pub graph_rewrites: bool,
+    /// Before calibrating, equalize the channels between consecutive convolutions linked by
+    /// Relu/LeakyRelu/PRelu or nothing (cross-layer equalization, data-free and exact up to float
+    /// rounding: `rewrite::equalize`). Default off.
+    #[serde(default)]
+    pub equalize: bool,
     /// Op types whose activations are quantized, wherever they can be. Default: Conv, MatMul and
     /// Gemm, plus the elementwise and pass-through ops ONNX Runtime runs as integer kernels
     /// (Add, Mul, Sigmoid, Concat, MaxPool, Resize, Split) where all their data inputs already are
@@ -257,6 +262,7 @@ impl Calibration {
             full_range_weights: false,
             bias_correction: true,
             graph_rewrites: true,
+            equalize: false,
             op_types: None,
             target_snr_db: None,
             image: None,

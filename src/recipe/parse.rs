@@ -184,6 +184,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("calibration.target-snr-db: returns activations to float"), "{e}");
+        let e =
+            Recipe::from_value(&json!({ "calibration": { "data": "c.npy", "weight-only": true, "equalize": true } }))
+                .unwrap_err();
+        assert!(e.to_string().starts_with("calibration.equalize: rescales channels"), "{e}");
+        let r = Recipe::from_value(&json!({ "calibration": { "data": "c.npy", "equalize": true } })).unwrap();
+        assert!(r.calibration.unwrap().equalize);
     }
 
     #[test]

@@ -33,6 +33,7 @@
 //! also a graph input (IR 4 and later) may be fed by the caller, so it is not folded.
 
 mod dedupe;
+mod equalize;
 mod fold_conv;
 mod hard_swish;
 mod into_conv;
@@ -47,6 +48,7 @@ use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
 use crate::onnx::tensor::{constant_value, finite_floats, float_tensor};
 use crate::ops;
 pub use dedupe::merge_duplicate_nodes;
+pub use equalize::equalize_conv_pairs;
 pub use fold_conv::fold_conv_affine;
 use hard_swish::*;
 pub use hard_swish::{fuse_hard_swish, hard_swish_chains};
@@ -240,14 +242,17 @@ pub struct Prepared {
     pub decomposed_softmax: usize,
     /// The opset raise done for HardSwish, if any.
     pub upgrade: Option<crate::opset::Upgrade>,
+    /// Convolution pairs equalized (cross-layer equalization, when asked for).
+    pub equalized_pairs: usize,
 }
 
 /// The prepare step: the rewrites a job asks for, in order. `fold` folds affine ops into the
 /// convolution before them; `static_rewrites` (static quantization with graph rewrites on) also
 /// raises the opset to 14 for HardSwish where the model spells it out, fuses hard-swish, writes
 /// a softmax over a middle axis as elementwise ops and folds affine ops into the convolution
-/// after them; `drop_constants` removes the constants nothing reads any more.
-pub fn prepare(model: &mut Model, fold: bool, static_rewrites: bool, drop_constants: bool) -> Prepared {
+/// after them; `equalize` then equalizes consecutive convolutions (`equalize`); `drop_constants`
+/// removes the constants nothing reads any more.
+pub fn prepare(model: &mut Model, fold: bool, static_rewrites: bool, equalize: bool, drop_constants: bool) -> Prepared {
     let mut done = Prepared::default();
     if static_rewrites && model.opset().is_some_and(|v| v < 14) && hard_swish_chains(model) > 0 {
         // HardSwish (opset 14) is one float op where `x * HardSigmoid(x)` is two, and ONNX
@@ -265,6 +270,9 @@ pub fn prepare(model: &mut Model, fold: bool, static_rewrites: bool, drop_consta
         done.fused_hard_swish = fuse_hard_swish(model, &mut names);
         done.decomposed_softmax = decompose_softmax(model, &mut names);
         done.folded_nodes += fold_affine_into_conv(model, &mut names);
+    }
+    if equalize {
+        done.equalized_pairs = equalize_conv_pairs(model, &mut names);
     }
     // Constants the rewrites replaced (a Mul/Add reordering replaces some without folding).
     if done.folded_nodes > 0 || drop_constants {

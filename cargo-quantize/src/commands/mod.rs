@@ -133,6 +133,12 @@ fn run_job(
                     for name in &t.returned_to_float {
                         eprintln!("  float: {name}");
                     }
+                    if t.effective_samples < quantize_rs::FEW_EFFECTIVE_SAMPLES {
+                        eprintln!(
+                            "  warning: the verification figure rests on about {:.1} of its samples (the float outputs of the others carry almost no signal); the target may not hold on other inputs: give more varied verification data",
+                            t.effective_samples
+                        );
+                    }
                     if !t.weights_returned_to_float.is_empty() {
                         eprintln!(
                             "  the quantized weights alone missed the target: {} of {} weight(s) returned to float first",
