@@ -118,7 +118,7 @@ pub struct TargetSearch {
 
 /// Below this many effective verification samples the report warns that the target may not
 /// hold on other inputs.
-pub const FEW_EFFECTIVE_SAMPLES: f64 = 3.0;
+pub const FEW_EFFECTIVE_SAMPLES: f64 = 2.0;
 
 /// The accuracy target asks this much more of the quantized weights alone, when they miss it, so
 /// that the activations keep some of the error budget.
