@@ -299,6 +299,35 @@ pub fn quantize_searched(
     search: RangeSearch,
     mean_axis: Option<usize>,
 ) -> Quantized {
+    quantize_searched_with(data, dims, qtype, gran, symmetry, search, mean_axis, false).0
+}
+
+/// [`quantize_searched`], and the result's [`sqnr_db`], measured on the values while they are
+/// still grouped (the same figure up to the order of the sums: last digits).
+pub fn quantize_measured(
+    data: &[f32],
+    dims: &[usize],
+    qtype: QType,
+    gran: Granularity,
+    symmetry: Symmetry,
+    search: RangeSearch,
+    mean_axis: Option<usize>,
+) -> (Quantized, f64) {
+    let (q, sqnr) = quantize_searched_with(data, dims, qtype, gran, symmetry, search, mean_axis, true);
+    (q, sqnr.expect("measured"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn quantize_searched_with(
+    data: &[f32],
+    dims: &[usize],
+    qtype: QType,
+    gran: Granularity,
+    symmetry: Symmetry,
+    search: RangeSearch,
+    mean_axis: Option<usize>,
+    measure: bool,
+) -> (Quantized, Option<f64>) {
     debug_assert_eq!(data.len(), dims.iter().product::<usize>());
     let (_, param_dims) = groups(dims, gran);
     // Each group's values side by side (a per-axis group along an inner axis is strided).
@@ -325,10 +354,48 @@ pub fn quantize_searched(
         // Otherwise each scale's.
         (Some(_), _) => preserve_sums(&grouped, &mut values, &layout, &params, qtype),
     }
+    let sqnr = measure.then(|| {
+        let (signal, noise) = error_sums(&grouped, &values, &layout, &params, qtype);
+        if noise == 0.0 { f64::INFINITY } else { 10.0 * (signal / noise).log10() }
+    });
     drop(grouped);
     let values = layout.scatter(values);
     let (scales, zero_points) = params.into_iter().unzip();
-    Quantized { values, scales, zero_points, param_dims }
+    (Quantized { values, scales, zero_points, param_dims }, sqnr)
+}
+
+vectorized! {
+    /// The sums of squares of the values and of their reconstruction errors (what [`sqnr_db`]
+    /// adds up), with `grouped`, `values` in `layout`'s group-major order: four lanes of sums.
+    fn error_sums(grouped: &[f32], values: &[u8], layout: &Layout, params: &[(f32, i32)], qtype: QType) -> (f64, f64) =
+        error_sums_with;
+}
+
+#[inline(always)]
+fn error_sums_with(grouped: &[f32], values: &[u8], layout: &Layout, params: &[(f32, i32)], qtype: QType) -> (f64, f64) {
+    let signed = qtype.signed();
+    let (mut signal, mut noise) = ([0.0f64; 4], [0.0f64; 4]);
+    let mut add = |l: usize, x: f32, v: u8, scale: f32, zp: i32| {
+        let q = if signed { v as i8 as i32 } else { v as i32 };
+        let (x, y) = (x as f64, ((q - zp) as f32 * scale) as f64);
+        signal[l] += x * x;
+        noise[l] += (x - y) * (x - y);
+    };
+    for (g, &(scale, zp)) in params.iter().enumerate() {
+        let r = layout.range(g);
+        let (xs, vs) = (&grouped[r.clone()], &values[r]);
+        let (xc, vc) = (xs.chunks_exact(4), vs.chunks_exact(4));
+        let (xr, vr) = (xc.remainder(), vc.remainder());
+        for (x4, v4) in xc.zip(vc) {
+            for l in 0..4 {
+                add(l, x4[l], v4[l], scale, zp);
+            }
+        }
+        for (&x, &v) in xr.iter().zip(vr) {
+            add(0, x, v, scale, zp);
+        }
+    }
+    ((signal[0] + signal[1]) + (signal[2] + signal[3]), (noise[0] + noise[1]) + (noise[2] + noise[3]))
 }
 
 vectorized! {
@@ -424,16 +491,21 @@ fn preserve_sums_with(data: &[f32], values: &mut [u8], units: &Layout, params: &
 #[inline(always)]
 fn movable(err: &[f64], vs: &[u8], up: bool, floor: f64, qtype: QType, cand: &mut Vec<usize>) {
     let (qmin, qmax) = qtype.range();
+    let signed = qtype.signed();
     cand.clear();
-    cand.resize(vs.len(), 0);
-    let mut n = 0;
-    for (j, (&e, &v)) in err.iter().zip(vs).enumerate() {
-        let q = decode(v, qtype);
-        let ok = if up { (e >= floor) & (e > 0.0) & (q < qmax) } else { (-e >= floor) & (e < 0.0) & (q > qmin) };
-        cand[n] = j;
-        n += ok as usize;
+    // Eight values tested at a time into a mask (few pass), then the passing indices in order.
+    for (c, (e8, v8)) in err.chunks(8).zip(vs.chunks(8)).enumerate() {
+        let mut mask = 0u32;
+        for (l, (&e, &v)) in e8.iter().zip(v8).enumerate() {
+            let q = if signed { v as i8 as i32 } else { v as i32 };
+            let ok = if up { (e >= floor) & (e > 0.0) & (q < qmax) } else { (-e >= floor) & (e < 0.0) & (q > qmin) };
+            mask |= (ok as u32) << l;
+        }
+        while mask != 0 {
+            cand.push(c * 8 + mask.trailing_zeros() as usize);
+            mask &= mask - 1;
+        }
     }
-    cand.truncate(n);
 }
 
 /// `err.iter().sum::<f64>().round()`, the same integer: summed in four lanes (which
@@ -555,6 +627,40 @@ mod tests {
         // A uniform signal over the full range: 6.02 dB per bit (minus the symmetric scheme's lost level).
         assert!((s8 - 6.02 * 8.0).abs() < 1.5, "{s8}");
         assert!((s8 - s4 - 6.02 * 4.0).abs() < 2.5, "{s8} {s4}");
+    }
+
+    #[test]
+    fn the_measured_sqnr_is_sqnr_db_up_to_the_order_of_the_sums() {
+        let data: Vec<f32> = (0..24 * 70).map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.4) * 0.37).collect();
+        let dims = [24, 70];
+        let grans = [
+            Granularity::PerTensor,
+            Granularity::PerAxis { axis: 0 },
+            Granularity::PerAxis { axis: 1 },
+            Granularity::Blocked { axis: 0, block: 32 },
+            Granularity::Blocked { axis: 1, block: 32 },
+        ];
+        for qtype in ALL {
+            for gran in grans {
+                for (search, mean) in [(RangeSearch::Minmax, None), (RangeSearch::Mse, Some(1))] {
+                    let (q, sqnr) = quantize_measured(&data, &dims, qtype, gran, Symmetry::Auto, search, mean);
+                    assert_eq!(q, quantize_searched(&data, &dims, qtype, gran, Symmetry::Auto, search, mean));
+                    let want = sqnr_db(&data, &dims, &q, qtype, gran);
+                    assert!((sqnr - want).abs() < 1e-9 * want.abs(), "{qtype:?} {gran:?}: {sqnr} vs {want}");
+                }
+            }
+        }
+        let exact = [0.0, 1.0, -1.0, 0.0];
+        let (_, sqnr) = quantize_measured(
+            &exact,
+            &[4],
+            QType::Int8,
+            Granularity::PerTensor,
+            Symmetry::Symmetric,
+            RangeSearch::Minmax,
+            None,
+        );
+        assert_eq!(sqnr, f64::INFINITY);
     }
 
     #[test]

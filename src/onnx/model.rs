@@ -12,7 +12,7 @@ use prost::Message;
 
 use crate::error::{Error, Result};
 use crate::onnx::graph::for_each_tensor_mut;
-use crate::onnx::mapped::{MAP_MIN_BYTES, SPILL_MIN_BYTES, release};
+use crate::onnx::mapped::{MAP_MIN_BYTES, SPILL_MIN_BYTES, copy_range, file_range, release};
 use crate::onnx::proto::{ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
 
 /// Protobuf cannot encode a message of 2 GiB or more.
@@ -146,7 +146,7 @@ impl Model {
             let mut at = 0u64;
             for (offset, raw) in payloads {
                 std::io::copy(&mut std::io::repeat(0).take(offset - at), w)?;
-                w.write_all(&raw)?;
+                w.write_payload(&raw)?;
                 release(&raw);
                 at = offset + raw.len() as u64;
             }
@@ -158,7 +158,7 @@ impl Model {
 
 /// Encodes `proto` into `out` as `encode_to_vec` would, without holding the encoding in memory:
 /// large payloads go straight from where they are (mapped files included) to `out`.
-fn encode_into(proto: &ModelProto, out: &mut dyn Write) -> std::io::Result<()> {
+fn encode_into(proto: &ModelProto, out: &mut Output) -> std::io::Result<()> {
     let mut sink = Sink { out, buf: Vec::with_capacity(SINK_BUFFER), error: None };
     proto.encode(&mut sink).map_err(std::io::Error::other)?;
     sink.flush_buffer();
@@ -170,7 +170,7 @@ const SINK_BUFFER: usize = 1 << 20;
 /// A `BufMut` that writes through to a file, remembering the first error (`BufMut` has no way to
 /// return one).
 struct Sink<'a> {
-    out: &'a mut dyn Write,
+    out: &'a mut Output,
     buf: Vec<u8>,
     error: Option<std::io::Error>,
 }
@@ -179,6 +179,15 @@ impl Sink<'_> {
     fn write(&mut self, data: &[u8]) {
         if self.error.is_none()
             && let Err(e) = self.out.write_all(data)
+        {
+            self.error = Some(e);
+        }
+    }
+
+    /// [`Sink::write`] of a payload, which the kernel copies when it waits in the scratch file.
+    fn write_payload(&mut self, data: &[u8]) {
+        if self.error.is_none()
+            && let Err(e) = self.out.write_payload(data)
         {
             self.error = Some(e);
         }
@@ -213,9 +222,9 @@ unsafe impl bytes::BufMut for Sink<'_> {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        if src.len() >= SINK_BUFFER {
+        if src.len() >= SINK_BUFFER || src.len() as u64 >= SPILL_MIN_BYTES && file_range(src).is_some() {
             self.flush_buffer();
-            self.write(src);
+            self.write_payload(src);
         } else {
             if self.buf.capacity() - self.buf.len() < src.len() {
                 self.flush_buffer();
@@ -263,16 +272,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |w| w.write_all(bytes))
 }
 
+/// A file being written through a buffer, which payloads waiting in the scratch file bypass.
+struct Output {
+    w: BufWriter<tempfile::NamedTempFile>,
+}
+
+impl Output {
+    /// Writes `data`; when it lies in the scratch file (see `onnx::mapped`), the kernel copies
+    /// it from there (the same bytes, without reading them through the mapping).
+    fn write_payload(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let mut done = 0;
+        if let Some((file, offset)) = file_range(data) {
+            self.w.flush()?;
+            done = copy_range(&file, offset, self.w.get_ref().as_file(), data.len());
+        }
+        self.w.write_all(&data[done..])
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.w.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.w.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.w.flush()
+    }
+}
+
 /// [`write_atomic`] of what `write` writes, through a buffer.
-fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+fn write_atomic_with(path: &Path, write: impl FnOnce(&mut Output) -> std::io::Result<()>) -> Result<()> {
     let dir = parent_dir(path);
     let werr = |source| Error::Write { path: path.into(), source };
     sweep_stale_temporaries(dir);
     let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
     let tmp = tempfile::Builder::new().prefix(&prefix).suffix(".tmp").tempfile_in(dir).map_err(werr)?;
-    let mut w = BufWriter::with_capacity(SINK_BUFFER, tmp);
-    write(&mut w).map_err(werr)?;
-    let tmp = w.into_inner().map_err(|e| werr(e.into_error()))?;
+    let mut out = Output { w: BufWriter::with_capacity(SINK_BUFFER, tmp) };
+    write(&mut out).map_err(werr)?;
+    let tmp = out.w.into_inner().map_err(|e| werr(e.into_error()))?;
     tmp.as_file().sync_all().map_err(werr)?;
     tmp.persist(path).map_err(|e| werr(e.error))?;
     Ok(())
@@ -475,5 +516,48 @@ mod tests {
         assert!(!dead.exists(), "a dead save's temporary is removed");
         assert!(live.exists() && other.exists(), "a running save's file and files not named by a pid stay");
         assert_eq!(std::fs::read(d.join("out.onnx")).unwrap(), b"model");
+    }
+
+    #[test]
+    fn payloads_from_the_scratch_file_save_as_the_same_bytes() {
+        use crate::onnx::proto::GraphProto;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut scratch = crate::onnx::mapped::Scratch::new_in(d).unwrap();
+        // Sizes around the sink's buffer and the scratch file's threshold, odd ones included.
+        let sizes = [SINK_BUFFER + 3, 70_000, 10, SINK_BUFFER - 1, 3 * SINK_BUFFER];
+        let payloads: Vec<Vec<u8>> =
+            sizes.iter().enumerate().map(|(k, &n)| (0..n).map(|i| (i * 31 + k) as u8).collect()).collect();
+        let model = |kept: bool, scratch: &mut crate::onnx::mapped::Scratch| {
+            let initializer = payloads
+                .iter()
+                .enumerate()
+                .map(|(k, p)| TensorProto {
+                    name: Some(format!("t{k}")),
+                    dims: vec![p.len() as i64],
+                    data_type: Some(crate::onnx::proto::dtype::UINT8),
+                    raw_data: Some(if kept { scratch.keep(p.clone()).unwrap() } else { Bytes::from(p.clone()) }),
+                    ..TensorProto::default()
+                })
+                .collect();
+            let graph = GraphProto { initializer, ..GraphProto::default() };
+            Model { proto: ModelProto { graph: Some(graph), ..ModelProto::default() }, path: None }
+        };
+        let (plain, kept) = (model(false, &mut scratch), model(true, &mut scratch));
+        for threshold in [PROTOBUF_LIMIT, 1000] {
+            let opts = SaveOptions { external_data_threshold: threshold, ..SaveOptions::default() };
+            for sub in ["a", "b"] {
+                std::fs::create_dir_all(d.join(sub)).unwrap();
+            }
+            plain.save(d.join("a/m.onnx"), &opts).unwrap();
+            kept.save(d.join("b/m.onnx"), &opts).unwrap();
+            let read = |f: &str| std::fs::read(d.join(f)).unwrap();
+            assert_eq!(read("a/m.onnx"), read("b/m.onnx"), "threshold {threshold}");
+            if threshold == 1000 {
+                assert_eq!(read("a/m.onnx.data"), read("b/m.onnx.data"));
+            } else {
+                assert_eq!(read("a/m.onnx"), plain.to_bytes());
+            }
+        }
     }
 }

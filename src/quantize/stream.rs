@@ -17,7 +17,7 @@ use crate::onnx::mapped::Scratch;
 use crate::onnx::model::Model;
 use crate::onnx::proto::TensorProto;
 use crate::onnx::tensor::{constant_value_mut, finite_floats, le_bytes, pack_int4};
-use crate::quant::{Quantized, RangeSearch, quantize_searched};
+use crate::quant::{Quantized, RangeSearch, quantize_measured};
 
 /// One quantized weight as its DequantizeLinear's initializers hold it.
 pub(super) struct Encoded {
@@ -158,7 +158,7 @@ fn quantize_one(t: &TensorProto, c: &Constant, p: &Planned, stats: Option<&Weigh
     let mean_axis = (p.spec.range == RangeSearch::Mse).then_some(p.channel_axis).flatten();
     let (qtype, gran) = (p.spec.qtype, p.spec.granularity);
     #[cfg_attr(not(feature = "tract"), allow(unused_mut))]
-    let mut q = quantize_searched(&values, &dims, qtype, gran, p.spec.symmetry, p.spec.range, mean_axis);
+    let (mut q, measured) = quantize_measured(&values, &dims, qtype, gran, p.spec.symmetry, p.spec.range, mean_axis);
     // Only weights in the main graph have statistics (subgraph names may repeat). GPTQ keeps the
     // scales and zero points just chosen and re-chooses the integers.
     let layer = stats.filter(|_| c.graph.is_empty()).and_then(|s| s.get(&c.name));
@@ -166,7 +166,8 @@ fn quantize_one(t: &TensorProto, c: &Constant, p: &Planned, stats: Option<&Weigh
     let refined = layer.and_then(|s| crate::rounding::refine(&values, &dims, &mut q, qtype, gran, s));
     #[cfg(not(feature = "tract"))]
     let refined: Option<Refined> = layer.map(|never| match *never {});
-    let sqnr_db = crate::quant::sqnr_db(&values, &dims, &q, qtype, gran);
+    // Measured again when data-aware rounding may have re-chosen the integers.
+    let sqnr_db = if layer.is_some() { crate::quant::sqnr_db(&values, &dims, &q, qtype, gran) } else { measured };
     drop(values);
     Ok(encode(q, &p.spec, sqnr_db, refined, p.explicit_zero_point))
 }
