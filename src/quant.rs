@@ -289,7 +289,9 @@ pub enum RangeSearch {
 }
 
 /// Quantizes `data` (row-major, shape `dims`, all finite) like [`quantize`], but picks each
-/// group's scale and zero point with [`search_params`]: the weights' path.
+/// group's scale and zero point with [`search_params`]: the weights' path (static calibration's
+/// integer-kernel weights; the weight-only path measures as it goes, [`quantize_measured`]).
+#[cfg(any(test, feature = "tract"))]
 pub fn quantize_searched(
     data: &[f32],
     dims: &[usize],

@@ -32,6 +32,8 @@
 //! Every rewrite reads only constants that cannot change at run time: an initializer that is
 //! also a graph input (IR 4 and later) may be fed by the caller, so it is not folded.
 
+// Merging runs before the outlier split, which observes samples with tract.
+#[cfg_attr(not(feature = "tract"), allow(dead_code))]
 mod dedupe;
 mod equalize;
 mod fold_conv;
@@ -47,6 +49,7 @@ use crate::onnx::model::Model;
 use crate::onnx::proto::{GraphProto, NodeProto, TensorProto, dtype};
 use crate::onnx::tensor::{constant_value, finite_floats, float_tensor};
 use crate::ops;
+#[cfg(feature = "tract")]
 pub use dedupe::merge_duplicate_nodes;
 pub use equalize::equalize_conv_pairs;
 pub use fold_conv::fold_conv_affine;
