@@ -288,10 +288,8 @@ pub enum RangeSearch {
     Mse,
 }
 
-/// Quantizes `data` (row-major, shape `dims`, all finite) like [`quantize`], but picks each
-/// group's scale and zero point with [`search_params`]: the weights' path (static calibration's
-/// integer-kernel weights; the weight-only path measures as it goes, [`quantize_measured`]).
-#[cfg(any(test, feature = "tract"))]
+/// [`quantize_measured`] without its figure (the tests' reference path).
+#[cfg(test)]
 pub fn quantize_searched(
     data: &[f32],
     dims: &[usize],
@@ -301,11 +299,13 @@ pub fn quantize_searched(
     search: RangeSearch,
     mean_axis: Option<usize>,
 ) -> Quantized {
-    quantize_searched_with(data, dims, qtype, gran, symmetry, search, mean_axis, false).0
+    quantize_measured(data, dims, qtype, gran, symmetry, search, mean_axis).0
 }
 
-/// [`quantize_searched`], and the result's [`sqnr_db`], measured on the values while they are
-/// still grouped (the same figure up to the order of the sums: last digits).
+/// Quantizes `data` (row-major, shape `dims`, all finite) like [`quantize`], but picks each
+/// group's scale and zero point with [`search_params`] (the weights' path), and returns the
+/// result's [`sqnr_db`] too, measured on the values while they are still grouped (the same
+/// figure up to the order of the sums: last digits) instead of in a pass of its own.
 pub fn quantize_measured(
     data: &[f32],
     dims: &[usize],
@@ -315,21 +315,6 @@ pub fn quantize_measured(
     search: RangeSearch,
     mean_axis: Option<usize>,
 ) -> (Quantized, f64) {
-    let (q, sqnr) = quantize_searched_with(data, dims, qtype, gran, symmetry, search, mean_axis, true);
-    (q, sqnr.expect("measured"))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn quantize_searched_with(
-    data: &[f32],
-    dims: &[usize],
-    qtype: QType,
-    gran: Granularity,
-    symmetry: Symmetry,
-    search: RangeSearch,
-    mean_axis: Option<usize>,
-    measure: bool,
-) -> (Quantized, Option<f64>) {
     debug_assert_eq!(data.len(), dims.iter().product::<usize>());
     let (_, param_dims) = groups(dims, gran);
     // Each group's values side by side (a per-axis group along an inner axis is strided).
@@ -356,10 +341,8 @@ fn quantize_searched_with(
         // Otherwise each scale's.
         (Some(_), _) => preserve_sums(&grouped, &mut values, &layout, &params, qtype),
     }
-    let sqnr = measure.then(|| {
-        let (signal, noise) = error_sums(&grouped, &values, &layout, &params, qtype);
-        if noise == 0.0 { f64::INFINITY } else { 10.0 * (signal / noise).log10() }
-    });
+    let (signal, noise) = error_sums(&grouped, &values, &layout, &params, qtype);
+    let sqnr = if noise == 0.0 { f64::INFINITY } else { 10.0 * (signal / noise).log10() };
     drop(grouped);
     let values = layout.scatter(values);
     let (scales, zero_points) = params.into_iter().unzip();

@@ -25,7 +25,7 @@ pub(super) fn reduce_weight_ranges(
     sel: &Selection,
     range: crate::quant::RangeSearch,
 ) -> Result<Vec<(String, f64)>> {
-    use crate::quant::{Granularity, Symmetry, quantize_searched, sqnr_db};
+    use crate::quant::{Granularity, Symmetry, quantize_measured};
     let float_consts = crate::onnx::graph::constants(float.graph());
     let float_tensor = |name: &str| float_consts.get(name).copied();
     let g = quantized.graph_mut();
@@ -82,8 +82,7 @@ pub(super) fn reduce_weight_ranges(
             (crate::quant::RangeSearch::Mse, Granularity::PerAxis { axis }) => Some(axis),
             _ => None,
         };
-        let q = quantize_searched(&values, &dims, QType::Int7, gran, symmetry, range, mean_axis);
-        let sqnr = sqnr_db(&values, &dims, &q, QType::Int7, gran);
+        let (q, sqnr) = quantize_measured(&values, &dims, QType::Int7, gran, symmetry, range, mean_axis);
         g.initializer[qi].raw_data = Some(q.values.into());
         g.initializer[si].raw_data = Some(crate::onnx::tensor::le_bytes(&q.scales).into());
         g.initializer[si].float_data.clear();

@@ -222,7 +222,9 @@ unsafe impl bytes::BufMut for Sink<'_> {
     }
 
     fn put_slice(&mut self, src: &[u8]) {
-        if src.len() >= SINK_BUFFER || src.len() as u64 >= SPILL_MIN_BYTES && file_range(src).is_some() {
+        // Large slices go straight to the output: a payload waiting in the scratch file (at least
+        // SPILL_MIN_BYTES) is copied by the kernel, anything else written as it is.
+        if src.len() >= SINK_BUFFER || src.len() as u64 >= SPILL_MIN_BYTES {
             self.flush_buffer();
             self.write_payload(src);
         } else {

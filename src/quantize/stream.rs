@@ -166,8 +166,8 @@ fn quantize_one(t: &TensorProto, c: &Constant, p: &Planned, stats: Option<&Weigh
     let refined = layer.and_then(|s| crate::rounding::refine(&values, &dims, &mut q, qtype, gran, s));
     #[cfg(not(feature = "tract"))]
     let refined: Option<Refined> = layer.map(|never| match *never {});
-    // Measured again when data-aware rounding may have re-chosen the integers.
-    let sqnr_db = if layer.is_some() { crate::quant::sqnr_db(&values, &dims, &q, qtype, gran) } else { measured };
+    // Measured again only when data-aware rounding re-chose the integers.
+    let sqnr_db = if refined.is_some() { crate::quant::sqnr_db(&values, &dims, &q, qtype, gran) } else { measured };
     drop(values);
     Ok(encode(q, &p.spec, sqnr_db, refined, p.explicit_zero_point))
 }
