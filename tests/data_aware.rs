@@ -177,3 +177,33 @@ fn data_aware_weights_are_the_same_bytes_on_any_thread_count() {
     };
     assert_eq!(bytes(1), bytes(3));
 }
+
+#[test]
+fn data_aware_weights_take_asymmetric_scales_unless_symmetric_ones_are_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let float = Model::load(write(dir.path(), "float.onnx", &net())).unwrap();
+    write_npy(&dir.path().join("calib.npy"), &[12, 3, 16, 16], &images(12, 500, 0.5));
+    let quantized = |symmetric: Option<bool>| {
+        let r = Recipe { symmetric, ..recipe(8, Some(weight_data(WeightRounding::Gptq, false))) };
+        run(float.clone(), &r, dir.path()).unwrap().model
+    };
+    // DequantizeLinear nodes with a zero point input, and all of them.
+    let zero_points = |m: &Model| {
+        let dq: Vec<usize> = m
+            .graph()
+            .node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("DequantizeLinear"))
+            .map(|n| n.input.iter().filter(|i| !i.is_empty()).count())
+            .collect();
+        (dq.iter().filter(|&&k| k == 3).count(), dq.len())
+    };
+    // Unset: exactly what asking for asymmetric scales gives (without data, each scale would
+    // choose, and some of these zero-centred channels would be symmetric).
+    assert!(quantized(None).to_bytes() == quantized(Some(false)).to_bytes(), "GPTQ rounds on asymmetric scales");
+    let plain = run(float.clone(), &recipe(8, None), dir.path()).unwrap().model;
+    let asymmetric =
+        run(float.clone(), &Recipe { symmetric: Some(false), ..recipe(8, None) }, dir.path()).unwrap().model;
+    assert!(plain.to_bytes() != asymmetric.to_bytes(), "without data the scales choose");
+    assert_eq!(zero_points(&quantized(Some(true))), (0, 5), "symmetric when asked");
+}

@@ -201,7 +201,8 @@ pub struct RecipeArgs {
     #[arg(long, value_name = "N")]
     pub(crate) block_size: Option<usize>,
     /// Symmetric weights, zero point 0 [default: per scale, symmetric or asymmetric, whichever
-    /// reconstructs the weights better; symmetric for static quantization's integer kernels].
+    /// reconstructs the weights better; symmetric for static quantization's integer kernels;
+    /// asymmetric for weights rounded on `--data` by GPTQ].
     #[arg(long, conflicts_with = "asymmetric")]
     pub(crate) symmetric: bool,
     /// Asymmetric weights with a zero point per scale.

@@ -111,7 +111,8 @@ class Recipe:
         per_channel: one scale per output channel, else per tensor (default True).
         block_size: blocks of this many elements along the reduction axis (opset 21).
         symmetric: True for symmetric weights, False for asymmetric (default: per scale,
-            whichever reconstructs the weights better; symmetric for integer kernels).
+            whichever reconstructs the weights better; symmetric for integer kernels;
+            asymmetric for weights rounded on calibration data by GPTQ).
         weight_range: ``"mse"`` (default) searches each scale's range for the least squared
             error; ``"minmax"`` keeps the full range.
         native_int4: store 4-bit values two per byte as ONNX INT4 (opset 21).

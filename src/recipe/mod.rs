@@ -44,7 +44,8 @@ pub struct Recipe {
     /// `true`: symmetric weights (zero point 0, or the middle for unsigned types); `false`:
     /// asymmetric (a zero point per scale); unset (the default): per scale, whichever
     /// reconstructs the weights better. Static quantization's integer kernels get symmetric
-    /// weights unless this is `false`.
+    /// weights unless this is `false`; weights rounded by GPTQ (data-aware, weight-only) get
+    /// asymmetric ones unless this is `true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symmetric: Option<bool>,
     /// How each weight scale's range is chosen: `mse` (the default) shrinks it from the full
