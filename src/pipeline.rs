@@ -46,6 +46,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     recipe.validate("")?;
     check_connections(&model, "the model is broken before quantization; re-export it, or repair it")?;
     let bytes_in = prost::Message::encoded_len(&model.proto) as u64;
+    let constant_inputs = constants_as_inputs(&model);
     check_fits_in_memory(&model, recipe, bytes_in, crate::onnx::model::memory_available())?;
     let original = (recipe.calibration.is_some() || recipe.verify_data.is_some()).then(|| model.clone());
     // Per-channel affine ops (batch norm) are folded into the convolutions before them first (see
@@ -66,6 +67,8 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
     let rewrites = static_cal.is_some_and(|c| c.graph_rewrites);
     let equalize = static_cal.is_some_and(|c| c.equalize);
     let prepared = crate::rewrite::prepare(&mut model, fold, rewrites, equalize, static_cal.is_some());
+    // Folding may have removed constants that were inputs too (IR 3): not data to feed now.
+    drop_orphaned_inputs(&mut model, &constant_inputs);
     // Dynamic and static quantization with samples first split the outlier input channels of
     // the matrix products into small float products (see `rewrite::outliers`); their weights
     // stay float. (Weight-only models keep their graph.)
@@ -143,6 +146,7 @@ pub fn run_with(mut model: Model, recipe: &Recipe, base_dir: &Path, opts: &RunOp
             });
         }
     }
+    drop_orphaned_inputs(&mut model, &constant_inputs);
     check_connections(&model, "quantize-rs broke the graph it wrote, and did not write it; please report this bug")?;
     Ok(Outcome { model, report, calibration, verification, bytes_in, bytes_out })
 }
@@ -392,6 +396,41 @@ fn check_connections(model: &Model, what_to_do: &str) -> Result<()> {
         n => format!(" (and {} more)", n - 1),
     };
     Err(Error::InvalidModel(format!("{origin}{first}{more}; {what_to_do}")))
+}
+
+/// The main graph's inputs that name an initializer too: a default the caller may override, or,
+/// in models of IR version 3 (which list every initializer among the inputs), a constant.
+fn constants_as_inputs(model: &Model) -> std::collections::HashSet<String> {
+    let g = model.graph();
+    let initializers: std::collections::HashSet<&str> =
+        g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+    g.input.iter().filter_map(|i| i.name.clone()).filter(|n| initializers.contains(n.as_str())).collect()
+}
+
+/// Drops the inputs of `names` (inputs that had an initializer) whose initializer the job
+/// removed (a folded batch norm's parameters, an unused constant) and that nothing reads any
+/// more: left behind, they would be inputs every caller has to feed.
+fn drop_orphaned_inputs(model: &mut Model, names: &std::collections::HashSet<String>) {
+    if names.is_empty() {
+        return;
+    }
+    let g = model.graph();
+    let initializers: std::collections::HashSet<&str> =
+        g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+    let read = crate::onnx::graph::readers(g);
+    let outputs: std::collections::HashSet<&str> = g.output.iter().filter_map(|o| o.name.as_deref()).collect();
+    let orphaned: std::collections::HashSet<String> = g
+        .input
+        .iter()
+        .filter_map(|i| i.name.clone())
+        .filter(|n| {
+            names.contains(n)
+                && !initializers.contains(n.as_str())
+                && !read.contains_key(n)
+                && !outputs.contains(n.as_str())
+        })
+        .collect();
+    model.graph_mut().input.retain(|i| !i.name.as_ref().is_some_and(|n| orphaned.contains(n)));
 }
 
 #[cfg(test)]

@@ -501,6 +501,62 @@ fn old_ir_models_drop_quantized_weights_from_the_inputs() {
     assert_same_outputs(&reference, &out, &Compare::samples(4).unoptimized(), 1e-5);
 }
 
+/// IR 3 (every initializer also a graph input): X -> Conv -> BatchNormalization -> Relu -> Y.
+fn old_ir_conv_bn() -> ModelProto {
+    let mut m = model(
+        graph(
+            "conv_bn",
+            vec![
+                node("Conv", &["X", "W", "B"], &["c"]).ints("pads", &[1, 1, 1, 1]),
+                node("BatchNormalization", &["c", "s", "b", "mean", "var"], &["n"]),
+                node("Relu", &["n"], &["Y"]),
+            ],
+            vec![
+                f32_tensor("W", &[8, 4, 3, 3], &rand_f32(288, 11)),
+                f32_tensor("B", &[8], &rand_f32(8, 12)),
+                f32_tensor("s", &[8], &rand_f32(8, 13).iter().map(|v| 1.0 + 0.5 * v).collect::<Vec<_>>()),
+                f32_tensor("b", &[8], &rand_f32(8, 14)),
+                f32_tensor("mean", &[8], &rand_f32(8, 15)),
+                f32_tensor("var", &[8], &rand_f32(8, 16).iter().map(|v| 1.0 + 0.5 * v.abs()).collect::<Vec<_>>()),
+            ],
+            vec![value_info("X", dtype::FLOAT, &[-1, 4, 8, 8])],
+            vec![value_info("Y", dtype::FLOAT, &[-1, 8, 8, 8])],
+        ),
+        9,
+    );
+    m.ir_version = Some(3);
+    let g = m.graph.as_mut().unwrap();
+    let listed: Vec<_> =
+        g.initializer.iter().map(|t| value_info(t.name.as_deref().unwrap(), dtype::FLOAT, &t.dims)).collect();
+    g.input.extend(listed);
+    m
+}
+
+#[test]
+fn old_ir_models_lose_no_input_to_folding_and_calibrate_on_their_data_input() {
+    // Folding the batch norm into the convolution removes its four parameters: inputs left
+    // naming them would have no value, so every caller would have to feed them.
+    let dir = tempfile::tempdir().unwrap();
+    let float_path = write(dir.path(), "float.onnx", &old_ir_conv_bn());
+    write_npy(&dir.path().join("calib.npy"), &[8, 4, 8, 8], &rand_f32(8 * 256, 21));
+    write_npy(&dir.path().join("held_out.npy"), &[4, 4, 8, 8], &rand_f32(4 * 256, 22));
+    let float = Model::load(&float_path).unwrap();
+    let static_recipe = Recipe { calibration: Some(quantize_rs::Calibration::new("calib.npy")), ..Recipe::default() };
+    for (what, recipe) in [("weight-only", Recipe::default()), ("static", static_recipe)] {
+        let out = quantize_rs::run(float.clone(), &recipe, dir.path()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let g = out.model.graph();
+        let initializers: Vec<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
+        let data: Vec<&str> =
+            g.input.iter().filter_map(|i| i.name.as_deref()).filter(|n| !initializers.contains(n)).collect();
+        assert_eq!(data, ["X"], "{what}: every other input has its value");
+        let path = dir.path().join(format!("{what}.onnx"));
+        out.model.save(&path, &SaveOptions::default()).unwrap();
+        let held_out = Compare { inputs: Some(dir.path().join("held_out.npy")), ..Compare::samples(4) };
+        let snr = worst_snr(&ort_compare(&float_path, &path, &held_out));
+        assert!(snr > 25.0, "{what}: {snr:.1} dB in ONNX Runtime");
+    }
+}
+
 #[test]
 fn dims_whose_product_overflows_are_an_error_naming_the_tensor() {
     // [2^40, 2^40, 3, 3] holds 2^80 * 9 elements: 1 kB of data can never match it, and the

@@ -158,7 +158,12 @@ impl Report {
                 Granularity::Blocked { block, .. } => format!("blocked({block})"),
             };
             let sym = if q.symmetric { "symmetric" } else { "asymmetric" };
-            let bits = if q.spec.qtype == QType::Int7 { " (7-bit values)" } else { "" };
+            // The stored type names the bytes; say so when the values use fewer bits than them.
+            let bits = match q.spec.qtype {
+                QType::Int7 => " (7-bit values)",
+                QType::Int4 | QType::Uint4 if !q.stored_as.ends_with('4') => " (4-bit values)",
+                _ => "",
+            };
             *schemes.entry(format!("{}{bits} {g} {sym}", q.stored_as)).or_default() += 1;
         }
         for (scheme, n) in schemes {
