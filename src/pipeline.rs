@@ -331,6 +331,22 @@ fn combine_reports(
             *weights.upgraded_ops.entry(op).or_default() += n;
         }
     }
+    // 4-bit weights the accuracy target stepped to 8 bits: one byte per value now.
+    #[cfg(feature = "tract")]
+    for name in calibration.iter().flat_map(|c| c.target.iter()).flat_map(|t| &t.weights_to_8_bits) {
+        if let Some(q) = weights.quantized.iter_mut().find(|q| &q.name == name) {
+            let signed = q.spec.qtype.signed();
+            if q.spec.native_int4 {
+                let values = q.bytes_before / 4;
+                let grown = values - values / 2;
+                q.bytes_after += grown;
+                weights.weight_bytes_after += grown;
+            }
+            q.spec.qtype = if signed { crate::quant::QType::Int8 } else { crate::quant::QType::Uint8 };
+            q.spec.native_int4 = false;
+            q.stored_as = if signed { "int8" } else { "uint8" }.into();
+        }
+    }
     // Weights the accuracy target returned to float are no longer quantized.
     #[cfg(feature = "tract")]
     for name in calibration.iter().flat_map(|c| c.target.iter()).flat_map(|t| &t.weights_returned_to_float) {

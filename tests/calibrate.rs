@@ -218,6 +218,52 @@ fn with_target(dir: &std::path::Path, target: Option<f64>, verify: bool) -> quan
 }
 
 #[test]
+fn accuracy_target_steps_4_bit_weights_to_8_bits_before_float() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "float.onnx", &cnn());
+    samples(dir.path(), "calib.npy", 16, 300);
+    samples(dir.path(), "held_out.npy", 4, 400);
+    let at = |bits: u8, native_int4: bool, target: Option<f64>| {
+        let recipe = Recipe {
+            bits,
+            native_int4,
+            min_elements: 0,
+            calibration: Some(Calibration { target_snr_db: target, ..calibration("calib.npy") }),
+            verify_data: Some("held_out.npy".into()),
+            ..Recipe::default()
+        };
+        run(Model::load(dir.path().join("float.onnx")).unwrap(), &recipe, dir.path()).unwrap()
+    };
+    let snr = |o: &Outcome| o.verification.as_ref().unwrap().snr_db;
+    let (four, eight) = (snr(&at(4, false, None)), snr(&at(8, false, None)));
+    assert!(eight > four + 10.0, "room between the widths: 4-bit {four:.1} dB, 8-bit {eight:.1} dB");
+    // A target the 4-bit model misses and the 8-bit one holds: weights widen, none goes float.
+    let target = eight - 1.0;
+    for native_int4 in [false, true] {
+        let outcome = at(4, native_int4, Some(target));
+        let t = outcome.calibration.as_ref().unwrap().target.as_ref().unwrap();
+        let n = outcome.report.quantized.len();
+        assert!(!t.weights_to_8_bits.is_empty() && t.weights_to_8_bits.len() <= n, "native {native_int4}: {t:?}");
+        assert!(t.weights_returned_to_float.is_empty(), "native {native_int4}: {t:?}");
+        assert!(t.four_bit_alone_db.windows(2).all(|w| w[0].1 <= w[1].1), "worst first: {:?}", t.four_bit_alone_db);
+        assert!(t.reached_db >= target && snr(&outcome) >= target, "native {native_int4}: {t:?}");
+        // The widened weights are 8-bit in the file and in the report; the others stay 4-bit.
+        let g = outcome.model.graph();
+        for q in &outcome.report.quantized {
+            let widened = t.weights_to_8_bits.contains(&q.name);
+            assert_eq!(q.spec.qtype.bits() == 8, widened, "{}: {:?}", q.name, q.spec);
+            let dq = g.node.iter().find(|n| n.op_type.as_deref() == Some("DequantizeLinear") && n.output[0] == q.name);
+            let stored =
+                g.initializer.iter().find(|i| Some(&i.name.clone().unwrap_or_default()) == dq.map(|d| &d.input[0]));
+            let stored = stored.unwrap_or_else(|| panic!("{}: its quantized values", q.name));
+            let int8 = stored.data_type == Some(quantize_rs::onnx::proto::dtype::INT8);
+            let wide = int8 && stored.raw_data.as_deref().unwrap().iter().any(|&b| !(-8..=7).contains(&(b as i8)));
+            assert_eq!(wide, widened, "{}: data type {:?}", q.name, stored.data_type);
+        }
+    }
+}
+
+#[test]
 fn accuracy_target_returns_the_worst_activations_to_float_until_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "float.onnx", &cnn());

@@ -102,8 +102,17 @@ pub struct TargetSearch {
     pub alone_db: Vec<(String, f64)>,
     /// Every trial: (activations returned to float, output SNR in dB).
     pub trials: Vec<(usize, f64)>,
-    /// Weights returned to float, worst first, when the quantized weights alone missed the
-    /// target by the margin [`WEIGHT_MARGIN_DB`] the activations need.
+    /// 4-bit weights stepped to 8 bits, worst first, when the quantized weights alone missed the
+    /// target by the margin [`WEIGHT_MARGIN_DB`] the activations need (before any weight goes
+    /// back to float).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weights_to_8_bits: Vec<String>,
+    /// With 4-bit weights stepped: every 4-bit weight, worst first, with the output SNR (dB) of
+    /// the weight-quantized model when that weight alone stays at 4 bits.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub four_bit_alone_db: Vec<(String, f64)>,
+    /// Weights returned to float, worst first, when the quantized weights alone (after any step
+    /// to 8 bits) missed the target by the margin [`WEIGHT_MARGIN_DB`] the activations need.
     pub weights_returned_to_float: Vec<String>,
     /// With weights returned: every quantized weight, worst first, with the output SNR (dB) of the
     /// float model when that weight alone is quantized.
@@ -227,19 +236,34 @@ pub fn calibrate(
                 finish_weights(&mut trial, &sel)?;
                 // Weights whose quantization alone misses the target go back to float first,
                 // worst first, until the weights alone clear it with a margin for activations.
-                let mut weight_search = None;
+                // 4-bit weights step to 8 bits first, then, if that is not enough, to float.
+                let (mut widened, mut weight_search) = (None, None);
+                let float_consts = crate::onnx::graph::constants(float.graph());
+                let finish = |m: &mut Model| finish_weights(m, &sel).map(|_| ());
+                let four = target::four_bit_weights(quantized.graph());
+                if !four.is_empty() && target::output_snr(&trial, &reference, held_out)? < target {
+                    let step = |m: &Model, names: &HashSet<&str>| {
+                        target::with_8bit_weights(m, &float_consts, names, weight_range)
+                    };
+                    let margin = target + WEIGHT_MARGIN_DB;
+                    let (names, alone) =
+                        search_weights(quantized, &four, &step, &finish, held_out, &reference, margin, opts)?;
+                    let set: HashSet<&str> = names.iter().map(String::as_str).collect();
+                    *quantized = step(quantized, &set)?;
+                    trial = quantized.clone();
+                    finish_weights(&mut trial, &sel)?;
+                    widened = Some((names, alone));
+                }
                 if target::output_snr(&trial, &reference, held_out)? < target {
-                    let finish = |m: &mut Model| finish_weights(m, &sel).map(|_| ());
-                    let (names, alone) = search_weights(
-                        float,
-                        quantized,
-                        &finish,
-                        held_out,
-                        &reference,
-                        target + WEIGHT_MARGIN_DB,
-                        opts,
-                    )?;
-                    let float_consts = crate::onnx::graph::constants(float.graph());
+                    let step =
+                        |m: &Model, names: &HashSet<&str>| Ok(target::with_float_weights(m, &float_consts, names));
+                    let all: Vec<String> = dequantized_weights(quantized.graph())
+                        .into_keys()
+                        .filter(|w| float_consts.contains_key(w.as_str()))
+                        .collect();
+                    let margin = target + WEIGHT_MARGIN_DB;
+                    let (names, alone) =
+                        search_weights(quantized, &all, &step, &finish, held_out, &reference, margin, opts)?;
                     let set: HashSet<&str> = names.iter().map(String::as_str).collect();
                     *quantized = target::with_float_weights(quantized, &float_consts, &set);
                     trial = quantized.clone();
@@ -248,6 +272,9 @@ pub fn calibrate(
                 }
                 let (keep, mut search) =
                     search_target(&trial, &sel, &activations, qtype, held_out, &reference, target, opts)?;
+                if let Some((names, alone)) = widened {
+                    (search.weights_to_8_bits, search.four_bit_alone_db) = (names, alone);
+                }
                 if let Some((names, alone)) = weight_search {
                     (search.weights_returned_to_float, search.weight_alone_db) = (names, alone);
                 }

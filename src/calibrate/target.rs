@@ -1,7 +1,9 @@
 //! Accuracy-target mode: measure each activation's own contribution to the output error and
 //! return the worst to float until the output SNR on held-out data reaches the target.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use crate::onnx::graph::NodeExt;
 
 use tract_onnx::prelude::Tensor;
 
@@ -82,30 +84,31 @@ pub(super) fn with_float_weights(
     out
 }
 
-/// The weights returned to float, worst first, and every quantized weight with its own figure.
+/// The weights stepped up, worst first, and every eligible weight with its own figure.
 pub(super) type WeightSearch = (Vec<String>, Vec<(String, f64)>);
 
-/// The weights of `weights_only` returned to float, worst first (each weight's own contribution:
-/// the float model with only that weight quantized, on the first held-out samples), as few as
-/// a bisection over their count needs for the weights alone to reach `target`. Each candidate
-/// gets its weights `finish`ed as the model written would (7-bit kernels, biases corrected for
-/// the weights still quantized). Returns them and every weight's figure.
-#[allow(clippy::too_many_arguments)] // the models, how weights are finished, the data and the options
+/// One step up in precision for a set of weights: `m` with the weights named stepped (to float,
+/// or from 4 to 8 bits).
+pub(super) type Step<'a> = dyn Fn(&Model, &HashSet<&str>) -> Result<Model> + 'a;
+
+/// The `eligible` weights of `weights_only` that `step` takes up a level, worst first (each
+/// weight's own contribution: the model with every other eligible weight stepped up, on the
+/// first held-out samples), as few as a bisection over their count needs for the weights alone
+/// to reach `target`; all of them when even that misses it. Each candidate gets its weights
+/// `finish`ed as the model written would (7-bit kernels, biases corrected for the weights still
+/// quantized). Returns them and every eligible weight's figure.
+#[allow(clippy::too_many_arguments)] // the models, the step, how weights are finished, the data and the options
 pub(super) fn search_weights(
-    float: &Model,
     weights_only: &Model,
+    eligible: &[String],
+    step: &Step,
     finish: &dyn Fn(&mut Model) -> Result<()>,
     held_out: &[Vec<Tensor>],
     reference: &[Vec<Values>],
     target: f64,
     opts: &crate::control::RunOptions,
 ) -> Result<WeightSearch> {
-    let float_consts = crate::onnx::graph::constants(float.graph());
-    let weights: Vec<String> = dequantized_weights(weights_only.graph())
-        .into_keys()
-        .filter(|w| float_consts.contains_key(w.as_str()))
-        .collect();
-    let mut weights = weights;
+    let mut weights = eligible.to_vec();
     weights.sort();
     let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
     let probe_reference = &reference[..probe.len()];
@@ -113,21 +116,21 @@ pub(super) fn search_weights(
     for w in &weights {
         let others: HashSet<&str> = weights.iter().filter(|o| *o != w).map(String::as_str).collect();
         opts.check_cancelled()?;
-        let mut candidate = with_float_weights(weights_only, &float_consts, &others);
+        let mut candidate = step(weights_only, &others)?;
         finish(&mut candidate)?;
         alone.push(output_snr(&candidate, probe_reference, probe)?);
     }
     let mut order: Vec<usize> = (0..weights.len()).collect();
     order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]).then(a.cmp(&b)));
-    let returned = |k: usize| -> HashSet<&str> { order[..k].iter().map(|&i| weights[i].as_str()).collect() };
+    let stepped = |k: usize| -> HashSet<&str> { order[..k].iter().map(|&i| weights[i].as_str()).collect() };
     let measure = |k: usize| -> Result<f64> {
         opts.check_cancelled()?;
-        let mut candidate = with_float_weights(weights_only, &float_consts, &returned(k));
+        let mut candidate = step(weights_only, &stepped(k))?;
         finish(&mut candidate)?;
         output_snr(&candidate, reference, held_out)
     };
-    // measure(0) < target (the caller saw it) and measure(n) is the float model: the smallest
-    // count that reaches the target lies between.
+    // measure(0) < target (the caller saw it); the smallest count that reaches the target lies
+    // above, or is every weight when measure(n) misses it too (the bisection then ends at n).
     let (mut lo, mut hi) = (0, weights.len());
     while hi - lo > 1 {
         let mid = (lo + hi) / 2;
@@ -135,6 +138,94 @@ pub(super) fn search_weights(
     }
     let names = order[..hi].iter().map(|&i| weights[i].clone()).collect();
     Ok((names, order.iter().map(|&i| (weights[i].clone(), alone[i])).collect()))
+}
+
+/// The quantized weights of `g`'s main graph that hold 4-bit values: stored as INT4/UINT4, or
+/// widened to INT8/UINT8 bytes that all lie in the 4-bit range (an 8-bit quantization puts a
+/// group's extremes at the ends of the 8-bit range, so a weight that uses none of it is a 4-bit
+/// one, or all zeros, which no step changes).
+pub(super) fn four_bit_weights(g: &crate::onnx::proto::GraphProto) -> Vec<String> {
+    use crate::onnx::proto::dtype;
+    let inits: HashMap<&str, &crate::onnx::proto::TensorProto> =
+        g.initializer.iter().filter_map(|t| t.name.as_deref().map(|n| (n, t))).collect();
+    let mut out: Vec<String> = dequantized_weights(g)
+        .into_iter()
+        .filter(|(_, dq)| {
+            let Some(t) = dq.input.first().and_then(|v| inits.get(v.as_str())) else { return false };
+            let raw = t.raw_data.as_deref().unwrap_or_default();
+            match t.data_type {
+                Some(dtype::INT4) | Some(dtype::UINT4) => true,
+                Some(dtype::INT8) => !raw.is_empty() && raw.iter().all(|&b| (-8..=7).contains(&(b as i8))),
+                Some(dtype::UINT8) => !raw.is_empty() && raw.iter().all(|&b| b <= 15),
+                _ => false,
+            }
+        })
+        .map(|(name, _)| name)
+        .collect();
+    out.sort();
+    out
+}
+
+/// `m` with the 4-bit weights named in `names` (outputs of DequantizeLinear nodes of its main
+/// graph) quantized again from their float values in `float_consts` at 8 bits, in the same
+/// layout (per tensor, per channel or blocked), signedness and symmetry, stored as INT8/UINT8.
+pub(super) fn with_8bit_weights(
+    m: &Model,
+    float_consts: &HashMap<&str, &crate::onnx::proto::TensorProto>,
+    names: &HashSet<&str>,
+    range: crate::quant::RangeSearch,
+) -> Result<Model> {
+    use crate::onnx::proto::dtype;
+    use crate::quant::{Granularity, Symmetry, quantize_measured};
+    let mut out = m.clone();
+    let g = out.graph_mut();
+    let position = |g: &crate::onnx::proto::GraphProto, name: Option<&String>| {
+        name.and_then(|n| g.initializer.iter().position(|t| t.name.as_ref() == Some(n)))
+    };
+    let dqs: Vec<crate::onnx::proto::NodeProto> = g
+        .node
+        .iter()
+        .filter(|n| crate::ops::is(n, crate::ops::DEQUANTIZE_LINEAR))
+        .filter(|n| n.output.first().is_some_and(|o| names.contains(o.as_str())))
+        .cloned()
+        .collect();
+    for dq in dqs {
+        let w = &dq.output[0];
+        let Some(ft) = float_consts.get(w.as_str()) else { continue };
+        let (Some(qi), Some(si)) = (position(g, dq.input.first()), position(g, dq.input.get(1))) else { continue };
+        let zi = position(g, dq.input.get(2));
+        let values = crate::onnx::tensor::finite_floats(ft)?;
+        let dims: Vec<usize> = ft.dims.iter().map(|&d| d as usize).collect();
+        let signed = matches!(g.initializer[qi].data_type, Some(dtype::INT4) | Some(dtype::INT8));
+        let axis = dq.attr("axis").and_then(|a| a.i).unwrap_or(1);
+        let axis = if axis < 0 { axis + dims.len() as i64 } else { axis } as usize;
+        let gran = match (g.initializer[si].dims.is_empty(), dq.attr("block_size").and_then(|a| a.i)) {
+            (true, _) => Granularity::PerTensor,
+            (false, Some(block)) if block > 0 => Granularity::Blocked { axis, block: block as usize },
+            (false, _) => Granularity::PerAxis { axis },
+        };
+        let qtype = if signed { QType::Int8 } else { QType::Uint8 };
+        let stored_zero: Vec<u8> = zi.and_then(|z| g.initializer[z].raw_data.as_deref()).unwrap_or_default().to_vec();
+        // Signed: no zero point, or zeros; unsigned: the middle, 8 (two of them in a packed byte).
+        let symmetric = if signed {
+            stored_zero.iter().all(|&b| b == 0)
+        } else {
+            zi.is_some() && stored_zero.iter().all(|&b| b == 8 || b == 0x88)
+        };
+        let symmetry = if symmetric { Symmetry::Symmetric } else { Symmetry::Asymmetric };
+        let (q, _) = quantize_measured(&values, &dims, qtype, gran, symmetry, range, None);
+        let stored = if signed { dtype::INT8 } else { dtype::UINT8 };
+        let t = &mut g.initializer[qi];
+        (t.data_type, t.raw_data, t.int32_data) = (Some(stored), Some(q.values.into()), Vec::new());
+        let s = &mut g.initializer[si];
+        (s.raw_data, s.float_data) = (Some(crate::onnx::tensor::le_bytes(&q.scales).into()), Vec::new());
+        if let Some(zi) = zi {
+            let z = &mut g.initializer[zi];
+            let bytes: Vec<u8> = q.zero_points.iter().map(|&z| if signed { z as i8 as u8 } else { z as u8 }).collect();
+            (z.data_type, z.raw_data, z.int32_data) = (Some(stored), Some(bytes.into()), Vec::new());
+        }
+    }
+    Ok(out)
 }
 
 /// Held-out samples each activation's own contribution is measured on.
@@ -228,6 +319,8 @@ pub(super) fn search_target(
         returned_to_float: order[..k].iter().map(|&i| activations[i].tensor.clone()).collect(),
         alone_db: order.iter().map(|&i| (activations[i].tensor.clone(), alone[i])).collect(),
         trials,
+        weights_to_8_bits: Vec::new(),
+        four_bit_alone_db: Vec::new(),
         weights_returned_to_float: Vec::new(),
         weight_alone_db: Vec::new(),
         effective_samples: effective_samples(reference),

@@ -139,6 +139,16 @@ fn run_job(
                             t.effective_samples
                         );
                     }
+                    if !t.weights_to_8_bits.is_empty() {
+                        eprintln!(
+                            "  the 4-bit weights alone missed the target: {} of {} stepped to 8 bits first",
+                            t.weights_to_8_bits.len(),
+                            t.four_bit_alone_db.len()
+                        );
+                        for name in &t.weights_to_8_bits {
+                            eprintln!("  8-bit weight: {name}");
+                        }
+                    }
                     if !t.weights_returned_to_float.is_empty() {
                         eprintln!(
                             "  the quantized weights alone missed the target: {} of {} weight(s) returned to float first",
