@@ -165,8 +165,11 @@ fn data_aware_weights(
 ) -> Result<Report> {
     use crate::recipe::WeightRounding;
     let samples = calibration_samples(float, cal, base_dir)?;
-    let gptq = cal.weight_rounding == WeightRounding::Gptq;
-    let inputs = crate::calibrate::observe_layer_inputs(float, &recipe.op_types, &samples, gptq, opts)?;
+    let gptq = cal.weight_rounding != WeightRounding::Nearest;
+    let mut inputs = crate::calibrate::observe_layer_inputs(float, &recipe.op_types, &samples, gptq, opts)?;
+    if cal.weight_rounding == WeightRounding::Adaround {
+        inputs.stats.values_mut().for_each(|s| s.adaround = true);
+    }
     drop(samples);
     opts.check_cancelled()?;
     let mut report = crate::quantize::quantize_model_with(model, recipe, gptq.then_some(&inputs.stats), opts)?;

@@ -149,7 +149,8 @@ class Recipe:
         weight_only: use ``calibration_data`` for the weights only: each layer's rounding chosen
             to minimise its output error on the samples, biases corrected; no activation is
             quantized (default False).
-        weight_rounding: ``"gptq"`` (default) or ``"nearest"``, how weights are rounded with data.
+        weight_rounding: ``"gptq"`` (default), ``"adaround"`` or ``"nearest"``, how weights are rounded
+            with data.
 
     Verification and gates:
         verify_data: held-out samples (same forms as ``calibration_data``) to measure the output on.

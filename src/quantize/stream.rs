@@ -172,7 +172,13 @@ fn quantize_one(t: &TensorProto, c: &Constant, p: &Planned, stats: Option<&Weigh
     #[cfg_attr(not(feature = "tract"), allow(unused_mut))]
     let (mut q, measured) = quantize_measured(&values, &dims, qtype, gran, symmetry, p.spec.range, mean_axis);
     #[cfg(feature = "tract")]
-    let refined = layer.and_then(|s| crate::rounding::refine(&values, &dims, &mut q, qtype, gran, s));
+    let refined = layer.and_then(|s| {
+        if s.adaround {
+            crate::rounding::adaround::refine(&values, &dims, &mut q, qtype, gran, s)
+        } else {
+            crate::rounding::refine(&values, &dims, &mut q, qtype, gran, s)
+        }
+    });
     #[cfg(not(feature = "tract"))]
     let refined: Option<Refined> = layer.map(|never| match *never {});
     // Measured again only when data-aware rounding re-chose the integers.

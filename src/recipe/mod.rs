@@ -243,6 +243,9 @@ pub enum WeightRounding {
     /// their second moments (GPTQ), with the scales round-to-nearest would use.
     #[default]
     Gptq,
+    /// Each weight rounded up or down by gradient descent on the same objective (AdaRound);
+    /// measured against GPTQ in BENCHMARKS.md.
+    Adaround,
     /// Each weight to its nearest integer.
     Nearest,
 }

@@ -176,9 +176,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.calibration.unwrap().weight_rounding, crate::recipe::WeightRounding::Nearest);
-        let e = Recipe::from_value(&json!({ "calibration": { "data": "c.npy", "weight-rounding": "adaround" } }))
-            .unwrap_err();
-        assert!(e.to_string().starts_with("calibration.weight-rounding: unknown variant `adaround`"), "{e}");
+        let r =
+            Recipe::from_value(&json!({ "calibration": { "data": "c.npy", "weight-rounding": "adaround" } })).unwrap();
+        assert_eq!(r.calibration.unwrap().weight_rounding, crate::recipe::WeightRounding::Adaround);
+        let e =
+            Recipe::from_value(&json!({ "calibration": { "data": "c.npy", "weight-rounding": "brecq" } })).unwrap_err();
+        assert!(e.to_string().starts_with("calibration.weight-rounding: unknown variant `brecq`"), "{e}");
         let e = Recipe::from_value(
             &json!({ "calibration": { "data": "c.npy", "weight-only": true, "target-snr-db": 30 } }),
         )

@@ -51,13 +51,15 @@ pub struct LayerStats {
     pub h: Vec<f32>,
     /// Input vectors summed.
     pub vectors: u64,
+    /// Round by [`super::adaround`] instead of GPTQ.
+    pub adaround: bool,
 }
 
 impl LayerStats {
     /// Empty statistics for `layout`.
     pub fn new(layout: Layout) -> LayerStats {
         let d = layout.cols();
-        LayerStats { layout, h: vec![0.0; layout.groups() * d * d], vectors: 0 }
+        LayerStats { layout, h: vec![0.0; layout.groups() * d * d], vectors: 0, adaround: false }
     }
 
     /// Adds `n` input vectors of group `g` (`xs` row-major `[n, cols]`).
@@ -459,6 +461,38 @@ mod tests {
             let (h_rtn, h_gptq) =
                 (output_mse(&w, &before, layout, &held_out, n), output_mse(&w, &after, layout, &held_out, n));
             assert!(h_gptq < 0.7 * h_rtn, "{qtype:?} {gran:?} held out: {h_gptq} vs {h_rtn}");
+        }
+    }
+
+    #[test]
+    fn adaround_lowers_the_output_error_of_a_linear_layer_keeping_up_or_down() {
+        let (k, n_out, n) = (64, 24, 600);
+        let layout = Layout::Matrix { k, n: n_out, transposed: false };
+        let dims = [k, n_out];
+        let w = noise(k * n_out, 31);
+        let x = correlated(n, k, 6);
+        let held_out = correlated(n, k, 78);
+        let stats = stats_of(layout, &x, n);
+        for (qtype, gran) in [
+            (QType::Int4, Granularity::PerAxis { axis: 1 }),
+            (QType::Int4, Granularity::Blocked { axis: 0, block: 16 }),
+            (QType::Int8, Granularity::PerAxis { axis: 1 }),
+        ] {
+            let rtn = quantize(&w, &dims, qtype, gran, true);
+            let mut q = rtn.clone();
+            let r = super::super::adaround::refine(&w, &dims, &mut q, qtype, gran, &stats).unwrap();
+            assert_eq!((&q.scales, &q.zero_points), (&rtn.scales, &rtn.zero_points), "scales are kept");
+            // Every value is its weight rounded down or up: one step from nearest at most.
+            for (a, b) in q.values.iter().zip(&rtn.values) {
+                assert!((decode(*a, qtype) - decode(*b, qtype)).abs() <= 1);
+            }
+            let (before, after) = (dequantize(&rtn, &dims, qtype, gran), dequantize(&q, &dims, qtype, gran));
+            let (e_rtn, e_ada) = (output_mse(&w, &before, layout, &x, n), output_mse(&w, &after, layout, &x, n));
+            assert!(e_ada < 0.8 * e_rtn, "{qtype:?} {gran:?}: {e_ada} vs {e_rtn}");
+            assert!(r.chosen < r.nearest, "{r:?}");
+            let (h_rtn, h_ada) =
+                (output_mse(&w, &before, layout, &held_out, n), output_mse(&w, &after, layout, &held_out, n));
+            assert!(h_ada < 0.9 * h_rtn, "{qtype:?} {gran:?} held out: {h_ada} vs {h_rtn}");
         }
     }
 

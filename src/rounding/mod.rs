@@ -16,6 +16,7 @@
 // Collecting statistics needs tract; the full build lints all of it.
 #![cfg_attr(not(feature = "tract"), allow(dead_code, unused_imports))]
 
+pub mod adaround;
 pub mod gptq;
 pub mod layout;
 
