@@ -9,7 +9,7 @@ use serde::Serialize;
 
 mod layout;
 mod search;
-use layout::Layout;
+use layout::{Layout, PanelAt};
 pub use search::search_params;
 
 /// Integer type of the quantized values.
@@ -320,12 +320,16 @@ pub fn quantize_measured(
     // Each group's values side by side (a per-axis group along an inner axis is strided).
     let layout = Layout::new(dims, gran);
     let grouped = layout.gather(data);
-    let params: Vec<(f32, i32)> = {
-        use rayon::prelude::*;
-        (0..layout.groups())
-            .into_par_iter()
-            .map(|g| search_params(&grouped[layout.range(g)], qtype, symmetry, search))
-            .collect()
+    let params = match layout.panels(8).filter(|ps| ps.iter().all(|p| search::Panel::fits(p.rows))) {
+        // Groups side by side in the tensor: searched a group per lane, where they lie.
+        Some(panels) => search_panels(data, &panels, layout.groups(), qtype, symmetry, search),
+        None => {
+            use rayon::prelude::*;
+            (0..layout.groups())
+                .into_par_iter()
+                .map(|g| search_params(&grouped[layout.range(g)], qtype, symmetry, search))
+                .collect()
+        }
     };
     let mut values = vec![0u8; data.len()];
     round_groups(&grouped, &mut values, &layout, &params, qtype);
@@ -347,6 +351,35 @@ pub fn quantize_measured(
     let values = layout.scatter(values);
     let (scales, zero_points) = params.into_iter().unzip();
     (Quantized { values, scales, zero_points, param_dims }, sqnr)
+}
+
+/// [`search_params`] of every group of `panels` (as [`Layout::panels`] gives them, covering all
+/// `groups` of `data`), in parallel runs of a few hundred columns of a panel.
+fn search_panels(
+    data: &[f32],
+    panels: &[PanelAt],
+    groups: usize,
+    qtype: QType,
+    symmetry: Symmetry,
+    search: RangeSearch,
+) -> Vec<(f32, i32)> {
+    use rayon::prelude::*;
+    const RUN: usize = 256;
+    let mut params = vec![(0.0f32, 0i32); groups];
+    let mut runs = Vec::new();
+    let mut rest = &mut params[..];
+    for p in panels {
+        debug_assert_eq!(p.first, groups - rest.len());
+        let (mine, after) = rest.split_at_mut(p.cols);
+        for (i, out) in mine.chunks_mut(RUN).enumerate() {
+            let (start, stride, rows, cols) = (p.start + i * RUN, p.stride, p.rows, out.len());
+            runs.push((search::Panel { data, start, stride, rows, cols }, out));
+        }
+        rest = after;
+    }
+    assert!(rest.is_empty(), "the panels cover every group");
+    runs.into_par_iter().for_each(|(panel, out)| search::search_panel(panel, qtype, symmetry, search, out));
+    params
 }
 
 vectorized! {
@@ -581,6 +614,50 @@ mod tests {
                     err[n / 2] *= 1e3; // a clipped value, many steps off
                 }
                 assert_eq!(rounded_sum(&err), err.iter().sum::<f64>().round(), "n = {n}, trial {trial}");
+            }
+        }
+    }
+
+    #[test]
+    fn groups_side_by_side_are_searched_as_one_by_one() {
+        // Blocks along a leading axis, searched a group per lane where they lie: the same bits
+        // as each group's own search on its gathered values.
+        let mut rng = 0x1234_5679_u32;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            rng as f32 / u32::MAX as f32 - 0.5
+        };
+        let shapes: [&[usize]; 5] = [&[70, 21], &[33, 40], &[64, 16], &[2, 45, 9], &[5, 3, 17]];
+        for dims in shapes {
+            let n: usize = dims.iter().product();
+            let data: Vec<f32> = (0..n)
+                .map(|i| match i % 97 {
+                    0 => 0.0,
+                    1 => next() * 1e4,
+                    _ => next() * if i % 5 == 0 { 1e-6 } else { 1.0 },
+                })
+                .collect();
+            let last = dims.len() - 1;
+            let grans =
+                [Granularity::Blocked { axis: 0, block: 32 }, Granularity::Blocked { axis: last - 1, block: 7 }];
+            for gran in grans {
+                let layout = Layout::new(dims, gran);
+                let panels = layout.panels(8).expect("blocks along a leading axis are side by side");
+                let grouped = layout.gather(&data);
+                for qtype in ALL {
+                    for symmetry in [Symmetry::Symmetric, Symmetry::Asymmetric, Symmetry::Auto] {
+                        for search in [RangeSearch::Minmax, RangeSearch::Mse] {
+                            let got = search_panels(&data, &panels, layout.groups(), qtype, symmetry, search);
+                            let want: Vec<(f32, i32)> = (0..layout.groups())
+                                .map(|g| search_params(&grouped[layout.range(g)], qtype, symmetry, search))
+                                .collect();
+                            let bits = |v: &[(f32, i32)]| v.iter().map(|&(s, z)| (s.to_bits(), z)).collect::<Vec<_>>();
+                            assert_eq!(bits(&got), bits(&want), "{dims:?} {gran:?} {qtype:?} {symmetry:?} {search:?}");
+                        }
+                    }
+                }
             }
         }
     }

@@ -19,6 +19,17 @@ pub(super) struct Layout {
     len: usize,
 }
 
+/// Groups side by side in a tensor (see [`Layout::panels`]): value `i` of group `first + c`
+/// (`c < cols`, `i < rows`) is the tensor's element `start + i * stride + c`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PanelAt {
+    pub start: usize,
+    pub stride: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub first: usize,
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Whole,
@@ -63,6 +74,35 @@ impl Layout {
                 let start = (o * self.axis + b * block) * self.inner + j * rows;
                 start..start + rows
             }
+        }
+    }
+
+    /// The groups as panels of groups side by side in the tensor's own order, when they lie so
+    /// (blocks along an axis that is not the last), at least `min_cols` to a panel. The panels'
+    /// groups follow each other in order. (The per-axis
+    /// channels along a last axis lie so too, but are long: their search is the candidates'
+    /// error loop, which reads the gathered channel faster than the strided rows.)
+    pub fn panels(&self, min_cols: usize) -> Option<Vec<PanelAt>> {
+        let (outer, axis, inner) = (self.outer, self.axis, self.inner);
+        match self.kind {
+            Kind::Blocked(block) if inner >= min_cols && inner > 1 => {
+                let nb = axis.div_ceil(block);
+                let mut out = Vec::with_capacity(outer * nb);
+                for o in 0..outer {
+                    for b in 0..nb {
+                        let rows = block.min(axis - b * block);
+                        out.push(PanelAt {
+                            start: (o * axis + b * block) * inner,
+                            stride: inner,
+                            rows,
+                            cols: inner,
+                            first: (o * nb + b) * inner,
+                        });
+                    }
+                }
+                Some(out)
+            }
+            _ => None,
         }
     }
 

@@ -8,6 +8,9 @@
 
 use super::{QType, RangeSearch, Symmetry, params_for_range, round_even};
 
+mod lanes;
+pub(super) use lanes::{Panel, search_panel};
+
 /// Values a range search measures its candidates on: all of them up to this many, else an
 /// evenly strided subset of about this many (the full range's ends are always kept).
 const SEARCH_SAMPLE: usize = 16384;
