@@ -114,7 +114,7 @@ pub enum Error {
     },
     /// tract could not load or run a model.
     #[error(
-        "tract cannot run {what}: {detail}; if an op is unsupported, limit the quantized ops with --op-types or use weight-only `quantize`"
+        "tract cannot run {what}: {detail}; static calibration, data-aware weights (--data) and verification (--verify-data) run the model in tract, weight-only `quantize` without them does not; where only a quantized op fails, limit the quantized ops with --op-types"
     )]
     Tract {
         /// Which model (file or role).

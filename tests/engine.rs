@@ -219,6 +219,65 @@ fn weights_inside_if_branches_and_outer_scope_weights_are_quantized() {
     assert!(worst_snr(&r) > 35.0, "{r}");
 }
 
+/// X -> MatMul(W0) -> Loop 5 times { h = Tanh(MatMul(MatMul(h, Wouter), Wbody)) } -> Y.
+fn loop_model() -> ModelProto {
+    let body = graph(
+        "body",
+        vec![
+            node("MatMul", &["h_in", "Wouter"], &["p"]),
+            node("MatMul", &["p", "Wbody"], &["p2"]),
+            node("Tanh", &["p2"], &["h_out"]),
+            node("Identity", &["cond_in"], &["cond_out"]),
+        ],
+        vec![f32_tensor("Wbody", &[32, 32], &rand_f32(1024, 21).iter().map(|v| v * 0.3).collect::<Vec<_>>())],
+        vec![
+            value_info("i", dtype::INT64, &[]),
+            value_info("cond_in", dtype::BOOL, &[]),
+            value_info("h_in", dtype::FLOAT, &[1, 32]),
+        ],
+        vec![value_info("cond_out", dtype::BOOL, &[]), value_info("h_out", dtype::FLOAT, &[1, 32])],
+    );
+    let cond = quantize_rs::onnx::proto::TensorProto {
+        name: Some("c".into()),
+        data_type: Some(dtype::BOOL),
+        raw_data: Some(vec![1u8].into()),
+        ..Default::default()
+    };
+    let g = graph(
+        "loop_model",
+        vec![node("MatMul", &["X", "W0"], &["h0"]), node("Loop", &["n", "c", "h0"], &["Y"]).graph("body", body)],
+        vec![
+            f32_tensor("W0", &[32, 32], &rand_f32(1024, 22).iter().map(|v| v * 0.3).collect::<Vec<_>>()),
+            f32_tensor("Wouter", &[32, 32], &rand_f32(1024, 23).iter().map(|v| v * 0.3).collect::<Vec<_>>()),
+            i64_tensor("n", &[], &[5]),
+            cond,
+        ],
+        vec![value_info("X", dtype::FLOAT, &[1, 32])],
+        vec![value_info("Y", dtype::FLOAT, &[1, 32])],
+    );
+    model(g, 13)
+}
+
+#[test]
+fn loop_bodies_are_quantized_and_samples_on_a_model_tract_cannot_run_say_what_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, report, _) = quantize_file(dir.path(), &loop_model(), &Recipe::default());
+    let mut names: Vec<&str> = report.quantized.iter().map(|q| q.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["W0", "Wbody", "Wouter"], "the body's own weight and the outer one it reads");
+    let r = ort_compare(&dir.path().join("float.onnx"), &out, &Compare::samples(4));
+    assert!(worst_snr(&r) > 25.0, "{r}");
+    // tract does not run Loop: samples are refused, naming the way that needs none.
+    write_npy(&dir.path().join("calib.npy"), &[4, 1, 32], &rand_f32(128, 24));
+    let float = Model::load(dir.path().join("float.onnx")).unwrap();
+    let with_data = Recipe {
+        calibration: Some(quantize_rs::Calibration { weight_only: true, ..quantize_rs::Calibration::new("calib.npy") }),
+        ..Recipe::default()
+    };
+    let err = quantize_rs::run(float, &with_data, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("Loop") && err.contains("weight-only `quantize` without them"), "{err}");
+}
+
 #[test]
 fn a_weight_read_along_different_axes_falls_back_to_per_tensor_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
