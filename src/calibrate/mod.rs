@@ -240,35 +240,35 @@ pub fn calibrate(
                 let (mut widened, mut weight_search) = (None, None);
                 let float_consts = crate::onnx::graph::constants(float.graph());
                 let finish = |m: &mut Model| finish_weights(m, &sel).map(|_| ());
+                // One step up for `eligible`: the fewest weights, worst first, that leave the
+                // weights alone the margin; the model written and the trial take them.
+                let step_up = |quantized: &mut Model, trial: &mut Model, eligible: &[String], step: &target::Step| {
+                    let margin = target + WEIGHT_MARGIN_DB;
+                    let (names, alone) =
+                        search_weights(quantized, eligible, step, &finish, held_out, &reference, margin, opts)?;
+                    let set: HashSet<&str> = names.iter().map(String::as_str).collect();
+                    *quantized = step(quantized, &set)?;
+                    *trial = quantized.clone();
+                    finish_weights(trial, &sel)?;
+                    Ok::<_, Error>((names, alone))
+                };
+                let mut weights_alone_db = target::output_snr(&trial, &reference, held_out)?;
                 let four = target::four_bit_weights(quantized.graph());
-                if !four.is_empty() && target::output_snr(&trial, &reference, held_out)? < target {
+                if !four.is_empty() && weights_alone_db < target {
                     let step = |m: &Model, names: &HashSet<&str>| {
                         target::with_8bit_weights(m, &float_consts, names, weight_range)
                     };
-                    let margin = target + WEIGHT_MARGIN_DB;
-                    let (names, alone) =
-                        search_weights(quantized, &four, &step, &finish, held_out, &reference, margin, opts)?;
-                    let set: HashSet<&str> = names.iter().map(String::as_str).collect();
-                    *quantized = step(quantized, &set)?;
-                    trial = quantized.clone();
-                    finish_weights(&mut trial, &sel)?;
-                    widened = Some((names, alone));
+                    widened = Some(step_up(quantized, &mut trial, &four, &step)?);
+                    weights_alone_db = target::output_snr(&trial, &reference, held_out)?;
                 }
-                if target::output_snr(&trial, &reference, held_out)? < target {
+                if weights_alone_db < target {
                     let step =
                         |m: &Model, names: &HashSet<&str>| Ok(target::with_float_weights(m, &float_consts, names));
                     let all: Vec<String> = dequantized_weights(quantized.graph())
                         .into_keys()
                         .filter(|w| float_consts.contains_key(w.as_str()))
                         .collect();
-                    let margin = target + WEIGHT_MARGIN_DB;
-                    let (names, alone) =
-                        search_weights(quantized, &all, &step, &finish, held_out, &reference, margin, opts)?;
-                    let set: HashSet<&str> = names.iter().map(String::as_str).collect();
-                    *quantized = target::with_float_weights(quantized, &float_consts, &set);
-                    trial = quantized.clone();
-                    finish_weights(&mut trial, &sel)?;
-                    weight_search = Some((names, alone));
+                    weight_search = Some(step_up(quantized, &mut trial, &all, &step)?);
                 }
                 let (keep, mut search) =
                     search_target(&trial, &sel, &activations, qtype, held_out, &reference, target, opts)?;

@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::gptq::{LayerStats, Refined, param_index};
+use super::gptq::{LayerStats, Refined, encode, param_index, row_blocks};
 use crate::quant::{Granularity, QType, Quantized, decode};
 
 /// Gradient steps per block of rows.
@@ -61,14 +61,7 @@ pub fn refine(
             full
         })
         .collect();
-    let mut blocks: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
-    for o in 0..rows {
-        let g = layout.group_of_row(o);
-        match blocks.last_mut() {
-            Some((bg, r)) if *bg == g && r.len() < ROW_BLOCK => r.end = o + 1,
-            _ => blocks.push((g, o..o + 1)),
-        }
-    }
+    let blocks = row_blocks(layout, ROW_BLOCK);
     let (qmin, qmax) = qtype.range();
     let q_ref = &*q;
     let results: Vec<Vec<Row>> = blocks
@@ -166,13 +159,8 @@ pub fn refine(
                         .collect();
                     let (e_near, e_chosen) = (quadratic(&delta_near, h, d), quadratic(&delta_chosen, h, d));
                     if e_chosen < e_near {
-                        let bytes = row
-                            .zip(&chosen)
-                            .map(|(e, &c)| {
-                                let v = c + zps[e];
-                                (flat[e], if qtype.signed() { v as i8 as u8 } else { v as u8 })
-                            })
-                            .collect();
+                        let bytes =
+                            row.zip(&chosen).map(|(e, &c)| (flat[e], encode((c + zps[e]) as i64, qtype))).collect();
                         (bytes, e_near, e_chosen)
                     } else {
                         (Vec::new(), e_near, e_near)

@@ -136,14 +136,7 @@ pub fn refine(
     let factors: Vec<Option<(Vec<usize>, Vec<f64>)>> =
         (0..layout.groups()).into_par_iter().map(|g| factor(&stats.h[g * d * d..(g + 1) * d * d], d)).collect();
     // Blocks of up to ROW_BLOCK rows of one group: each row of the factor is read once per block.
-    let mut blocks: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
-    for o in 0..rows {
-        let g = layout.group_of_row(o);
-        match blocks.last_mut() {
-            Some((bg, r)) if *bg == g && r.len() < ROW_BLOCK => r.end = o + 1,
-            _ => blocks.push((g, o..o + 1)),
-        }
-    }
+    let blocks = row_blocks(layout, ROW_BLOCK);
     // Per row: the bytes to write (flat index, value), and its error with nearest and chosen.
     type Row = (Vec<(usize, u8)>, f64, f64);
     let results: Vec<Vec<Row>> = blocks
@@ -217,7 +210,22 @@ pub fn refine(
     Some(total)
 }
 
-fn encode(v: i64, qtype: QType) -> u8 {
+/// The rows of `layout` in runs of at most `size` consecutive rows of one input group, with
+/// that group.
+pub(super) fn row_blocks(layout: Layout, size: usize) -> Vec<(usize, std::ops::Range<usize>)> {
+    let mut blocks: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+    for o in 0..layout.rows() {
+        let g = layout.group_of_row(o);
+        match blocks.last_mut() {
+            Some((bg, r)) if *bg == g && r.len() < size => r.end = o + 1,
+            _ => blocks.push((g, o..o + 1)),
+        }
+    }
+    blocks
+}
+
+/// The byte of integer `v` of `qtype` (two's complement for signed types).
+pub(super) fn encode(v: i64, qtype: QType) -> u8 {
     if qtype.signed() { v as i8 as u8 } else { v as u8 }
 }
 
