@@ -286,6 +286,11 @@ fn accuracy_target_returns_the_worst_activations_to_float_until_it_holds() {
     let t = cal.target.as_ref().unwrap();
     assert!((t.all_quantized_db - all).abs() < 1e-6, "{} vs {all}", t.all_quantized_db);
     assert!(t.reached_db >= target, "{t:?}");
+    // The count chosen was measured on the model written (weights finished for the activations
+    // it keeps), not on a stand-in whose figure the file may miss.
+    let k = t.returned_to_float.len();
+    let tried = t.trials.iter().find(|(c, _)| *c == k).map(|t| t.1);
+    assert_eq!(tried, Some(t.reached_db), "trial for {k} returned vs the model written: {t:?}");
     assert!(!t.returned_to_float.is_empty() && t.returned_to_float.len() < 4, "{t:?}");
     assert_eq!(cal.activations.len() + t.returned_to_float.len(), 4);
     assert_eq!(t.alone_db.len(), 4);

@@ -270,15 +270,26 @@ pub fn calibrate(
                         .collect();
                     weight_search = Some(step_up(quantized, &mut trial, &all, &step)?);
                 }
+                // A candidate exactly as it would be written: weights finished for the
+                // activations it keeps (8 bits where an input went back to float), then the Q/DQ
+                // pairs and int32 biases.
+                let unfinished: &Model = quantized;
+                let build = |keep: &[ActivationRange]| -> Result<Model> {
+                    let mut m = unfinished.clone();
+                    let s = sel.keeping(keep.iter().map(|a| a.tensor.clone()).collect());
+                    finish_weights(&mut m, &s)?;
+                    rewrite(&mut m, &s, keep, qtype);
+                    Ok(m)
+                };
                 let (keep, mut search) =
-                    search_target(&trial, &sel, &activations, qtype, held_out, &reference, target, opts)?;
+                    search_target(&trial, &build, &sel, &activations, qtype, held_out, &reference, target, opts)?;
                 if let Some((names, alone)) = widened {
                     (search.weights_to_8_bits, search.four_bit_alone_db) = (names, alone);
                 }
                 if let Some((names, alone)) = weight_search {
                     (search.weights_returned_to_float, search.weight_alone_db) = (names, alone);
                 }
-                let sel = Selection { tensors: keep.iter().map(|a| a.tensor.clone()).collect(), ..sel };
+                let sel = sel.keeping(keep.iter().map(|a| a.tensor.clone()).collect());
                 let (reduced, corrected) = finish_weights(quantized, &sel)?;
                 let biases = rewrite(quantized, &sel, &keep, qtype);
                 // The report describes the model written.

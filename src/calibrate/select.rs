@@ -20,6 +20,17 @@ pub(super) struct Selection {
 }
 
 impl Selection {
+    /// The same nodes with only `tensors` quantized (the accuracy target's candidates).
+    pub(super) fn keeping(&self, tensors: Vec<String>) -> Selection {
+        Selection {
+            tensors,
+            nodes: self.nodes.clone(),
+            uses: self.uses.clone(),
+            tied: self.tied.clone(),
+            skipped: self.skipped.clone(),
+        }
+    }
+
     /// Leaves float the nodes that touch a tensor of `drop` (with `why`), and every tensor only
     /// they used. `keep_tensor` says, in `tensors`' order, which tensors remain.
     pub(super) fn without(self, drop: &HashSet<String>, g: &GraphProto, why: &str) -> (Selection, Vec<bool>) {

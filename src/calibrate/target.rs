@@ -232,10 +232,14 @@ pub(super) fn with_8bit_weights(
 pub(super) const PROBE_SAMPLES: usize = 2;
 
 /// The accuracy-target search: returns the activations to keep quantized and what it did.
-/// `reference` holds the float model's outputs on `held_out`.
+/// `reference` holds the float model's outputs on `held_out`. `build` makes the model that would
+/// be written with a given set of activations quantized (its weights finished for exactly those):
+/// every count tried is measured on that model, so the count chosen reaches the target on the
+/// verification data in the file written, not only in a stand-in.
 #[allow(clippy::too_many_arguments)] // the model, its plan, the data and the options: all needed
 pub(super) fn search_target(
     weights_only: &Model,
+    build: &dyn Fn(&[ActivationRange]) -> Result<Model>,
     sel: &Selection,
     activations: &[ActivationRange],
     qtype: QType,
@@ -273,15 +277,7 @@ pub(super) fn search_target(
         let returned: HashSet<usize> = order[..k].iter().copied().collect();
         let keep: Vec<ActivationRange> =
             (0..activations.len()).filter(|i| !returned.contains(i)).map(|i| activations[i].clone()).collect();
-        let mut candidate = weights_only.clone();
-        let trial = Selection {
-            tensors: keep.iter().map(|a| a.tensor.clone()).collect(),
-            nodes: sel.nodes.clone(),
-            uses: vec![],
-            tied: vec![],
-            skipped: vec![],
-        };
-        rewrite(&mut candidate, &trial, &keep, qtype);
+        let candidate = build(&keep)?;
         opts.check_cancelled()?;
         let snr = output_snr(&candidate, reference, held_out)?;
         trials.push((k, snr));
