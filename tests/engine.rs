@@ -617,6 +617,55 @@ fn old_ir_models_lose_no_input_to_folding_and_calibrate_on_their_data_input() {
 }
 
 #[test]
+fn folded_weights_keep_the_names_rules_and_reports_use() {
+    // Folding the batch norm writes new weight values; they keep the float model's names, so a
+    // rule naming the weight still applies and the report names what the user sees in `info`.
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = old_ir_conv_bn();
+    m.ir_version = Some(8);
+    m.graph.as_mut().unwrap().input.truncate(1);
+    let float = Model::from_bytes(prost::Message::encode_to_vec(&m), None).unwrap();
+    let run = |recipe: Recipe| quantize_rs::run(float.clone(), &recipe, dir.path()).unwrap();
+    let plain = run(Recipe { min_elements: 0, ..Recipe::default() });
+    assert_eq!(plain.report.folded_nodes, 1, "the batch norm is folded");
+    let names: Vec<&str> = plain.report.quantized.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["W"]);
+    assert!(plain.report.unmatched_rules.is_empty());
+    // A misspelt name changes nothing: the report says so instead of staying quiet.
+    let typo = run(Recipe {
+        min_elements: 0,
+        exclude: vec!["w".into()],
+        layer_bits: [("conv_c*".to_string(), 4u8), ("W_*".to_string(), 4u8)].into(),
+        ..Recipe::default()
+    });
+    assert_eq!(typo.report.unmatched_rules, ["exclude 'w'", "layer-bits 'W_*'"]);
+    assert_eq!(typo.report.quantized[0].spec.qtype.bits(), 4, "the node-name pattern applies");
+    assert!(typo.report.to_text(false).contains("warning: exclude 'w' matches no weight"));
+    let kept = run(Recipe {
+        min_elements: 0,
+        allow_empty: true,
+        layer_bits: [("W".to_string(), 32u8)].into(),
+        ..Recipe::default()
+    });
+    assert!(kept.report.quantized.is_empty(), "{:?}", kept.report.quantized);
+    assert!(
+        kept.report.skipped.iter().any(|k| k.name == "W" && k.reason.contains("layer-bits")),
+        "{:?}",
+        kept.report.skipped
+    );
+    let excluded = run(Recipe { min_elements: 0, allow_empty: true, exclude: vec!["W".into()], ..Recipe::default() });
+    assert!(excluded.report.quantized.is_empty(), "{:?}", excluded.report.quantized);
+    let four = run(Recipe { min_elements: 0, layer_bits: [("W".to_string(), 4u8)].into(), ..Recipe::default() });
+    assert_eq!(four.report.quantized[0].spec.qtype.bits(), 4, "{:?}", four.report.quantized);
+    // The folded values, not the unfolded ones, sit under the name: the float-kept model is the
+    // float model's function.
+    let path = dir.path().join("kept.onnx");
+    kept.model.save(&path, &SaveOptions::default()).unwrap();
+    let float_path = write(dir.path(), "float.onnx", &m);
+    assert_same_outputs(&float_path, &path, &Compare::samples(4).unoptimized(), 1e-4);
+}
+
+#[test]
 fn dims_whose_product_overflows_are_an_error_naming_the_tensor() {
     // [2^40, 2^40, 3, 3] holds 2^80 * 9 elements: 1 kB of data can never match it, and the
     // product must not wrap to a small count that a size filter would skip.

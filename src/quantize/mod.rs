@@ -95,6 +95,23 @@ fn layer_bits(recipe: &Recipe, c: &Constant) -> Option<u8> {
         .map(|(_, b)| *b)
 }
 
+/// The recipe's name patterns that match no constant of the model and no node reading one.
+fn unmatched_rules(analysis: &Analysis, recipe: &Recipe) -> Vec<String> {
+    let rules = recipe
+        .exclude
+        .iter()
+        .map(|p| ("exclude", p))
+        .chain(recipe.include.iter().map(|p| ("include", p)))
+        .chain(recipe.layer_bits.keys().map(|p| ("layer-bits", p)));
+    rules
+        .filter(|(_, p)| {
+            let set = globset(std::slice::from_ref(*p));
+            !analysis.constants.iter().any(|c| matches_any(&set, c))
+        })
+        .map(|(key, p)| format!("{key} '{p}'"))
+        .collect()
+}
+
 fn plan(analysis: &Analysis, recipe: &Recipe, ir_version: i64) -> (Vec<Planned>, Vec<SkippedTensor>) {
     let exclude = globset(&recipe.exclude);
     let include = globset(&recipe.include);
@@ -277,6 +294,7 @@ pub(crate) fn quantize_model_with(
     let (planned, skipped) = plan(&analysis, recipe, ir_version);
     let mut report = Report {
         skipped,
+        unmatched_rules: unmatched_rules(&analysis, recipe),
         already_quantized: analysis.quantized_nodes.clone(),
         opset_before,
         opset_after: opset_before,

@@ -92,6 +92,10 @@ pub struct Report {
     /// What the calibration samples did to the weights, when they were given for them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_aware: Option<DataAware>,
+    /// `exclude`, `include` and `layer-bits` patterns that matched no constant and no node reading
+    /// one (a misspelt name would otherwise change nothing, silently), as `key 'pattern'`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmatched_rules: Vec<String>,
     /// Quantized tables read by Gather that gather their integer rows and dequantize only those.
     pub gathered_tables: usize,
     /// What dynamic quantization rewrote, when the recipe asked for it.
@@ -200,6 +204,12 @@ impl Report {
                 };
                 let _ = writeln!(s, "  {} × {reason}: {}{more}", names.len(), shown.join(", "));
             }
+        }
+        for rule in &self.unmatched_rules {
+            let _ = writeln!(
+                s,
+                "warning: {rule} matches no weight and no node reading one, so it changed nothing (`quantize-rs info` lists the names)"
+            );
         }
         if !self.already_quantized.is_empty() {
             let mut ops: BTreeMap<&str, usize> = BTreeMap::new();

@@ -200,11 +200,17 @@ impl ConvParams {
         self.dims[0] as usize
     }
 
-    /// Writes the values as new initializers and points conv `i` of `g` at them.
+    /// Writes the values as new initializers and points conv `i` of `g` at them. A weight or
+    /// bias only this convolution reads keeps its name (the old value moves to a fresh name that
+    /// nothing reads), so that the names a user sees in the float model (`exclude`, `include`,
+    /// `layer-bits`, the report) still name the folded tensors; a shared one gets a new name.
     fn store(self, g: &mut GraphProto, i: usize, names: &mut Names) {
         let n = &g.node[i];
-        let base = n.name.clone().unwrap_or_else(|| n.output[0].clone());
-        let (wn, bn) = (names.fresh(&format!("{base}_W")), names.fresh(&format!("{base}_B")));
+        let base = n.name.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| n.output[0].clone());
+        let old_w = n.input.get(1).cloned().unwrap_or_default();
+        let old_b = n.input.get(2).cloned().unwrap_or_default();
+        let wn = take_over(g, i, &old_w, names).unwrap_or_else(|| names.fresh(&format!("{base}_W")));
+        let bn = take_over(g, i, &old_b, names).unwrap_or_else(|| names.fresh(&format!("{base}_B")));
         let cout = self.cout() as i64;
         g.initializer.push(float_tensor(wn.clone(), self.dims, &self.weight));
         g.initializer.push(float_tensor(bn.clone(), vec![cout], &self.bias));
@@ -213,6 +219,42 @@ impl ConvParams {
         conv.input.push(wn);
         conv.input.push(bn);
     }
+}
+
+/// `name` (a constant input of node `i`) for a new value, when node `i` is its only reader in
+/// `g` (no other node, subgraph or graph output reads it): the constant now holding it is
+/// renamed to a fresh name nothing reads (dropped with the other unused constants).
+fn take_over(g: &mut GraphProto, i: usize, name: &str, names: &mut Names) -> Option<String> {
+    if name.is_empty() || g.output.iter().any(|o| o.name.as_deref() == Some(name)) {
+        return None;
+    }
+    fn reads(g: &GraphProto, name: &str) -> usize {
+        g.node
+            .iter()
+            .map(|n| {
+                n.input.iter().filter(|x| *x == name).count()
+                    + n.attribute
+                        .iter()
+                        .flat_map(|a| a.g.iter().chain(&a.graphs))
+                        .map(|sub| reads(sub, name))
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+    if reads(g, name) != 1 || !g.node[i].input.iter().any(|x| x == name) {
+        return None;
+    }
+    let dead = names.fresh(&format!("{name}_unfolded"));
+    if let Some(t) = g.initializer.iter_mut().find(|t| t.name.as_deref() == Some(name)) {
+        t.name = Some(dead);
+    } else if let Some(c) =
+        g.node.iter_mut().find(|n| constant_value(n).is_some() && n.output.first().map(String::as_str) == Some(name))
+    {
+        c.output[0] = dead;
+    } else {
+        return None;
+    }
+    Some(name.to_string())
 }
 
 /// Removes initializers and Constant nodes nothing reads any more (float biases replaced by int32).
