@@ -75,7 +75,7 @@ pub use pipeline::{CalibrationReport, Outcome, RunOptions, run, run_with};
 #[cfg(feature = "quantize")]
 pub use quant::{Granularity, QType, RangeSearch, Symmetry};
 #[cfg(feature = "quantize")]
-pub use quantize::{QuantSpec, QuantizedTensor, Report, SkippedTensor, quantize_model};
+pub use quantize::{QuantSpec, QuantizedTensor, Report, SkippedTensor, WeightTarget, quantize_model};
 #[cfg(feature = "quantize")]
 pub use recipe::{
     Calibration, CalibrationMethod, ImagePreprocess, KeyPath, KeySegment, KeyStyle, Recipe, RecipeError, RecipeLayer,

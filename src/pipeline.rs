@@ -172,14 +172,45 @@ fn data_aware_weights(
     }
     drop(samples);
     opts.check_cancelled()?;
-    let mut report = crate::quantize::quantize_model_with(model, recipe, gptq.then_some(&inputs.stats), opts)?;
-    let bias_corrected = if cal.bias_correction {
-        crate::calibrate::correct_weight_only_biases(float, model, &inputs.means)?
-    } else {
-        0
+    // The weight job, with extra per-weight bits for the accuracy target's candidates.
+    let unquantized = model.clone();
+    let build = |overrides: &std::collections::BTreeMap<String, u8>| -> Result<(Model, Report)> {
+        let mut recipe = recipe.clone();
+        for (name, bits) in overrides {
+            // An exact name beats any pattern; a name that is no valid glob gets escaped.
+            let key = if globset::Glob::new(name).is_ok() { name.clone() } else { globset::escape(name) };
+            recipe.layer_bits.insert(key, *bits);
+        }
+        recipe.allow_empty |= !overrides.is_empty();
+        let mut model = unquantized.clone();
+        let mut report =
+            crate::quantize::quantize_model_with(&mut model, &recipe, gptq.then_some(&inputs.stats), opts)?;
+        let bias_corrected = if cal.bias_correction {
+            crate::calibrate::correct_weight_only_biases(float, &mut model, &inputs.means)?
+        } else {
+            0
+        };
+        let data = report.data_aware.get_or_insert_with(Default::default);
+        (data.samples, data.observe_seconds, data.bias_corrected) = (inputs.samples, inputs.seconds, bias_corrected);
+        Ok((model, report))
     };
-    let data = report.data_aware.get_or_insert_with(Default::default);
-    (data.samples, data.observe_seconds, data.bias_corrected) = (inputs.samples, inputs.seconds, bias_corrected);
+    let (quantized, report) = match (cal.target_snr_db, recipe.verify_data.as_deref()) {
+        (Some(target), Some(v)) => {
+            let held_out = crate::data::load_for_model(float, &base_dir.join(v), cal.image.as_ref(), None)?;
+            let (m, mut r, t) =
+                crate::calibrate::weight_only_target(float, &build, &held_out, target, recipe.weight_range, opts)?;
+            r.target = Some(t);
+            (m, r)
+        }
+        (Some(_), None) => {
+            return Err(Error::Option {
+                key: "calibration.target-snr-db".into(),
+                message: "needs verify-data: held-out samples to measure the output SNR on".into(),
+            });
+        }
+        _ => build(&Default::default())?,
+    };
+    *model = quantized;
     Ok(report)
 }
 

@@ -264,6 +264,59 @@ fn accuracy_target_steps_4_bit_weights_to_8_bits_before_float() {
 }
 
 #[test]
+fn weight_only_accuracy_target_widens_the_worst_4_bit_weights_then_returns_weights_to_float() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "float.onnx", &cnn());
+    samples(dir.path(), "calib.npy", 16, 300);
+    samples(dir.path(), "held_out.npy", 4, 400);
+    let at = |bits: u8, target: Option<f64>| {
+        let recipe = Recipe {
+            bits,
+            block_size: Some(8),
+            min_elements: 0,
+            calibration: Some(Calibration { weight_only: true, target_snr_db: target, ..calibration("calib.npy") }),
+            verify_data: Some("held_out.npy".into()),
+            ..Recipe::default()
+        };
+        run(Model::load(dir.path().join("float.onnx")).unwrap(), &recipe, dir.path())
+    };
+    let snr = |o: &Outcome| o.verification.as_ref().unwrap().snr_db;
+    let (four, eight) = (snr(&at(4, None).unwrap()), snr(&at(8, None).unwrap()));
+    assert!(eight > four + 10.0, "room between the widths: 4-bit {four:.1} dB, 8-bit {eight:.1} dB");
+    // Between the widths: some 4-bit weights widen, none goes float, and the figure is the file's.
+    let target = (four + eight) / 2.0;
+    let outcome = at(4, Some(target)).unwrap();
+    assert!(outcome.calibration.is_none(), "the model stays weight-only");
+    let t = outcome.report.target.as_ref().unwrap();
+    assert!((t.recipe_db - four).abs() < 1e-6, "{t:?}");
+    assert!(!t.weights_to_8_bits.is_empty() && t.weights_returned_to_float.is_empty(), "{t:?}");
+    assert!(t.reached_db >= target && (snr(&outcome) - t.reached_db).abs() < 1e-6, "{} vs {t:?}", snr(&outcome));
+    assert!(t.four_bit_alone_db.windows(2).all(|w| w[0].1 <= w[1].1), "worst first: {:?}", t.four_bit_alone_db);
+    for q in &outcome.report.quantized {
+        assert_eq!(q.spec.qtype.bits() == 8, t.weights_to_8_bits.contains(&q.name), "{}: {:?}", q.name, q.spec);
+    }
+    assert!(outcome.report.data_aware.as_ref().is_some_and(|d| d.rounded > 0), "GPTQ still rounds the rest");
+    assert!(outcome.report.to_text(false).contains("8-bit weight: "));
+    // Above what 8 bits give: every 4-bit weight widens and the worst go float; the target holds.
+    let high = eight + 6.0;
+    let outcome = at(4, Some(high)).unwrap();
+    let t = outcome.report.target.as_ref().unwrap();
+    assert!(!t.weights_returned_to_float.is_empty(), "{t:?}");
+    assert_eq!(t.weights_to_8_bits.len(), t.four_bit_alone_db.len(), "every 4-bit weight widened first: {t:?}");
+    assert!(t.reached_db >= high && (snr(&outcome) - t.reached_db).abs() < 1e-6, "{t:?}");
+    for w in &t.weights_returned_to_float {
+        assert!(!outcome.report.quantized.iter().any(|q| &q.name == w), "{w} is float");
+    }
+    // Without verification data there is nothing to measure: an error naming the key.
+    let recipe = Recipe {
+        calibration: Some(Calibration { weight_only: true, target_snr_db: Some(20.0), ..calibration("calib.npy") }),
+        ..Recipe::default()
+    };
+    let err = run(Model::load(dir.path().join("float.onnx")).unwrap(), &recipe, dir.path()).unwrap_err();
+    assert!(err.to_string().contains("target-snr-db") && err.to_string().contains("verify-data"), "{err}");
+}
+
+#[test]
 fn accuracy_target_returns_the_worst_activations_to_float_until_it_holds() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "float.onnx", &cnn());

@@ -302,6 +302,17 @@ pub(crate) struct QuantizeArgs {
     /// With --data, leave biases as they are.
     #[arg(long, requires = "data")]
     pub(crate) no_bias_correction: bool,
+    /// Held-out samples to measure the result on (same formats as --data).
+    #[arg(long)]
+    pub(crate) verify_data: Option<PathBuf>,
+    /// Fail when the output SNR on --verify-data is below this.
+    #[arg(long, value_name = "DB", requires = "verify_data")]
+    pub(crate) min_snr_db: Option<f64>,
+    /// Accuracy-target mode: the fewest weights, worst first, go from 4 to 8 bits and then to
+    /// float until the output SNR on --verify-data reaches this (each count tried is the whole
+    /// job run again, so the figure is the file's; the report lists them).
+    #[arg(long, value_name = "DB", requires_all = ["verify_data", "data"])]
+    pub(crate) target_snr_db: Option<f64>,
     #[command(flatten)]
     pub(crate) image: ImageArgs,
     #[command(flatten)]
@@ -327,10 +338,13 @@ impl QuantizeArgs {
                 image: self.image.preprocess()?,
                 weight_only: true,
                 weight_rounding: self.weight_rounding,
+                target_snr_db: self.target_snr_db,
                 ..Calibration::new(data)
             });
-            r.check().map_err(flag_error)?;
         }
+        r.verify_data = self.verify_data.clone();
+        r.min_snr_db = self.min_snr_db;
+        r.check().map_err(flag_error)?;
         Ok(r)
     }
 }

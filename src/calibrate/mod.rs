@@ -10,6 +10,7 @@ mod outliers;
 mod qdq;
 mod select;
 mod target;
+mod weight_target;
 mod weights;
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +34,7 @@ use weights::*;
 
 pub use layer_inputs::observe_layer_inputs;
 pub use outliers::observe_channel_absmax;
+pub use weight_target::weight_only_target;
 
 use crate::ops::{DEFAULT_ACTIVATION_OPS, ELEMENTWISE_ACTIVATION_OPS, PASSTHROUGH_ACTIVATION_OPS};
 
@@ -125,9 +127,7 @@ pub struct TargetSearch {
     pub effective_samples: f64,
 }
 
-/// Below this many effective verification samples the report warns that the target may not
-/// hold on other inputs.
-pub const FEW_EFFECTIVE_SAMPLES: f64 = 2.0;
+pub use crate::quantize::FEW_EFFECTIVE_SAMPLES;
 
 /// The accuracy target asks this much more of the quantized weights alone, when they miss it, so
 /// that the activations keep some of the error budget.

@@ -22,7 +22,7 @@ use crate::recipe::Recipe;
 
 mod gather;
 mod report;
-pub use report::{DataAware, QuantizedTensor, Report, SkippedTensor};
+pub use report::{DataAware, FEW_EFFECTIVE_SAMPLES, QuantizedTensor, Report, SkippedTensor, WeightTarget};
 mod stream;
 
 /// The scheme chosen for one weight.

@@ -96,6 +96,10 @@ pub struct Report {
     /// one (a misspelt name would otherwise change nothing, silently), as `key 'pattern'`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unmatched_rules: Vec<String>,
+    /// What the accuracy target did to a weight-only model (`target-snr-db` with weight-only
+    /// calibration data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<WeightTarget>,
     /// Quantized tables read by Gather that gather their integer rows and dequantize only those.
     pub gathered_tables: usize,
     /// What dynamic quantization rewrote, when the recipe asked for it.
@@ -105,6 +109,33 @@ pub struct Report {
     /// (dynamic and static quantization with samples).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outliers: Option<crate::rewrite::OutlierSplit>,
+}
+
+/// Below this many effective verification samples the report warns that the target may not
+/// hold on other inputs.
+pub const FEW_EFFECTIVE_SAMPLES: f64 = 2.0;
+
+/// What the weight-only accuracy target did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct WeightTarget {
+    /// The SNR asked for (dB, worst float output, on the verification data).
+    pub target_db: f64,
+    /// The model as the recipe asks, before any step.
+    pub recipe_db: f64,
+    /// The model written.
+    pub reached_db: f64,
+    /// 4-bit weights written at 8 bits, worst first.
+    pub weights_to_8_bits: Vec<String>,
+    /// Weights left float, worst first.
+    pub weights_returned_to_float: Vec<String>,
+    /// Each eligible weight's own figure, per step (4 → 8 bits, then to float), worst first.
+    pub four_bit_alone_db: Vec<(String, f64)>,
+    /// See `four_bit_alone_db`.
+    pub weight_alone_db: Vec<(String, f64)>,
+    /// Every model measured: (weights at 8 bits, weights float, dB).
+    pub trials: Vec<(usize, usize, f64)>,
+    /// How many verification samples carry the figure (see the static target).
+    pub effective_samples: f64,
 }
 
 /// What the calibration samples did to the weights (weight-only quantization with data).
@@ -203,6 +234,34 @@ impl Report {
                     String::new()
                 };
                 let _ = writeln!(s, "  {} × {reason}: {}{more}", names.len(), shown.join(", "));
+            }
+        }
+        if let Some(t) = &self.target {
+            let _ = writeln!(
+                s,
+                "target {} dB: the recipe's model gave {:.2} dB; {} weight(s) to 8 bits, {} to float ({} model(s) built) -> {:.2} dB",
+                t.target_db,
+                t.recipe_db,
+                t.weights_to_8_bits.len(),
+                t.weights_returned_to_float.len(),
+                t.trials.len(),
+                t.reached_db
+            );
+            for name in &t.weights_to_8_bits {
+                let _ = writeln!(s, "  8-bit weight: {name}");
+            }
+            for name in &t.weights_returned_to_float {
+                let _ = writeln!(s, "  float weight: {name}");
+            }
+            if t.reached_db < t.target_db {
+                let _ = writeln!(s, "  missed: even every weight stepped up gives {:.2} dB", t.reached_db);
+            }
+            if t.effective_samples < FEW_EFFECTIVE_SAMPLES {
+                let _ = writeln!(
+                    s,
+                    "  warning: the verification figure rests on about {:.1} of its samples (the float outputs of the others carry almost no signal); the target may not hold on other inputs: give more varied verification data",
+                    t.effective_samples
+                );
             }
         }
         for rule in &self.unmatched_rules {

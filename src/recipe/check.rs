@@ -76,12 +76,6 @@ impl Recipe {
                     );
                 }
             }
-            if c.weight_only && c.target_snr_db.is_some() {
-                return bad(
-                    calibration("target-snr-db"),
-                    "returns activations to float, but weight-only quantizes none; drop weight-only for static quantization".into(),
-                );
-            }
             if c.weight_only && c.equalize {
                 return bad(
                     calibration("equalize"),

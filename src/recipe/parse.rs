@@ -182,11 +182,12 @@ mod tests {
         let e =
             Recipe::from_value(&json!({ "calibration": { "data": "c.npy", "weight-rounding": "brecq" } })).unwrap_err();
         assert!(e.to_string().starts_with("calibration.weight-rounding: unknown variant `brecq`"), "{e}");
-        let e = Recipe::from_value(
+        // Weight-only models take the target too (weights step 4 -> 8 bits -> float).
+        let r = Recipe::from_value(
             &json!({ "calibration": { "data": "c.npy", "weight-only": true, "target-snr-db": 30 } }),
         )
-        .unwrap_err();
-        assert!(e.to_string().starts_with("calibration.target-snr-db: returns activations to float"), "{e}");
+        .unwrap();
+        assert_eq!(r.calibration.unwrap().target_snr_db, Some(30.0));
         let e =
             Recipe::from_value(&json!({ "calibration": { "data": "c.npy", "weight-only": true, "equalize": true } }))
                 .unwrap_err();

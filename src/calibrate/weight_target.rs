@@ -1,0 +1,130 @@
+//! The accuracy target for weight-only models (`quantize --data D --verify-data V
+//! --target-snr-db X`): the fewest weights, worst first, go from 4 to 8 bits, then (if that is
+//! not enough) from quantized to float, until the output SNR on the verification data reaches X.
+//!
+//! Every count tried is the whole weight job run again with those weights overridden (as
+//! `layer-bits` entries: GPTQ rounding and bias correction redone for the model as written), so
+//! the figure the search stops at is the file's. Only the order (each weight's own contribution)
+//! comes from a cheaper stand-in: the first model with every other eligible weight stepped up in
+//! place, on the first held-out samples.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use tract_onnx::prelude::Tensor;
+
+use super::target::{
+    PROBE_SAMPLES, effective_samples, four_bit_weights, output_snr, reference_outputs, with_8bit_weights,
+    with_float_weights,
+};
+use crate::control::RunOptions;
+use crate::error::Result;
+use crate::onnx::model::Model;
+use crate::quantize::{Report, WeightTarget};
+
+/// A weight job run with extra per-weight bits (8, or 32 for float): the model and its report.
+pub type Build<'a> = dyn Fn(&BTreeMap<String, u8>) -> Result<(Model, Report)> + 'a;
+
+/// Runs the search. `float` is the model the weights are quantized from (after the prepare step:
+/// the names the weight job sees), `build` the weight job.
+pub fn weight_only_target(
+    float: &Model,
+    build: &Build,
+    held_out: &[Vec<Tensor>],
+    target: f64,
+    range: crate::quant::RangeSearch,
+    opts: &RunOptions,
+) -> Result<(Model, Report, WeightTarget)> {
+    let reference = reference_outputs(float, "the float model", held_out)?;
+    let float_consts = crate::onnx::graph::constants(float.graph());
+    let mut t =
+        WeightTarget { target_db: target, effective_samples: effective_samples(&reference), ..Default::default() };
+    let mut overrides: BTreeMap<String, u8> = BTreeMap::new();
+    let (model, report) = build(&overrides)?;
+    let snr = output_snr(&model, &reference, held_out)?;
+    t.trials.push((0, 0, snr));
+    (t.recipe_db, t.reached_db) = (snr, snr);
+    let mut best = (model, report);
+    if snr >= target {
+        return Ok((best.0, best.1, t));
+    }
+    // Step 1: 4-bit weights to 8 bits; step 2: quantized weights to float.
+    for bits in [8u8, 32] {
+        let eligible: Vec<String> = if bits == 8 {
+            four_bit_weights(best.0.graph())
+        } else {
+            super::select::dequantized_weights(best.0.graph())
+                .into_keys()
+                .filter(|w| float_consts.contains_key(w.as_str()))
+                .collect()
+        };
+        if eligible.is_empty() {
+            continue;
+        }
+        let step = |m: &Model, names: &HashSet<&str>| -> Result<Model> {
+            if bits == 8 {
+                with_8bit_weights(m, &float_consts, names, range)
+            } else {
+                Ok(with_float_weights(m, &float_consts, names))
+            }
+        };
+        // Each weight's own contribution: every other eligible weight stepped up in place.
+        let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
+        let probe_reference = &reference[..probe.len()];
+        let mut names = eligible.clone();
+        names.sort();
+        let mut alone = Vec::with_capacity(names.len());
+        for w in &names {
+            opts.check_cancelled()?;
+            let others: HashSet<&str> = names.iter().filter(|o| *o != w).map(String::as_str).collect();
+            alone.push(output_snr(&step(&best.0, &others)?, probe_reference, probe)?);
+        }
+        let mut order: Vec<usize> = (0..names.len()).collect();
+        order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]).then(a.cmp(&b)));
+        let ordered: Vec<(String, f64)> = order.iter().map(|&i| (names[i].clone(), alone[i])).collect();
+        // The smallest count, worst first, whose rebuilt model reaches the target.
+        let with = |k: usize| -> BTreeMap<String, u8> {
+            let mut o = overrides.clone();
+            o.extend(order[..k].iter().map(|&i| (names[i].clone(), bits)));
+            o
+        };
+        let mut built: HashMap<usize, (Model, Report, f64)> = HashMap::new();
+        let mut measure = |k: usize, t: &mut WeightTarget| -> Result<f64> {
+            if let Some((_, _, snr)) = built.get(&k) {
+                return Ok(*snr);
+            }
+            opts.check_cancelled()?;
+            let o = with(k);
+            let (m, r) = build(&o)?;
+            let snr = output_snr(&m, &reference, held_out)?;
+            let (eights, floats) = (o.values().filter(|&&b| b == 8).count(), o.values().filter(|&&b| b == 32).count());
+            t.trials.push((eights, floats, snr));
+            built.insert(k, (m, r, snr));
+            Ok(snr)
+        };
+        let n = names.len();
+        let k = if measure(n, &mut t)? < target {
+            n
+        } else {
+            let (mut lo, mut hi) = (0, n);
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2;
+                if measure(mid, &mut t)? >= target { hi = mid } else { lo = mid }
+            }
+            hi
+        };
+        let (m, r, snr) = built.remove(&k).expect("measured");
+        overrides = with(k);
+        let chosen: Vec<String> = order[..k].iter().map(|&i| names[i].clone()).collect();
+        if bits == 8 {
+            (t.weights_to_8_bits, t.four_bit_alone_db) = (chosen, ordered);
+        } else {
+            (t.weights_returned_to_float, t.weight_alone_db) = (chosen, ordered);
+        }
+        t.reached_db = snr;
+        best = (m, r);
+        if snr >= target {
+            break;
+        }
+    }
+    Ok((best.0, best.1, t))
+}
