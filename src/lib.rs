@@ -57,7 +57,7 @@ pub const ENGINE_ID: &str = concat!(env!("CARGO_PKG_VERSION"), "+", env!("QUANTI
 #[cfg(feature = "tract")]
 pub use benchmark::{Benchmark, BenchmarkOptions, Latency, ModelFigures, Runtime, benchmark};
 #[cfg(feature = "tract")]
-pub use calibrate::{ActivationRange, FEW_EFFECTIVE_SAMPLES, TargetSearch};
+pub use calibrate::{ActivationRange, TargetSearch};
 #[cfg(feature = "quantize")]
 pub use control::peak_memory;
 #[cfg(feature = "tract")]
@@ -75,7 +75,9 @@ pub use pipeline::{CalibrationReport, Outcome, RunOptions, run, run_with};
 #[cfg(feature = "quantize")]
 pub use quant::{Granularity, QType, RangeSearch, Symmetry};
 #[cfg(feature = "quantize")]
-pub use quantize::{QuantSpec, QuantizedTensor, Report, SkippedTensor, WeightTarget, quantize_model};
+pub use quantize::{
+    FEW_EFFECTIVE_SAMPLES, QuantSpec, QuantizedTensor, Report, SkippedTensor, WeightTarget, quantize_model,
+};
 #[cfg(feature = "quantize")]
 pub use recipe::{
     Calibration, CalibrationMethod, ImagePreprocess, KeyPath, KeySegment, KeyStyle, Recipe, RecipeError, RecipeLayer,

@@ -127,8 +127,6 @@ pub struct TargetSearch {
     pub effective_samples: f64,
 }
 
-pub use crate::quantize::FEW_EFFECTIVE_SAMPLES;
-
 /// The accuracy target asks this much more of the quantized weights alone, when they miss it, so
 /// that the activations keep some of the error budget.
 pub const WEIGHT_MARGIN_DB: f64 = 3.0;
