@@ -314,6 +314,10 @@ fn weight_only_accuracy_target_widens_the_worst_4_bit_weights_then_returns_weigh
     };
     let err = run(Model::load(dir.path().join("float.onnx")).unwrap(), &recipe, dir.path()).unwrap_err();
     assert!(err.to_string().contains("target-snr-db") && err.to_string().contains("verify-data"), "{err}");
+    // Dynamic quantization would quantize activations the search never measured: refused.
+    let recipe = Recipe { dynamic: true, verify_data: Some("held_out.npy".into()), ..recipe };
+    let err = run(Model::load(dir.path().join("float.onnx")).unwrap(), &recipe, dir.path()).unwrap_err();
+    assert!(err.to_string().contains("calibration.target-snr-db") && err.to_string().contains("dynamic"), "{err}");
 }
 
 #[test]

@@ -641,6 +641,21 @@ fn folded_weights_keep_the_names_rules_and_reports_use() {
     assert_eq!(typo.report.unmatched_rules, ["exclude 'w'", "layer-bits 'W_*'"]);
     assert_eq!(typo.report.quantized[0].spec.qtype.bits(), 4, "the node-name pattern applies");
     assert!(typo.report.to_text(false).contains("warning: exclude 'w' matches no weight"));
+    // `validate --detailed` compares the folded weight with the folded float weight, not with
+    // the unfolded one that had its name: an int8 weight's figure, not the batch norm's scale.
+    let opts = quantize_rs::ValidateOptions { detailed: true, ..Default::default() };
+    let v = quantize_rs::validate(&float, &plain.model, &opts).unwrap();
+    let w = v.weights.iter().find(|w| w.name == "W").expect("W compared");
+    assert!(w.snr_db > 35.0, "{w:?}");
+    // An exact name with glob characters counts as matched when it names the weight.
+    let mut odd = m.clone();
+    let g = odd.graph.as_mut().unwrap();
+    g.initializer.iter_mut().find(|t| t.name.as_deref() == Some("W")).unwrap().name = Some("W[0]".into());
+    g.node[0].input[1] = "W[0]".into();
+    let odd = Model::from_bytes(prost::Message::encode_to_vec(&odd), None).unwrap();
+    let recipe = Recipe { min_elements: 0, layer_bits: [("W[0]".to_string(), 4u8)].into(), ..Recipe::default() };
+    let r = quantize_rs::run(odd, &recipe, dir.path()).unwrap();
+    assert!(r.report.unmatched_rules.is_empty(), "{:?}", r.report.unmatched_rules);
     let kept = run(Recipe {
         min_elements: 0,
         allow_empty: true,

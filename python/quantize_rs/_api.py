@@ -144,7 +144,8 @@ class Recipe:
             (default False).
         activation_op_types: op types whose activations are quantized.
         target_snr_db: return the worst activations to float until the output SNR on
-            ``verify_data`` reaches this.
+            ``verify_data`` reaches this; with ``weight_only``, step the worst 4-bit weights to
+            8 bits, then the worst weights to float (``result.report.target`` lists them).
         image: :class:`ImagePreprocess` (or a dict of its fields) for a folder of images.
         weight_only: use ``calibration_data`` for the weights only: each layer's rounding chosen
             to minimise its output error on the samples, biases corrected; no activation is

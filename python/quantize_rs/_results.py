@@ -107,6 +107,12 @@ class Report:
     #: (DynamicQuantizeLinear nodes) and ``left`` ((node, why) kept on DequantizeLinear).
     dynamic: Optional[Dict[str, Any]] = None
     data_aware: Optional[Dict[str, Any]] = None
+    #: The weight-only accuracy target (``target_snr_db`` with ``weight_only``): ``target_db``,
+    #: ``recipe_db``, ``reached_db``, ``weights_to_8_bits``, ``weights_returned_to_float``,
+    #: ``trials`` ([8-bit count, float count, dB]), ``effective_samples``.
+    target: Optional[Dict[str, Any]] = None
+    #: ``exclude``/``include``/``layer_bits`` patterns that matched no weight (``"exclude 'x'"``).
+    unmatched_rules: List[str] = field(default_factory=list)
 
     @classmethod
     def _of(cls, d: Mapping[str, Any]) -> "Report":

@@ -66,6 +66,24 @@ def test_result_reports_sizes_report_and_verification(tmp_path):
     assert r.recipe["bits"] == 8 and r.recipe["per-channel"] is True
 
 
+def test_weight_only_accuracy_target_widens_the_worst_4_bit_weights(tmp_path):
+    common = dict(calibration_data=DIGITS_CALIB, weight_only=True, verify_data=DIGITS_TEST, min_elements=0)
+    four = quantize_rs.quantize_with_calibration(DIGITS, tmp_path / "four.onnx", bits=4, **common)
+    eight = quantize_rs.quantize_with_calibration(DIGITS, tmp_path / "eight.onnx", bits=8, **common)
+    assert four.calibration is None and four.report.target is None
+    lo, hi = four.verification.snr_db, eight.verification.snr_db
+    assert hi > lo + 6, (lo, hi)
+    target = (lo + hi) / 2
+    r = quantize_rs.quantize_with_calibration(DIGITS, tmp_path / "t.onnx", bits=4, target_snr_db=target, **common)
+    t = r.report.target
+    assert t["weights_to_8_bits"] and not t["weights_returned_to_float"], t
+    assert t["reached_db"] >= target and abs(r.verification.snr_db - t["reached_db"]) < 1e-6, t
+    widened = {q["name"] for q in r.report.quantized if q["spec"]["qtype"] in ("int8", "uint8")}
+    assert widened == set(t["weights_to_8_bits"]), (widened, t)
+    typo = quantize_rs.quantize(DIGITS, tmp_path / "typo.onnx", excluded_layers=["fc9.weight"])
+    assert typo.report.unmatched_rules == ["exclude 'fc9.weight'"]
+
+
 def test_recipe_and_run(tmp_path):
     recipe = quantize_rs.Recipe(bits=4, block_size=32, min_elements=16)
     assert recipe.resolved()["block-size"] == 32 and recipe.resolved()["min-elements"] == 16

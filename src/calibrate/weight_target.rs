@@ -8,7 +8,7 @@
 //! comes from a cheaper stand-in: the first model with every other eligible weight stepped up in
 //! place, on the first held-out samples.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use tract_onnx::prelude::Tensor;
 
@@ -87,32 +87,33 @@ pub fn weight_only_target(
             o.extend(order[..k].iter().map(|&i| (names[i].clone(), bits)));
             o
         };
-        let mut built: HashMap<usize, (Model, Report, f64)> = HashMap::new();
-        let mut measure = |k: usize, t: &mut WeightTarget| -> Result<f64> {
-            if let Some((_, _, snr)) = built.get(&k) {
-                return Ok(*snr);
-            }
+        // Only the model of the current upper end can still be chosen: the others are dropped
+        // as soon as they are measured (a large model's copies add up).
+        let measure = |k: usize, t: &mut WeightTarget| -> Result<(Model, Report, f64)> {
             opts.check_cancelled()?;
             let o = with(k);
             let (m, r) = build(&o)?;
             let snr = output_snr(&m, &reference, held_out)?;
             let (eights, floats) = (o.values().filter(|&&b| b == 8).count(), o.values().filter(|&&b| b == 32).count());
             t.trials.push((eights, floats, snr));
-            built.insert(k, (m, r, snr));
-            Ok(snr)
+            Ok((m, r, snr))
         };
         let n = names.len();
-        let k = if measure(n, &mut t)? < target {
-            n
-        } else {
-            let (mut lo, mut hi) = (0, n);
-            while hi - lo > 1 {
-                let mid = (lo + hi) / 2;
-                if measure(mid, &mut t)? >= target { hi = mid } else { lo = mid }
+        let mut chosen = measure(n, &mut t)?;
+        let mut k = n;
+        if chosen.2 >= target {
+            let mut lo = 0;
+            while k - lo > 1 {
+                let mid = (lo + k) / 2;
+                let tried = measure(mid, &mut t)?;
+                if tried.2 >= target {
+                    (k, chosen) = (mid, tried);
+                } else {
+                    lo = mid;
+                }
             }
-            hi
-        };
-        let (m, r, snr) = built.remove(&k).expect("measured");
+        }
+        let (m, r, snr) = chosen;
         overrides = with(k);
         let chosen: Vec<String> = order[..k].iter().map(|&i| names[i].clone()).collect();
         if bits == 8 {

@@ -106,7 +106,8 @@ fn unmatched_rules(analysis: &Analysis, recipe: &Recipe) -> Vec<String> {
     rules
         .filter(|(_, p)| {
             let set = globset(std::slice::from_ref(*p));
-            !analysis.constants.iter().any(|c| matches_any(&set, c))
+            let exact = |c: &Constant| c.name == **p || c.uses.iter().any(|u| u.node == **p);
+            !analysis.constants.iter().any(|c| exact(c) || matches_any(&set, c))
         })
         .map(|(key, p)| format!("{key} '{p}'"))
         .collect()

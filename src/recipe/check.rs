@@ -76,6 +76,12 @@ impl Recipe {
                     );
                 }
             }
+            if c.weight_only && c.target_snr_db.is_some() && self.dynamic {
+                return bad(
+                    calibration("target-snr-db"),
+                    "measures weight-only models, but dynamic quantization also quantizes activations at run time; drop one of them".into(),
+                );
+            }
             if c.weight_only && c.equalize {
                 return bad(
                     calibration("equalize"),
