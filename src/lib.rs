@@ -76,7 +76,8 @@ pub use pipeline::{CalibrationReport, Outcome, RunOptions, run, run_with};
 pub use quant::{Granularity, QType, RangeSearch, Symmetry};
 #[cfg(feature = "quantize")]
 pub use quantize::{
-    FEW_EFFECTIVE_SAMPLES, QuantSpec, QuantizedTensor, Report, SkippedTensor, WeightTarget, quantize_model,
+    FEW_EFFECTIVE_SAMPLES, QuantSpec, QuantizedTensor, Report, SkippedTensor, WeightTarget, few_samples_warning,
+    quantize_model,
 };
 #[cfg(feature = "quantize")]
 pub use recipe::{

@@ -202,12 +202,6 @@ fn data_aware_weights(
             r.target = Some(t);
             (m, r)
         }
-        (Some(_), None) => {
-            return Err(Error::Option {
-                key: "calibration.target-snr-db".into(),
-                message: "needs verify-data: held-out samples to measure the output SNR on".into(),
-            });
-        }
         _ => build(&Default::default())?,
     };
     *model = quantized;

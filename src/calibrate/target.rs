@@ -108,21 +108,8 @@ pub(super) fn search_weights(
     target: f64,
     opts: &crate::control::RunOptions,
 ) -> Result<WeightSearch> {
-    let mut weights = eligible.to_vec();
-    weights.sort();
-    let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
-    let probe_reference = &reference[..probe.len()];
-    let mut alone = Vec::with_capacity(weights.len());
-    for w in &weights {
-        let others: HashSet<&str> = weights.iter().filter(|o| *o != w).map(String::as_str).collect();
-        opts.check_cancelled()?;
-        let mut candidate = step(weights_only, &others)?;
-        finish(&mut candidate)?;
-        alone.push(output_snr(&candidate, probe_reference, probe)?);
-    }
-    let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]).then(a.cmp(&b)));
-    let stepped = |k: usize| -> HashSet<&str> { order[..k].iter().map(|&i| weights[i].as_str()).collect() };
+    let ranked = rank_alone(weights_only, eligible, step, finish, held_out, reference, opts)?;
+    let stepped = |k: usize| -> HashSet<&str> { ranked[..k].iter().map(|(w, _)| w.as_str()).collect() };
     let measure = |k: usize| -> Result<f64> {
         opts.check_cancelled()?;
         let mut candidate = step(weights_only, &stepped(k))?;
@@ -131,13 +118,41 @@ pub(super) fn search_weights(
     };
     // measure(0) < target (the caller saw it); the smallest count that reaches the target lies
     // above, or is every weight when measure(n) misses it too (the bisection then ends at n).
-    let (mut lo, mut hi) = (0, weights.len());
+    let (mut lo, mut hi) = (0, ranked.len());
     while hi - lo > 1 {
         let mid = (lo + hi) / 2;
         if measure(mid)? >= target { hi = mid } else { lo = mid }
     }
-    let names = order[..hi].iter().map(|&i| weights[i].clone()).collect();
-    Ok((names, order.iter().map(|&i| (weights[i].clone(), alone[i])).collect()))
+    let names = ranked[..hi].iter().map(|(w, _)| w.clone()).collect();
+    Ok((names, ranked))
+}
+
+/// Each of the `eligible` weights with its own figure, worst first: `base` with every other
+/// eligible weight stepped up, `finish`ed, on the first held-out samples (ties in name order).
+pub(super) fn rank_alone(
+    base: &Model,
+    eligible: &[String],
+    step: &Step,
+    finish: &dyn Fn(&mut Model) -> Result<()>,
+    held_out: &[Vec<Tensor>],
+    reference: &[Vec<Values>],
+    opts: &crate::control::RunOptions,
+) -> Result<Vec<(String, f64)>> {
+    let mut weights = eligible.to_vec();
+    weights.sort();
+    let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
+    let probe_reference = &reference[..probe.len()];
+    let mut ranked = Vec::with_capacity(weights.len());
+    for w in &weights {
+        let others: HashSet<&str> = weights.iter().filter(|o| *o != w).map(String::as_str).collect();
+        opts.check_cancelled()?;
+        let mut candidate = step(base, &others)?;
+        finish(&mut candidate)?;
+        ranked.push((w.clone(), output_snr(&candidate, probe_reference, probe)?));
+    }
+    // Stable: equal figures keep name order.
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+    Ok(ranked)
 }
 
 /// The quantized weights of `g`'s main graph that hold 4-bit values: stored as INT4/UINT4, or

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use tract_onnx::prelude::Tensor;
 
 use super::target::{
-    PROBE_SAMPLES, effective_samples, four_bit_weights, output_snr, reference_outputs, with_8bit_weights,
+    effective_samples, four_bit_weights, output_snr, rank_alone, reference_outputs, with_8bit_weights,
     with_float_weights,
 };
 use crate::control::RunOptions;
@@ -68,23 +68,11 @@ pub fn weight_only_target(
             }
         };
         // Each weight's own contribution: every other eligible weight stepped up in place.
-        let probe = &held_out[..held_out.len().min(PROBE_SAMPLES)];
-        let probe_reference = &reference[..probe.len()];
-        let mut names = eligible.clone();
-        names.sort();
-        let mut alone = Vec::with_capacity(names.len());
-        for w in &names {
-            opts.check_cancelled()?;
-            let others: HashSet<&str> = names.iter().filter(|o| *o != w).map(String::as_str).collect();
-            alone.push(output_snr(&step(&best.0, &others)?, probe_reference, probe)?);
-        }
-        let mut order: Vec<usize> = (0..names.len()).collect();
-        order.sort_by(|&a, &b| alone[a].total_cmp(&alone[b]).then(a.cmp(&b)));
-        let ordered: Vec<(String, f64)> = order.iter().map(|&i| (names[i].clone(), alone[i])).collect();
+        let ranked = rank_alone(&best.0, &eligible, &step, &|_| Ok(()), held_out, &reference, opts)?;
         // The smallest count, worst first, whose rebuilt model reaches the target.
         let with = |k: usize| -> BTreeMap<String, u8> {
             let mut o = overrides.clone();
-            o.extend(order[..k].iter().map(|&i| (names[i].clone(), bits)));
+            o.extend(ranked[..k].iter().map(|(w, _)| (w.clone(), bits)));
             o
         };
         // Only the model of the current upper end can still be chosen: the others are dropped
@@ -98,7 +86,7 @@ pub fn weight_only_target(
             t.trials.push((eights, floats, snr));
             Ok((m, r, snr))
         };
-        let n = names.len();
+        let n = ranked.len();
         let mut chosen = measure(n, &mut t)?;
         let mut k = n;
         if chosen.2 >= target {
@@ -115,11 +103,11 @@ pub fn weight_only_target(
         }
         let (m, r, snr) = chosen;
         overrides = with(k);
-        let chosen: Vec<String> = order[..k].iter().map(|&i| names[i].clone()).collect();
+        let chosen: Vec<String> = ranked[..k].iter().map(|(w, _)| w.clone()).collect();
         if bits == 8 {
-            (t.weights_to_8_bits, t.four_bit_alone_db) = (chosen, ordered);
+            (t.weights_to_8_bits, t.four_bit_alone_db) = (chosen, ranked);
         } else {
-            (t.weights_returned_to_float, t.weight_alone_db) = (chosen, ordered);
+            (t.weights_returned_to_float, t.weight_alone_db) = (chosen, ranked);
         }
         t.reached_db = snr;
         best = (m, r);

@@ -66,7 +66,8 @@ pub fn constants(g: &GraphProto) -> HashMap<&str, &TensorProto> {
 }
 
 /// Who reads each tensor in `g`: the indices of `g`'s own nodes that take it as an input, and
-/// [`SUBGRAPH_READER`] once for each read from inside one of their subgraphs (at any depth).
+/// [`SUBGRAPH_READER`] once for each read from inside one of their subgraphs (at any depth),
+/// where a subgraph returning an outer tensor as its output reads it too.
 pub fn readers(g: &GraphProto) -> HashMap<String, Vec<usize>> {
     let mut readers: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, n) in g.node.iter().enumerate() {
@@ -76,7 +77,8 @@ pub fn readers(g: &GraphProto) -> HashMap<String, Vec<usize>> {
         for a in &n.attribute {
             for sub in a.g.iter().chain(&a.graphs) {
                 walk_graphs(sub, &mut |_, sg| {
-                    for input in sg.node.iter().flat_map(|sn| &sn.input).filter(|s| !s.is_empty()) {
+                    let outputs = sg.output.iter().filter_map(|o| o.name.as_ref());
+                    for input in sg.node.iter().flat_map(|sn| &sn.input).chain(outputs).filter(|s| !s.is_empty()) {
                         readers.entry(input.clone()).or_default().push(SUBGRAPH_READER);
                     }
                 });

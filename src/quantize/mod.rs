@@ -22,7 +22,9 @@ use crate::recipe::Recipe;
 
 mod gather;
 mod report;
-pub use report::{DataAware, FEW_EFFECTIVE_SAMPLES, QuantizedTensor, Report, SkippedTensor, WeightTarget};
+pub use report::{
+    DataAware, FEW_EFFECTIVE_SAMPLES, QuantizedTensor, Report, SkippedTensor, WeightTarget, few_samples_warning,
+};
 mod stream;
 
 /// The scheme chosen for one weight.

@@ -115,6 +115,15 @@ pub struct Report {
 /// hold on other inputs.
 pub const FEW_EFFECTIVE_SAMPLES: f64 = 2.0;
 
+/// The warning for a target figure that rests on fewer than [`FEW_EFFECTIVE_SAMPLES`] samples.
+pub fn few_samples_warning(effective_samples: f64) -> Option<String> {
+    (effective_samples < FEW_EFFECTIVE_SAMPLES).then(|| {
+        format!(
+            "warning: the verification figure rests on about {effective_samples:.1} of its samples (the float outputs of the others carry almost no signal); the target may not hold on other inputs: give more varied verification data"
+        )
+    })
+}
+
 /// What the weight-only accuracy target did.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct WeightTarget {
@@ -256,12 +265,8 @@ impl Report {
             if t.reached_db < t.target_db {
                 let _ = writeln!(s, "  missed: even every weight stepped up gives {:.2} dB", t.reached_db);
             }
-            if t.effective_samples < FEW_EFFECTIVE_SAMPLES {
-                let _ = writeln!(
-                    s,
-                    "  warning: the verification figure rests on about {:.1} of its samples (the float outputs of the others carry almost no signal); the target may not hold on other inputs: give more varied verification data",
-                    t.effective_samples
-                );
+            if let Some(w) = few_samples_warning(t.effective_samples) {
+                let _ = writeln!(s, "  {w}");
             }
         }
         for rule in &self.unmatched_rules {

@@ -76,6 +76,12 @@ impl Recipe {
                     );
                 }
             }
+            if c.target_snr_db.is_some() && self.verify_data.is_none() {
+                return bad(
+                    calibration("target-snr-db"),
+                    "needs verify-data: held-out samples to measure the output SNR on".into(),
+                );
+            }
             if c.weight_only && c.target_snr_db.is_some() && self.dynamic {
                 return bad(
                     calibration("target-snr-db"),

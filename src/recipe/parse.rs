@@ -184,10 +184,15 @@ mod tests {
         assert!(e.to_string().starts_with("calibration.weight-rounding: unknown variant `brecq`"), "{e}");
         // Weight-only models take the target too (weights step 4 -> 8 bits -> float).
         let r = Recipe::from_value(
-            &json!({ "calibration": { "data": "c.npy", "weight-only": true, "target-snr-db": 30 } }),
+            &json!({ "calibration": { "data": "c.npy", "weight-only": true, "target-snr-db": 30 }, "verify-data": "v.npy" }),
         )
         .unwrap();
         assert_eq!(r.calibration.unwrap().target_snr_db, Some(30.0));
+        let e = Recipe::from_value(
+            &json!({ "calibration": { "data": "c.npy", "weight-only": true, "target-snr-db": 30 } }),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("calibration.target-snr-db: needs verify-data"), "{e}");
         let e =
             Recipe::from_value(&json!({ "calibration": { "data": "c.npy", "weight-only": true, "equalize": true } }))
                 .unwrap_err();

@@ -228,22 +228,7 @@ fn take_over(g: &mut GraphProto, i: usize, name: &str, names: &mut Names) -> Opt
     if name.is_empty() || g.output.iter().any(|o| o.name.as_deref() == Some(name)) {
         return None;
     }
-    // Node inputs, and (in subgraphs) outputs: a branch may return an outer constant as it is.
-    fn reads(g: &GraphProto, name: &str) -> usize {
-        let returned = |sub: &GraphProto| sub.output.iter().filter(|o| o.name.as_deref() == Some(name)).count();
-        g.node
-            .iter()
-            .map(|n| {
-                n.input.iter().filter(|x| *x == name).count()
-                    + n.attribute
-                        .iter()
-                        .flat_map(|a| a.g.iter().chain(&a.graphs))
-                        .map(|sub| reads(sub, name) + returned(sub))
-                        .sum::<usize>()
-            })
-            .sum()
-    }
-    if reads(g, name) != 1 || !g.node[i].input.iter().any(|x| x == name) {
+    if crate::onnx::graph::readers(g).get(name).map(Vec::as_slice) != Some(&[i]) {
         return None;
     }
     let dead = names.fresh(&format!("{name}_unfolded"));

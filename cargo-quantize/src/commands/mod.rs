@@ -133,11 +133,8 @@ fn run_job(
                     for name in &t.returned_to_float {
                         eprintln!("  float: {name}");
                     }
-                    if t.effective_samples < quantize_rs::FEW_EFFECTIVE_SAMPLES {
-                        eprintln!(
-                            "  warning: the verification figure rests on about {:.1} of its samples (the float outputs of the others carry almost no signal); the target may not hold on other inputs: give more varied verification data",
-                            t.effective_samples
-                        );
+                    if let Some(w) = quantize_rs::few_samples_warning(t.effective_samples) {
+                        eprintln!("  {w}");
                     }
                     if !t.weights_to_8_bits.is_empty() {
                         eprintln!(
